@@ -1,0 +1,58 @@
+"""The exceptions paretune raises.
+
+Every error paretune raises on purpose derives from :class:`ParetuneError`. Errors caused by what
+a user wrote (a spec, a space, an argument) are :class:`ConfigError`, which is also a
+``ValueError``; errors of the running system (a storage that cannot be opened, a study that does
+not match its spec) are :class:`StudyError`, which is also a ``RuntimeError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["ConfigError", "ParetuneError", "StudyError"]
+
+
+class ParetuneError(Exception):
+    """Base class of every error paretune raises on purpose."""
+
+
+class ConfigError(ParetuneError, ValueError):
+    """User input that paretune cannot accept.
+
+    Args:
+        message: What is wrong and how to fix it.
+        path: Where in the user's input the problem is, outermost key first, for example
+            ``("space", "lr", "low")``. Empty when the input as a whole is at fault.
+    """
+
+    def __init__(self, message: str, *, path: Sequence[str | int] = ()) -> None:
+        self.path: tuple[str | int, ...] = tuple(path)
+        self.message = message
+        super().__init__(f"{format_path(self.path)}: {message}" if self.path else message)
+
+    def prefixed(self, *outer: str | int) -> ConfigError:
+        """The same error located inside ``outer`` (used when a nested validator re-raises)."""
+        return type(self)(self.message, path=(*outer, *self.path))
+
+
+class StudyError(ParetuneError, RuntimeError):
+    """A problem of the running system: storage, tracking server, a study that does not fit."""
+
+
+def format_path(path: Sequence[str | int]) -> str:
+    """Render ``("a", 0, "b")`` as ``a[0].b``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def describe(value: Any) -> str:
+    """A short, quoted rendering of a user's value for an error message."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -1,0 +1,275 @@
+"""The ``paretune`` command.
+
+``paretune run SPEC`` runs (or continues) a search; ``resume SPEC`` continues one that exists;
+``status SPEC`` and ``export SPEC`` read the study; ``schema`` prints the spec's JSON schema.
+
+Exit codes: 0 done, 1 a runtime problem (storage, tracking), 2 invalid input (spec, arguments),
+130 stopped by Ctrl-C or SIGTERM (running trials were queued again; ``resume`` continues).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from paretune._errors import ConfigError, ParetuneError
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+    from paretune.spec import SearchSpec
+    from paretune.trials_store import TrialsStore
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain-text table with aligned columns."""
+    cells = [[_fmt(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def pareto_table(store: TrialsStore, front: Sequence[FrozenTrial], *, max_params: int = 6) -> str:
+    names = [m.name for m in store.spec.metrics]
+    arrows = ["↓" if d == "minimize" else "↑" for d in store.spec.directions]
+    header = ["trial", *[f"{n} {a}" for n, a in zip(names, arrows, strict=True)], "params"]
+    rows = []
+    for t in front:
+        items = list(t.params.items())
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in items[:max_params])
+        if len(items) > max_params:
+            shown += f", ... (+{len(items) - max_params})"
+        rows.append([t.number, *t.values, shown])
+    return format_table(header, rows)
+
+
+class _Progress:
+    """A progress bar on stderr: trials finished / budget, Pareto size or best value, ETA."""
+
+    def __init__(self, store: TrialsStore, *, enabled: bool) -> None:
+        from tqdm import tqdm
+
+        budget = store.spec.budget
+        self._multi = len(store.spec.metrics) > 1
+        self._bar = tqdm(
+            total=budget.trials,
+            initial=store.n_finished(),
+            unit="trial",
+            dynamic_ncols=True,
+            disable=not enabled,
+            file=sys.stderr,
+        )
+        self._refresh(store)
+
+    def _refresh(self, store: TrialsStore) -> None:
+        front = store.pareto_trials()
+        if self._multi:
+            self._bar.set_postfix_str(f"pareto={len(front)}", refresh=False)
+        elif front:
+            name = store.spec.metrics[0].name
+            self._bar.set_postfix_str(f"best {name}={front[0].values[0]:.5g}", refresh=False)
+
+    def update(self, store: TrialsStore, trial: FrozenTrial) -> None:
+        self._refresh(store)
+        self._bar.update(1)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _where(store: TrialsStore) -> str:
+    lines = [f"study:  {store.spec.study} in {store.storage_url}"]
+    if store.mlflow is not None:
+        lines.append(f"mlflow: {store.tracking_uri} (experiment {store.spec.study!r})")
+        lines.append(f"        browse: mlflow ui --backend-store-uri {store.tracking_uri}")
+    lines.append(f"        optuna-dashboard {store.storage_url}")
+    return "\n".join(lines)
+
+
+def _load(path: str) -> SearchSpec:
+    from paretune.spec import load_spec
+
+    return load_spec(path)
+
+
+def _cmd_run(args: argparse.Namespace, *, resume: bool) -> int:
+    from paretune.search import run_search
+
+    spec = _load(args.spec)
+    if args.trials is not None:
+        spec = spec.model_copy(
+            update={"budget": spec.budget.model_copy(update={"trials": args.trials})}
+        )
+    bar: _Progress | None = None
+
+    def on_start(store: TrialsStore, recovered: list[int]) -> None:
+        nonlocal bar
+        done = store.n_finished()
+        print(f"paretune: {'resuming' if done else 'starting'} study {spec.study!r}", flush=True)
+        print(_where(store), flush=True)
+        if recovered:
+            print(
+                f"recovered {len(recovered)} trial(s) left running by a stopped process "
+                f"({', '.join(map(str, recovered))}); they are queued again",
+                flush=True,
+            )
+        bar = _Progress(store, enabled=not args.no_progress)
+
+    class _Forward:
+        def update(self, store: TrialsStore, trial: FrozenTrial) -> None:
+            if bar is not None:
+                bar.update(store, trial)
+
+    try:
+        result = run_search(spec, resume=resume, progress=_Forward(), on_start=on_start)
+    finally:
+        if bar is not None:
+            bar.close()
+    store = result.store
+    counts = {k: v for k, v in result.counts.items() if v}
+    print(
+        f"\n{'stopped' if result.interrupted else 'done'} in {result.seconds:.1f} s: "
+        + ", ".join(f"{v} {k.lower()}" for k, v in counts.items())
+    )
+    print(f"\nPareto front ({len(result.pareto)} trial(s)):")
+    print(pareto_table(store, result.pareto))
+    print()
+    print(_where(store))
+    if result.interrupted:
+        print(
+            f"\ninterrupted: running trials were queued again; continue with "
+            f"`paretune resume {args.spec}`",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from paretune.search import open_store
+
+    spec = _load(args.spec)
+    store = open_store(spec, create=False, mlflow=False)
+    counts = store.counts()
+    total = spec.budget.trials
+    print(f"study {spec.study!r}: {store.n_finished()}" + (f" / {total}" if total else "")
+          + " trials finished")  # fmt: skip
+    print("  " + ", ".join(f"{k.lower()}={v}" for k, v in counts.items() if v))
+    front = store.pareto_trials()
+    print(f"\nPareto front ({len(front)} trial(s)):")
+    print(pareto_table(store, front))
+    print()
+    print(f"study:  {spec.study} in {store.storage_url}")
+    print(f"mlflow: {store.tracking_uri}")
+    return EXIT_OK
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from paretune.search import open_store
+    from paretune.trials_store import export_trials
+
+    spec = _load(args.spec)
+    store = open_store(spec, create=False, mlflow=False)
+    text = export_trials(store, args.format, args.output)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        print(f"wrote {len(store.study.trials)} trials to {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from paretune.spec import SearchSpec
+
+    print(json.dumps(SearchSpec.model_json_schema(), indent=2))
+    return EXIT_OK
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse exits 2 too; keep our message style
+        self.print_usage(sys.stderr)
+        print(f"paretune: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from paretune import __version__
+
+    parser = _Parser(prog="paretune", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"paretune {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    for name, help_text in (
+        ("run", "run a search (continues the study if it exists)"),
+        ("resume", "continue an existing search to its budget"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("spec", help="the search spec (YAML)")
+        p.add_argument("--trials", type=int, default=None, help="override budget.trials")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("status", help="trial counts and the Pareto front of a study")
+    p.add_argument("spec")
+    p = sub.add_parser("export", help="write every trial as CSV or JSON")
+    p.add_argument("spec")
+    p.add_argument("--format", choices=("csv", "json"), default="csv")
+    p.add_argument("-o", "--output", default=None, help="file to write (default: stdout)")
+    sub.add_parser("schema", help="print the JSON schema of the spec")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import optuna
+
+    # The CLI prints its own summary; Optuna's per-trial INFO lines would bury it.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if args.command in ("run", "resume") and args.trials is not None and args.trials < 1:
+        print(f"paretune: error: --trials must be >= 1, but got {args.trials}", file=sys.stderr)
+        return EXIT_USAGE
+    from paretune.search import handle_stop_signal
+
+    # Ctrl-C and SIGTERM (a scheduler, `kill`) stop a search cleanly: running trials are
+    # failed and queued again, the MLflow runs closed.
+    previous = {s: signal.signal(s, handle_stop_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if args.command == "run":
+            return _cmd_run(args, resume=False)
+        if args.command == "resume":
+            return _cmd_run(args, resume=True)
+        if args.command == "status":
+            return _cmd_status(args)
+        if args.command == "export":
+            return _cmd_export(args)
+        return _cmd_schema(args)
+    except ConfigError as err:
+        where = f" {args.spec}" if getattr(args, "spec", None) else ""
+        print(f"paretune: invalid spec{where}: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except ParetuneError as err:
+        print(f"paretune: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("paretune: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""What a trial computes: objective functions and the context they run in."""
+
+from paretune.objectives._protocol import Direction, Metric, Objective, TrialContext, TrialPruned
+from paretune.objectives._registry import (
+    build_objective,
+    register_objective,
+    registered_objectives,
+)
+from paretune.objectives._synthetic import (
+    DTLZ2,
+    ZDT1,
+    BraninCurrin,
+    PeftLike,
+    SyntheticProblem,
+    VehicleSafety,
+)
+
+__all__ = [
+    "DTLZ2",
+    "ZDT1",
+    "BraninCurrin",
+    "Direction",
+    "Metric",
+    "Objective",
+    "PeftLike",
+    "SyntheticProblem",
+    "TrialContext",
+    "TrialPruned",
+    "VehicleSafety",
+    "build_objective",
+    "register_objective",
+    "registered_objectives",
+]

@@ -1,0 +1,116 @@
+"""The objective protocol: what a trial computes.
+
+An objective is any callable ``objective(params, ctx) -> dict[str, float]``. ``params`` holds the
+values of the active parameters of one candidate (inactive conditional parameters are absent);
+``ctx`` is a :class:`TrialContext`. The returned mapping must contain every metric the spec names
+(it may contain more: extra metrics are recorded but not optimised).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from paretune._errors import ConfigError
+
+__all__ = ["Direction", "Metric", "Objective", "TrialContext", "TrialPruned"]
+
+Direction = Literal["minimize", "maximize"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A named objective value and the direction in which it improves."""
+
+    name: str
+    direction: Direction
+
+    def __post_init__(self) -> None:
+        if self.direction not in ("minimize", "maximize"):
+            raise ConfigError(
+                f"direction must be 'minimize' or 'maximize', but got {self.direction!r}.",
+                path=(self.name, "direction"),
+            )
+
+
+class TrialPruned(Exception):
+    """Raised by an objective (usually after :meth:`TrialContext.should_prune`) to stop early.
+
+    The runner records the trial as PRUNED with its last reported values.
+    """
+
+
+@runtime_checkable
+class Objective(Protocol):
+    """``objective(params, ctx) -> dict[str, float]``."""
+
+    def __call__(self, params: dict[str, Any], ctx: TrialContext) -> dict[str, float]: ...
+
+
+ReportSink = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class TrialContext:
+    """What an objective knows about the trial it runs in, and how it talks back.
+
+    Runners create it; an objective only reads its fields and calls :meth:`report` and
+    :meth:`should_prune`. Constructed directly (``TrialContext(trial_number=0)``) it is a
+    stand-alone context for calling an objective by hand: reports are kept in :attr:`history`.
+
+    Attributes:
+        trial_number: The Optuna trial number.
+        seed: A seed derived from the study seed and the trial number; objectives seed their
+            RNGs with it so a trial is reproducible.
+        budget: The fidelity the trial runs at (e.g. a fraction of the training data or of the
+            steps), or ``None`` for full fidelity.
+        device: Where to compute, for example ``"cpu"`` or ``"cuda:0"``.
+        settings: The objective's settings from the spec.
+        history: ``(step, metrics)`` pairs in the order they were reported.
+    """
+
+    trial_number: int
+    seed: int = 0
+    budget: float | None = None
+    device: str = "cpu"
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    _sinks: list[ReportSink] = field(default_factory=list, repr=False)
+    _pruner: Callable[[], bool] | None = field(default=None, repr=False)
+
+    def report(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Record intermediate metrics at ``step`` (learning curves, pruning decisions).
+
+        Args:
+            step: A non-negative step counter that increases between calls (an epoch, an
+                optimiser step, a number of examples seen).
+            metrics: Metric name to finite float.
+        """
+        if step < 0:
+            raise ValueError(f"`step >= 0` must hold, but got step={step}.")
+        if self.history and step <= self.history[-1][0]:
+            raise ValueError(
+                f"steps must increase between reports, but got step={step} after "
+                f"step={self.history[-1][0]}."
+            )
+        values = {str(k): float(v) for k, v in metrics.items()}
+        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+        if bad:
+            raise ValueError(f"reported metrics must be finite, but got {bad} at step={step}.")
+        self.history.append((step, values))
+        for sink in self._sinks:
+            sink(step, values)
+
+    def should_prune(self) -> bool:
+        """Whether the study's pruner asks this trial to stop (``False`` without a pruner)."""
+        return self._pruner() if self._pruner is not None else False
+
+    def add_sink(self, sink: ReportSink) -> None:
+        """Runners call this to forward every :meth:`report` (to Optuna, MLflow, Ray)."""
+        self._sinks.append(sink)
+
+    def set_pruner(self, pruner: Callable[[], bool]) -> None:
+        """Runners call this to connect :meth:`should_prune` to the study's pruner."""
+        self._pruner = pruner

@@ -1,0 +1,34 @@
+"""Who proposes the next candidate (controllers, all Optuna samplers) and who runs it (runners).
+
+Controllers are chosen by name in the spec: ``random``, ``tpe``, ``nsga2``, ``gp``.
+"""
+
+from paretune.search._controllers import controller_names, make_sampler
+from paretune.search._local import LocalRunner
+from paretune.search._run import SearchResult, make_runner, open_store, run_search
+from paretune.search._runner import (
+    Job,
+    Outcome,
+    Runner,
+    SearchInterrupted,
+    evaluate,
+    handle_stop_signal,
+    stop_requested,
+)
+
+__all__ = [
+    "Job",
+    "LocalRunner",
+    "Outcome",
+    "Runner",
+    "SearchInterrupted",
+    "SearchResult",
+    "controller_names",
+    "evaluate",
+    "handle_stop_signal",
+    "make_runner",
+    "make_sampler",
+    "open_store",
+    "run_search",
+    "stop_requested",
+]

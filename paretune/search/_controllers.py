@@ -1,0 +1,86 @@
+"""Controllers: who proposes the next candidate. Every controller is an Optuna sampler."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import optuna
+
+from paretune._errors import ConfigError
+from paretune.trials_store._store import MetricConstraints
+
+if TYPE_CHECKING:
+    from paretune.spec import SearchSpec
+
+__all__ = ["controller_names", "make_sampler"]
+
+
+def _random(spec: SearchSpec, seed: int | None, **options: Any) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.RandomSampler(seed=seed, **options)
+
+
+def _tpe(spec: SearchSpec, seed: int | None, **options: Any) -> optuna.samplers.BaseSampler:
+    conditional = any(p.condition is not None for p in spec.search_space)
+    kwargs: dict[str, Any] = {
+        "multivariate": True,
+        # Conditional spaces: TPE models each group of co-occurring parameters jointly instead
+        # of falling back to independent sampling.
+        "group": conditional,
+        # Running trials count as bad results, so parallel workers spread out.
+        "constant_liar": True,
+    }
+    kwargs.update(options)
+    return optuna.samplers.TPESampler(seed=seed, constraints_func=_constraints(spec), **kwargs)
+
+
+def _nsga2(spec: SearchSpec, seed: int | None, **options: Any) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=_constraints(spec), **options)
+
+
+def _gp(spec: SearchSpec, seed: int | None, **options: Any) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.GPSampler(seed=seed, constraints_func=_constraints(spec), **options)
+
+
+def _constraints(spec: SearchSpec) -> MetricConstraints | None:
+    return MetricConstraints(spec) if spec.objective.constraints else None
+
+
+_FACTORIES: dict[str, tuple[Callable[..., optuna.samplers.BaseSampler], type]] = {
+    "random": (_random, optuna.samplers.RandomSampler),
+    "tpe": (_tpe, optuna.samplers.TPESampler),
+    "nsga2": (_nsga2, optuna.samplers.NSGAIISampler),
+    "gp": (_gp, optuna.samplers.GPSampler),
+}
+
+
+def controller_names() -> list[str]:
+    return list(_FACTORIES)
+
+
+def make_sampler(spec: SearchSpec, *, n_existing_trials: int = 0) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler for the spec's controller.
+
+    The seed is offset by the number of trials already in the study, so a resumed search does
+    not replay the random draws of its first session (a seeded random sampler would otherwise
+    propose the already-evaluated parameters again) while staying reproducible from storage.
+
+    Raises:
+        ConfigError: An option the sampler does not take, or a value it rejects.
+    """
+    c = spec.controller
+    factory, cls = _FACTORIES[c.name]
+    accepted = set(inspect.signature(cls).parameters) - {"seed"}
+    for key in c.options:
+        if key not in accepted or key == "constraints_func":
+            raise ConfigError(
+                f"unknown option {key!r} for controller {c.name!r}; allowed: "
+                f"{', '.join(sorted(accepted - {'constraints_func'}))}",
+                path=("controller", "options", key),
+            )
+    seed = None if c.seed is None else c.seed + n_existing_trials
+    try:
+        return factory(spec, seed, **c.options)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{err}", path=("controller", "options")) from None

@@ -1,0 +1,169 @@
+"""The local runner: trials in the driver process or in a pool of worker processes."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import signal
+import time
+from typing import TYPE_CHECKING, Any
+
+from optuna.trial import TrialState
+
+from paretune.search._runner import (
+    Job,
+    Outcome,
+    Runner,
+    SearchInterrupted,
+    clear_stop_request,
+    evaluate,
+    stop_requested,
+)
+from paretune.trials_store._store import METRICS_ATTR
+
+if TYPE_CHECKING:
+    from paretune.trials_store import PendingTrial, TrialsStore
+
+__all__ = ["LocalRunner"]
+
+
+def _ignore_sigint() -> None:
+    # Ctrl-C reaches the whole process group; only the driver decides what happens to trials.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _kill_workers(executor: cf.ProcessPoolExecutor) -> None:
+    kill = getattr(executor, "kill_workers", None)  # Python >= 3.14
+    if kill is not None:
+        kill()
+    else:
+        for process in list((getattr(executor, "_processes", None) or {}).values()):
+            process.kill()
+    executor.shutdown(wait=False, cancel_futures=True)
+
+
+class LocalRunner(Runner):
+    """Evaluates trials on this machine.
+
+    With ``n_jobs=1`` the objective runs in the driver (simple to debug, no pickling). With
+    ``n_jobs > 1`` up to ``n_jobs`` trials run at once in worker processes started with
+    ``spawn`` (safe with torch and threads); the controller sees the running trials as pending.
+    A worker that dies (out of memory, a segfault) fails its trial and is replaced.
+
+    Args:
+        n_jobs: How many trials run at once.
+        poll_interval: Seconds between checks for Ctrl-C and the wall-time budget while waiting.
+    """
+
+    def __init__(self, *, n_jobs: int = 1, poll_interval: float = 0.5) -> None:
+        if n_jobs < 1:
+            raise ValueError(f"`n_jobs >= 1` must hold, but got n_jobs={n_jobs}.")
+        self.n_jobs = n_jobs
+        self.poll_interval = poll_interval
+
+    def run(self, store: TrialsStore, *, progress: Any = None) -> None:
+        budget = store.spec.budget
+        started = time.monotonic()
+        finished = store.n_finished()
+        in_flight: dict[Any, PendingTrial] = {}
+        executor: cf.ProcessPoolExecutor | None = None
+
+        def more() -> bool:
+            if budget.trials is not None and finished + len(in_flight) >= budget.trials:
+                return False
+            return budget.wall_time is None or time.monotonic() - started < budget.wall_time
+
+        def record(pending: PendingTrial, outcome: Outcome) -> None:
+            nonlocal finished
+            frozen = store.tell(
+                pending,
+                state=TrialState[outcome.state],
+                metrics=outcome.metrics,
+                error=outcome.error,
+            )
+            finished += 1
+            if progress is not None:
+                progress.update(store, frozen)
+
+        clear_stop_request()
+        try:
+            while True:
+                while more() and len(in_flight) < self.n_jobs and not stop_requested():
+                    pending = store.ask()
+                    if pending.duplicate_of is not None:
+                        record(pending, _copy_of(pending, store))
+                        continue
+                    job = _job(store, pending)
+                    if self.n_jobs == 1:
+                        in_flight[None] = pending
+                        outcome = evaluate(job)
+                        del in_flight[None]
+                        record(pending, outcome)
+                        continue
+                    if executor is None:
+                        executor = cf.ProcessPoolExecutor(
+                            max_workers=self.n_jobs,
+                            mp_context=multiprocessing.get_context("spawn"),
+                            initializer=_ignore_sigint,
+                        )
+                    in_flight[executor.submit(evaluate, job)] = pending
+                if stop_requested():
+                    raise KeyboardInterrupt
+                if not in_flight:
+                    break
+                done, _ = cf.wait(
+                    list(in_flight), timeout=self.poll_interval, return_when=cf.FIRST_COMPLETED
+                )
+                for future in done:
+                    pending = in_flight.pop(future)
+                    try:
+                        outcome = future.result()
+                    except cf.process.BrokenProcessPool as err:
+                        outcome = Outcome("FAIL", error=f"the worker process died: {err}")
+                    record(pending, outcome)
+                if executor is not None and getattr(executor, "_broken", False):
+                    # One dead worker breaks the whole pool: fail the rest, start a new pool.
+                    for future, pending in list(in_flight.items()):
+                        in_flight.pop(future)
+                        record(pending, Outcome("FAIL", error="a worker process died"))
+                    _kill_workers(executor)
+                    executor = None
+        except KeyboardInterrupt:
+            if executor is not None:
+                _kill_workers(executor)
+                executor = None
+            requeued = []
+            for pending in in_flight.values():
+                store.fail_interrupted(pending, reason="stopped by the user")
+                requeued.append(pending.number)
+            raise SearchInterrupted(sorted(requeued)) from None
+        finally:
+            if executor is not None:
+                executor.shutdown(wait=True)
+
+
+def _job(store: TrialsStore, pending: PendingTrial) -> Job:
+    spec = store.spec
+    return Job(
+        objective_type=spec.objective.type,
+        settings=spec.objective.settings,
+        metric_names=tuple(m.name for m in spec.metrics),
+        trial_number=pending.number,
+        trial_id=pending.trial_id,
+        params=pending.params,
+        seed=pending.seed,
+        storage_url=store.storage_url,
+        tracking_uri=store.tracking_uri if store.mlflow is not None else None,
+        mlflow_run_id=pending.mlflow_run_id,
+    )
+
+
+def _copy_of(pending: PendingTrial, store: TrialsStore) -> Outcome:
+    """A trial whose parameters already completed: its metrics are copied, not recomputed."""
+    twin = pending.duplicate_of
+    assert twin is not None  # only called for duplicates
+    metrics = twin.user_attrs.get(METRICS_ATTR)
+    if metrics is None:  # a trial added with values only (study.add_trial)
+        names = [m.name for m in store.spec.metrics]
+        metrics = dict(zip(names, twin.values or [], strict=False))
+    return Outcome("COMPLETE", metrics=dict(metrics))

@@ -1,0 +1,208 @@
+"""The runner extension point and the evaluation of one trial, shared by every runner."""
+
+from __future__ import annotations
+
+import abc
+import math
+import threading
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from paretune.trials_store import TrialsStore
+
+__all__ = [
+    "Job",
+    "Outcome",
+    "Runner",
+    "SearchInterrupted",
+    "evaluate",
+    "handle_stop_signal",
+    "stop_requested",
+]
+
+_stop = threading.Event()
+_objective_in_main_thread = False
+
+
+def handle_stop_signal(signum: int, frame: Any) -> None:
+    """A handler for SIGINT/SIGTERM that stops a search cleanly.
+
+    It records the request, which runners check between trials and while they wait for
+    workers, so bookkeeping is never cut in half. Only while an objective runs in the main
+    thread does it also raise ``KeyboardInterrupt``, to break out of that computation. (Python's
+    default handler raises anywhere, and an interrupt raised inside a finaliser is swallowed.)
+    """
+    _stop.set()
+    if _objective_in_main_thread:
+        raise KeyboardInterrupt
+
+
+def stop_requested() -> bool:
+    return _stop.is_set()
+
+
+def clear_stop_request() -> None:
+    _stop.clear()
+
+
+class SearchInterrupted(Exception):
+    """The search was stopped (Ctrl-C, SIGTERM); running trials were failed and re-queued."""
+
+    def __init__(self, requeued: list[int]) -> None:
+        self.requeued = requeued
+        super().__init__(f"interrupted; trials {requeued} were queued again")
+
+
+class Runner(abc.ABC):
+    """Runs the trials of a study until its budget is spent.
+
+    Lifecycle: :func:`paretune.search.run_search` opens the :class:`TrialsStore` (recovering
+    stale trials), then calls :meth:`run` once. ``run`` asks the store for trials, evaluates
+    them (here, in worker processes, on a Ray cluster), tells the store each outcome, and
+    returns when the budget is spent. On ``KeyboardInterrupt`` it fails and re-queues the trials
+    still running (``store.fail_interrupted``) and raises :class:`SearchInterrupted`.
+    """
+
+    @abc.abstractmethod
+    def run(self, store: TrialsStore, *, progress: Any = None) -> None:
+        """Evaluate trials until ``store``'s budget is spent.
+
+        Args:
+            store: The study to fill.
+            progress: An object with ``update(store, frozen_trial)``, called after every
+                finished trial (the CLI's progress bar), or ``None``.
+        """
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a worker needs to evaluate one trial: plain data, so it pickles."""
+
+    objective_type: str
+    settings: Mapping[str, Any]
+    metric_names: tuple[str, ...]
+    trial_number: int
+    trial_id: int
+    params: Mapping[str, Any]
+    seed: int
+    storage_url: str | None = None
+    tracking_uri: str | None = None
+    mlflow_run_id: str | None = None
+
+
+@dataclass
+class Outcome:
+    """What came of a job: ``state`` is COMPLETE, PRUNED or FAIL."""
+
+    state: str
+    metrics: dict[str, float] | None = None
+    error: str | None = None
+    history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+
+
+_objectives: dict[tuple[str, str], Any] = {}
+_clients: dict[str, Any] = {}
+_storages: dict[str, Any] = {}
+
+
+def _objective(job: Job) -> Any:
+    import json
+
+    from paretune.objectives import build_objective
+
+    key = (job.objective_type, json.dumps(job.settings, sort_keys=True, default=str))
+    if key not in _objectives:
+        _objectives[key] = build_objective(job.objective_type, job.settings)
+    return _objectives[key]
+
+
+def _sinks(job: Job) -> list[Any]:
+    """Where ``ctx.report`` goes: the trial's MLflow run, and Optuna for one objective."""
+    sinks = []
+    if job.tracking_uri and job.mlflow_run_id:
+        from paretune.trials_store._mlflow import MlflowLink, _quiet_mlflow_logs
+
+        if job.tracking_uri not in _clients:
+            from mlflow import MlflowClient
+
+            _quiet_mlflow_logs()
+            _clients[job.tracking_uri] = MlflowClient(tracking_uri=job.tracking_uri)
+        client = _clients[job.tracking_uri]
+        run_id = job.mlflow_run_id
+
+        def to_mlflow(step: int, metrics: dict[str, float]) -> None:
+            MlflowLink.log_batch_to(client, run_id, metrics, step=step)
+
+        sinks.append(to_mlflow)
+    if job.storage_url and len(job.metric_names) == 1:
+        from paretune.trials_store._store import make_storage
+
+        if job.storage_url not in _storages:
+            _storages[job.storage_url] = make_storage(job.storage_url)
+        storage = _storages[job.storage_url]
+        name = job.metric_names[0]
+
+        def to_optuna(step: int, metrics: dict[str, float]) -> None:
+            if name in metrics:
+                storage.set_trial_intermediate_value(job.trial_id, step, metrics[name])
+
+        sinks.append(to_optuna)
+    return sinks
+
+
+def check_metrics(result: Any, names: tuple[str, ...]) -> dict[str, float]:
+    """The objective's return value as ``{name: float}``, or a ``ValueError`` saying why not."""
+    if not isinstance(result, Mapping):
+        raise ValueError(
+            f"an objective must return a dict of metrics {list(names)}, but returned "
+            f"{type(result).__name__}"
+        )
+    missing = [n for n in names if n not in result]
+    if missing:
+        raise ValueError(
+            f"the objective's result lacks metric(s) {missing}; it returned keys {sorted(result)}"
+        )
+    out: dict[str, float] = {}
+    for k, v in result.items():
+        try:
+            out[str(k)] = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"metric {k!r} must be a number, but got {v!r}") from None
+    bad = {n: out[n] for n in names if not math.isfinite(out[n])}
+    if bad:
+        raise ValueError(f"optimised metrics must be finite, but got {bad}")
+    return out
+
+
+def evaluate(job: Job) -> Outcome:
+    """Run one trial's objective (in the driver or a worker) and classify the outcome.
+
+    Exceptions of the objective become FAIL outcomes with the traceback; ``KeyboardInterrupt``
+    propagates (the runner handles it).
+    """
+    from paretune.objectives import TrialContext, TrialPruned
+
+    global _objective_in_main_thread
+
+    ctx = TrialContext(trial_number=job.trial_number, seed=job.seed, settings=dict(job.settings))
+    try:
+        for sink in _sinks(job):
+            ctx.add_sink(sink)
+        objective = _objective(job)
+        _objective_in_main_thread = threading.current_thread() is threading.main_thread()
+        try:
+            if _objective_in_main_thread and _stop.is_set():
+                raise KeyboardInterrupt  # a stop arrived while the trial was being set up
+            result = objective(dict(job.params), ctx)
+        finally:
+            _objective_in_main_thread = False
+        metrics = check_metrics(result, job.metric_names)
+    except TrialPruned:
+        last = ctx.history[-1][1] if ctx.history else None
+        return Outcome("PRUNED", metrics=last, history=ctx.history)
+    except Exception:
+        return Outcome("FAIL", error=traceback.format_exc(), history=ctx.history)
+    return Outcome("COMPLETE", metrics=metrics, history=ctx.history)

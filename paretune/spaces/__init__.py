@@ -1,0 +1,34 @@
+"""What can be searched: typed parameters, conditions, search spaces and their encodings.
+
+A :class:`SearchSpace` is declared once, in Python or in its dictionary (YAML) form, and
+converted where it is used: to Optuna distributions (:meth:`SearchSpace.suggest`,
+:meth:`SearchSpace.distributions`) and to the numeric columns BoTorch works on
+(:class:`Encoding`).
+
+Example:
+    >>> from paretune.spaces import Categorical, Condition, Float, SearchSpace
+    >>> space = SearchSpace([
+    ...     Categorical("optimizer", choices=("sgd", "adam")),
+    ...     Float("lr", low=1e-5, high=1.0, log=True),
+    ...     Float("momentum", low=0.0, high=0.99, condition=Condition("optimizer", ("sgd",))),
+    ... ])
+    >>> sorted(space.sample(0))  # doctest: +SKIP
+
+``import paretune.spaces`` does not import torch; the methods that return tensors do.
+"""
+
+from paretune.spaces._encoding import DimKind, Encoding
+from paretune.spaces._params import Categorical, Condition, Fixed, Float, Int, Parameter
+from paretune.spaces._space import SearchSpace
+
+__all__ = [
+    "Categorical",
+    "Condition",
+    "DimKind",
+    "Encoding",
+    "Fixed",
+    "Float",
+    "Int",
+    "Parameter",
+    "SearchSpace",
+]

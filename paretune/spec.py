@@ -1,0 +1,380 @@
+"""The search spec: what a user writes (YAML) to describe one search, validated at the boundary.
+
+A spec names the study, where trials are stored and tracked, the objective and its metrics, the
+space, the controller, the budget and the runner::
+
+    study: quickstart
+    objective:
+      type: branin_currin            # a registered objective, or `python` with settings.target
+      metrics:                       # optional for registered problems (they declare their own)
+        - {name: f0, direction: minimize}
+        - {name: f1, direction: minimize}
+    controller: {name: tpe, seed: 0}
+    budget: {trials: 40}
+    runner: {type: local, n_jobs: 1}
+
+:func:`load_spec` reads and validates a spec; every problem becomes a :class:`ConfigError` whose
+``path`` names the field (``objective.metrics[0].direction``) and whose message names the value
+received and what is allowed. ``paretune schema`` prints the JSON schema of :class:`SearchSpec`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from paretune._errors import ConfigError, describe
+
+__all__ = [
+    "BudgetSpec",
+    "ConstraintSpec",
+    "ControllerSpec",
+    "LocalRunnerSpec",
+    "MetricSpec",
+    "ObjectiveSpec",
+    "SearchSpec",
+    "load_spec",
+]
+
+
+class _Strict(BaseModel):
+    """Base of every spec section: unknown keys are errors that list the allowed keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            allowed = list(cls.model_fields)
+            for key in data:
+                if key not in allowed:
+                    raise ValueError(f"unknown key {key!r}; allowed keys: {', '.join(allowed)}")
+        return data
+
+
+class MetricSpec(_Strict):
+    """One optimised metric: a key of the dict the objective returns, and its direction."""
+
+    name: str = Field(min_length=1)
+    direction: Literal["minimize", "maximize"]
+
+
+class ConstraintSpec(_Strict):
+    """An outcome constraint on a returned metric: feasible iff ``min <= metric <= max``.
+
+    Controllers that support constraints (tpe, nsga2, gp) prefer feasible candidates; the Pareto
+    front reports feasible trials only.
+    """
+
+    metric: str = Field(min_length=1)
+    max: float | None = None
+    min: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> ConstraintSpec:
+        if self.max is None and self.min is None:
+            raise ValueError("a constraint needs `max`, `min` or both")
+        if self.max is not None and self.min is not None and self.min > self.max:
+            raise ValueError(f"`min <= max` must hold, but got (min={self.min}, max={self.max})")
+        return self
+
+
+class ObjectiveSpec(_Strict):
+    """What a trial computes.
+
+    Attributes:
+        type: A registered objective (``paretune.objectives.registered_objectives()``), or
+            ``python`` with ``settings.target: "module:function"`` or ``"file.py:function"``.
+        settings: Passed to the objective (``ctx.settings`` for ``python`` objectives).
+        metrics: The optimised metrics with their directions; registered problems declare
+            their own, which this overrides.
+        constraints: Outcome constraints on returned metrics.
+        reference_point: For hypervolume: a value per metric, worse than any interesting point.
+    """
+
+    type: str = Field(min_length=1)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    metrics: list[MetricSpec] | None = Field(default=None, min_length=1)
+    constraints: list[ConstraintSpec] = Field(default_factory=list)
+    reference_point: dict[str, float] | None = None
+
+
+class ControllerSpec(_Strict):
+    """Who proposes the next candidate: an Optuna sampler chosen by name, seeded.
+
+    ``options`` are keyword arguments of the sampler (for example ``n_startup_trials``).
+    """
+
+    name: str
+    seed: int | None = 0
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_controller(self) -> ControllerSpec:
+        from paretune.search import controller_names
+
+        if self.name not in controller_names():
+            raise ValueError(
+                f"unknown controller {self.name!r}; allowed: {', '.join(controller_names())}"
+            )
+        return self
+
+
+class BudgetSpec(_Strict):
+    """When to stop: after ``trials`` finished trials and/or ``wall_time`` seconds.
+
+    Finished means COMPLETE, PRUNED, or FAIL because the objective raised. Trials failed by a
+    crash or Ctrl-C are re-queued and do not count.
+    """
+
+    trials: int | None = Field(default=None, ge=1)
+    wall_time: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> BudgetSpec:
+        if self.trials is None and self.wall_time is None:
+            raise ValueError("a budget needs `trials`, `wall_time` (seconds) or both")
+        return self
+
+
+class LocalRunnerSpec(_Strict):
+    """Evaluate trials on this machine: in the driver (``n_jobs: 1``) or in worker processes."""
+
+    type: Literal["local"] = "local"
+    n_jobs: int = Field(default=1, ge=1)
+
+
+RunnerSpec = Annotated[LocalRunnerSpec, Field(discriminator="type")]
+
+_STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class SearchSpec(_Strict):
+    """A whole search. See the module docstring for an example.
+
+    Attributes:
+        study: The study's name (letters, digits, ``_.-``); names the Optuna study, the MLflow
+            experiment and the default run directory.
+        run_dir: Where the embedded stores live; default ``runs/<study>`` under the working
+            directory.
+        storage: An SQLAlchemy URL for the Optuna study (``postgresql://...``); default a
+            SQLite file ``study.db`` in ``run_dir``.
+        tracking_uri: The MLflow tracking URI; default a SQLite file ``mlflow.db`` in
+            ``run_dir``.
+        objective: What a trial computes.
+        space: The searched parameters, ``{name: {type: float|int|categorical|fixed, ...}}``;
+            registered problems bring their own.
+        controller: Who proposes candidates.
+        budget: When to stop.
+        runner: Where trials run.
+        enqueue: Parameter sets evaluated first (baselines), once per study.
+    """
+
+    study: str
+    run_dir: Path | None = None
+    storage: str | None = None
+    tracking_uri: str | None = None
+    objective: ObjectiveSpec
+    space: dict[str, dict[str, Any]] | None = None
+    controller: ControllerSpec = Field(default_factory=lambda: ControllerSpec(name="tpe"))
+    budget: BudgetSpec
+    runner: RunnerSpec = Field(default_factory=LocalRunnerSpec)
+    enqueue: list[dict[str, Any]] = Field(default_factory=list)
+
+    _space: Any = PrivateAttr(default=None)
+    _metrics: tuple[Any, ...] | None = PrivateAttr(default=None)
+    _reference_point: dict[str, float] | None = PrivateAttr(default=None)
+    _max_hypervolume: float | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _valid_name(self) -> SearchSpec:
+        if not _STUDY_NAME.match(self.study):
+            raise ValueError(
+                f"study name {self.study!r} must start with a letter or digit and contain only "
+                "letters, digits, '_', '.', '-'"
+            )
+        return self
+
+    # -- resolved views (the objective's defaults merged in) ------------------------------
+
+    @property
+    def search_space(self) -> Any:
+        """The :class:`paretune.spaces.SearchSpace` searched."""
+        self._resolve()
+        return self._space
+
+    @property
+    def metrics(self) -> tuple[Any, ...]:
+        """The optimised metrics as :class:`paretune.objectives.Metric`, in order."""
+        self._resolve()
+        assert self._metrics is not None  # set by _resolve
+        return self._metrics
+
+    @property
+    def directions(self) -> list[Literal["minimize", "maximize"]]:
+        return [m.direction for m in self.metrics]
+
+    @property
+    def reference_point(self) -> dict[str, float] | None:
+        """Per metric, the hypervolume reference (spec first, then the problem's own)."""
+        self._resolve()
+        return self._reference_point
+
+    @property
+    def max_hypervolume(self) -> float | None:
+        """The problem's known optimal hypervolume (synthetic problems), if any."""
+        self._resolve()
+        return self._max_hypervolume
+
+    @property
+    def resolved_run_dir(self) -> Path:
+        return (self.run_dir if self.run_dir is not None else Path("runs") / self.study).resolve()
+
+    def _resolve(self) -> None:
+        if self._metrics is not None:
+            return
+        from paretune.objectives import Metric, build_objective
+        from paretune.spaces import SearchSpace
+
+        objective = build_objective(self.objective.type, self.objective.settings)
+
+        space: SearchSpace | None
+        if self.space is not None:
+            try:
+                space = SearchSpace.from_dict(self.space)
+            except ConfigError as err:
+                raise err.prefixed("space") from None
+        else:
+            space = getattr(objective, "space", None)
+            if space is None:
+                raise ConfigError(
+                    f"objective type {self.objective.type!r} declares no space; "
+                    "add a `space:` section",
+                    path=("space",),
+                )
+
+        if self.objective.metrics is not None:
+            metrics = tuple(Metric(m.name, m.direction) for m in self.objective.metrics)
+        else:
+            metrics = tuple(getattr(objective, "metrics", ()) or ())
+            if not metrics:
+                raise ConfigError(
+                    f"objective type {self.objective.type!r} declares no metrics; add "
+                    "`metrics: [{name: ..., direction: minimize|maximize}]`",
+                    path=("objective", "metrics"),
+                )
+        names = [m.name for m in metrics]
+        if len(set(names)) != len(names):
+            raise ConfigError(
+                f"metric names must be unique, but got {names}", path=("objective", "metrics")
+            )
+
+        reference = self.objective.reference_point
+        if reference is not None:
+            if set(reference) != set(names):
+                raise ConfigError(
+                    f"reference_point must give one value per metric {names}, but got keys "
+                    f"{sorted(reference)}",
+                    path=("objective", "reference_point"),
+                )
+        else:
+            reference = getattr(objective, "reference_point", None)
+            if reference is not None and set(reference) != set(names):
+                reference = None  # the problem's reference is for other metrics
+        max_hv = getattr(objective, "max_hypervolume", None)
+        if self.objective.metrics is not None or self.objective.reference_point is not None:
+            max_hv = None  # only meaningful for the problem's own metrics and reference
+
+        for i, params in enumerate(self.enqueue):
+            try:
+                space.validate(params)
+            except ConfigError as err:
+                raise err.prefixed("enqueue", i) from None
+
+        self._space = space
+        self._reference_point = dict(reference) if reference is not None else None
+        self._max_hypervolume = max_hv
+        self._metrics = metrics
+
+    def trial_seed(self, trial_number: int) -> int:
+        """The seed handed to the objective of trial ``trial_number`` (stable across resumes)."""
+        base = self.controller.seed if self.controller.seed is not None else 0
+        return (base * 1_000_003 + trial_number) % (2**31 - 1)
+
+
+def _format_validation_error(err: ValidationError) -> ConfigError:
+    first = err.errors(include_url=False)[0]
+    loc = tuple(first["loc"])
+    msg = first["msg"]
+    msg = msg.removeprefix("Value error, ")
+    received = first.get("input")
+    if first["type"] == "missing":
+        message = f"required field is missing ({msg.lower()})"
+    elif isinstance(received, Mapping) or first["type"] in ("value_error", "assertion_error"):
+        message = msg
+    else:
+        message = f"got {describe(received)}: {msg}"
+    more = len(err.errors()) - 1
+    if more:
+        message += f" (and {more} more error{'s' if more > 1 else ''})"
+    return ConfigError(message, path=[p for p in loc if isinstance(p, (str, int))])
+
+
+def load_spec(source: str | Path | Mapping[str, Any]) -> SearchSpec:
+    """Read, validate and resolve a spec.
+
+    Args:
+        source: A path to a YAML file, or the already-parsed mapping.
+
+    Returns:
+        The validated spec, with its space, metrics and reference point resolved.
+
+    Raises:
+        ConfigError: The file cannot be read or parsed, or the spec is invalid; ``path`` names
+            the field.
+    """
+    import yaml
+
+    if isinstance(source, Mapping):
+        data: Any = dict(source)
+        origin = None
+    else:
+        origin = Path(source)
+        try:
+            text = origin.read_text(encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"cannot read spec file {str(origin)!r}: {err.strerror}") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            where = getattr(err, "problem_mark", None)
+            line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+            problem = getattr(err, "problem", None) or str(err)
+            raise ConfigError(f"{origin} is not valid YAML{line}: {problem}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"a spec must be a mapping of keys (study, objective, budget, ...), but got "
+            f"{type(data).__name__}"
+        )
+    try:
+        spec = SearchSpec.model_validate(data)
+    except ValidationError as err:
+        raise _format_validation_error(err) from None
+    spec._resolve()
+    _check_numbers(spec)
+    return spec
+
+
+def _check_numbers(spec: SearchSpec) -> None:
+    if spec.objective.reference_point:
+        for key, value in spec.objective.reference_point.items():
+            if not math.isfinite(value):
+                raise ConfigError(
+                    f"must be finite, but got {value}", path=("objective", "reference_point", key)
+                )

@@ -1,0 +1,162 @@
+"""The MLflow link: one parent run per study, one nested child run per trial.
+
+The Optuna study is the record; MLflow is where people browse it. The link therefore only writes
+(it never decides anything from what MLflow holds) and every id it needs is kept in the study:
+the parent run id in the study's user attributes, each child run id in its trial's user
+attributes. A resumed search finds both again from storage alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from paretune._errors import StudyError
+
+__all__ = ["MlflowLink"]
+
+PARENT_RUN_ATTR = "paretune.mlflow_parent_run_id"
+CHILD_RUN_ATTR = "paretune.mlflow_run_id"
+# MLflow rejects param values longer than this.
+_MAX_PARAM_CHARS = 6000
+
+
+def _quiet_mlflow_logs() -> None:
+    # Creating a SQLite store logs alembic migrations at INFO on every new run directory.
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class MlflowLink:
+    """Writes a study's trials to MLflow.
+
+    Args:
+        tracking_uri: Any MLflow tracking URI (``sqlite:///...``, ``http://host:5000``, a path).
+        experiment: The experiment's name (the study's name).
+    """
+
+    def __init__(self, *, tracking_uri: str, experiment: str) -> None:
+        from mlflow import MlflowClient
+
+        _quiet_mlflow_logs()  # after the import: importing mlflow sets its loggers to INFO
+
+        self.tracking_uri = tracking_uri
+        self._client = MlflowClient(tracking_uri=tracking_uri)
+        try:
+            found = self._client.get_experiment_by_name(experiment)
+            self.experiment_id = (
+                found.experiment_id
+                if found is not None
+                else self._client.create_experiment(experiment)
+            )
+        except Exception as err:  # MLflow raises many types for an unreachable/broken store
+            raise StudyError(
+                f"cannot open the MLflow tracking store {tracking_uri!r}: {err}. Check "
+                "`tracking_uri` in the spec (a sqlite:/// URL, a directory or an http server)."
+            ) from err
+
+    @property
+    def client(self) -> Any:
+        return self._client
+
+    def start_parent(self, *, study_name: str, run_id: str | None, tags: Mapping[str, str]) -> str:
+        """The study's parent run: the one recorded in the study, or a new one.
+
+        A parent run that ended (the search stopped) is reopened when the search resumes.
+        """
+        if run_id is not None:
+            run = self._client.get_run(run_id)
+            if run.info.status != "RUNNING":
+                self._client.update_run(run_id, status="RUNNING")
+            return run_id
+        run = self._client.create_run(
+            self.experiment_id,
+            run_name=study_name,
+            tags={"paretune.study": study_name, "paretune.role": "study", **tags},
+        )
+        return str(run.info.run_id)
+
+    def end_parent(self, run_id: str, *, status: str = "FINISHED") -> None:
+        self._client.set_terminated(run_id, status=status)
+
+    def start_child(
+        self,
+        *,
+        parent_run_id: str,
+        trial_number: int,
+        params: Mapping[str, Any],
+        tags: Mapping[str, str] | None = None,
+    ) -> str:
+        """A nested run for one trial, with its parameters logged."""
+        from mlflow.entities import Param
+
+        run = self._client.create_run(
+            self.experiment_id,
+            run_name=f"trial-{trial_number}",
+            tags={
+                "mlflow.parentRunId": parent_run_id,
+                "paretune.trial": str(trial_number),
+                "paretune.state": "RUNNING",
+                "paretune.pareto": "false",
+                **(tags or {}),
+            },
+        )
+        run_id = str(run.info.run_id)
+        if params:
+            self._client.log_batch(
+                run_id,
+                params=[Param(k, str(v)[:_MAX_PARAM_CHARS]) for k, v in params.items()],
+            )
+        return run_id
+
+    def log_metrics(
+        self, run_id: str, metrics: Mapping[str, float], *, step: int | None = None
+    ) -> None:
+        self.log_batch_to(self._client, run_id, metrics, step=step)
+
+    @staticmethod
+    def log_batch_to(
+        client: Any, run_id: str, metrics: Mapping[str, float], *, step: int | None = None
+    ) -> None:
+        """Log ``metrics`` at ``step`` with any ``MlflowClient`` (workers hold their own)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        client.log_batch(
+            run_id, metrics=[Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        )
+
+    def finish_child(
+        self,
+        run_id: str,
+        *,
+        state: str,
+        metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Final metrics, the trial's state as a tag, and the run's end status."""
+        from mlflow.entities import RunTag
+
+        if metrics:
+            self.log_metrics(run_id, metrics)
+        all_tags = {"paretune.state": state, **(tags or {})}
+        self._client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in all_tags.items()])
+        status = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}.get(
+            state, "KILLED"
+        )
+        self._client.set_terminated(run_id, status=status)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self._client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def mark_pareto(self, run_ids_and_flags: Iterable[tuple[str, bool]]) -> None:
+        """Set the ``paretune.pareto`` tag of each child run."""
+        for run_id, on_front in run_ids_and_flags:
+            self.set_tags(run_id, {"paretune.pareto": "true" if on_front else "false"})
+
+    def log_artifact(self, run_id: str, path: str, artifact_path: str | None = None) -> None:
+        self._client.log_artifact(run_id, path, artifact_path)

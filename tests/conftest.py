@@ -1,0 +1,68 @@
+"""Fixtures shared across the suite: tiny objectives written to files, spec builders."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+COUNTING_OBJECTIVE = '''
+import json, os, time
+
+def objective(params, ctx):
+    """Two objectives over x, y; appends one line per finished evaluation to a counter file."""
+    with open(ctx.settings["counter"] + ".started", "a") as f:
+        f.write(f"{ctx.trial_number}\\n")
+    time.sleep(ctx.settings.get("sleep", 0.0))
+    for step in range(ctx.settings.get("steps", 0)):
+        ctx.report(step, {"partial": params["x"] * (step + 1)})
+    if params.get("x", 0.0) > ctx.settings.get("fail_above", 2.0):
+        raise RuntimeError("x too large for this objective")
+    f0 = (params["x"] - 0.3) ** 2 + params.get("y", 0.0)
+    f1 = (params["x"] - 0.7) ** 2 + (1.0 - params.get("y", 0.0))
+    with open(ctx.settings["counter"], "a") as f:
+        line = {"trial": ctx.trial_number, "params": params, "pid": os.getpid()}
+        f.write(json.dumps(line) + "\\n")
+    return {"f0": f0, "f1": f1, "extra": f0 + f1}
+'''
+
+
+@pytest.fixture
+def counting_objective(tmp_path: Path) -> tuple[Path, Path]:
+    """A python objective file and the counter file it appends to."""
+    src = tmp_path / "counting_objective.py"
+    src.write_text(textwrap.dedent(COUNTING_OBJECTIVE))
+    return src, tmp_path / "evaluations.jsonl"
+
+
+def counting_spec(
+    tmp_path: Path,
+    objective: tuple[Path, Path],
+    *,
+    trials: int = 8,
+    controller: str = "random",
+    n_jobs: int = 1,
+    **settings: Any,
+) -> dict[str, Any]:
+    src, counter = objective
+    return {
+        "study": "counting",
+        "run_dir": str(tmp_path / "run"),
+        "objective": {
+            "type": "python",
+            "settings": {"target": f"{src}:objective", "counter": str(counter), **settings},
+            "metrics": [
+                {"name": "f0", "direction": "minimize"},
+                {"name": "f1", "direction": "minimize"},
+            ],
+        },
+        "space": {
+            "x": {"type": "float", "low": 0.0, "high": 1.0},
+            "y": {"type": "float", "low": 0.0, "high": 1.0},
+        },
+        "controller": {"name": controller, "seed": 0},
+        "budget": {"trials": trials},
+        "runner": {"type": "local", "n_jobs": n_jobs},
+    }

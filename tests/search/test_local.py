@@ -1,0 +1,86 @@
+"""The local runner: budget, workers, duplicates, dead workers, interrupts."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+
+import pytest
+from optuna.trial import TrialState
+
+from paretune.search import LocalRunner, run_search
+from paretune.spec import load_spec
+from tests.conftest import counting_spec
+
+
+def test_n_jobs_must_be_positive():
+    with pytest.raises(ValueError, match="n_jobs >= 1"):
+        LocalRunner(n_jobs=0)
+
+
+@pytest.mark.slow
+def test_workers_run_trials_concurrently_in_other_processes(tmp_path, counting_objective):
+    spec = load_spec(counting_spec(tmp_path, counting_objective, trials=6, n_jobs=2, sleep=0.5))
+    result = run_search(spec)
+    assert result.counts["COMPLETE"] == 6
+    lines = [json.loads(x) for x in counting_objective[1].read_text().splitlines()]
+    pids = {line["pid"] for line in lines}
+    assert os.getpid() not in pids and len(pids) == 2
+    trials = result.store.study.trials
+    # Some trials overlapped in time: two workers were busy at once.
+    overlaps = sum(
+        a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete
+        for i, a in enumerate(trials)
+        for b in trials[i + 1 :]
+    )
+    assert overlaps >= 2
+
+
+@pytest.mark.slow
+def test_duplicate_parameters_are_not_evaluated_again(tmp_path, counting_objective):
+    data = counting_spec(tmp_path, counting_objective, trials=6)
+    data["space"] = {
+        "x": {"type": "categorical", "choices": [0.1, 0.9]},
+        "y": {"type": "fixed", "value": 0.5},
+    }
+    result = run_search(load_spec(data))
+    assert result.counts["COMPLETE"] == 6
+    evaluated = counting_objective[1].read_text().splitlines()
+    assert len(evaluated) == 2  # only two distinct candidates exist
+    dupes = [t for t in result.store.study.trials if "paretune.duplicate_of" in t.user_attrs]
+    assert len(dupes) == 4
+    for t in dupes:
+        twin = result.store.study.trials[t.user_attrs["paretune.duplicate_of"]]
+        assert t.params == twin.params and t.values == twin.values
+
+
+@pytest.mark.slow
+def test_a_dying_worker_fails_its_trial_and_the_search_goes_on(tmp_path):
+    src = tmp_path / "crashy.py"
+    src.write_text(
+        textwrap.dedent("""
+        import os
+        def objective(params, ctx):
+            if params["x"] > 0.7:
+                os._exit(3)  # the worker process dies, as under the OOM killer
+            return {"loss": params["x"]}
+    """)
+    )
+    data = {
+        "study": "crashy",
+        "run_dir": str(tmp_path / "run"),
+        "objective": {"type": "python", "settings": {"target": f"{src}:objective"},
+                      "metrics": [{"name": "loss", "direction": "minimize"}]},
+        "space": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
+        "controller": {"name": "random", "seed": 3},
+        "budget": {"trials": 10},
+        "runner": {"type": "local", "n_jobs": 2},
+    }  # fmt: skip
+    result = run_search(load_spec(data))
+    counts = result.counts
+    assert counts["COMPLETE"] + counts["FAIL"] == 10
+    assert counts["FAIL"] >= 1
+    for t in result.store.study.trials:
+        if t.state == TrialState.FAIL:
+            assert "died" in t.user_attrs["paretune.error"]

@@ -1,0 +1,152 @@
+"""The spec: validation errors name the field, the value and what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from paretune import ConfigError
+from paretune.spec import load_spec
+
+BASE = {
+    "study": "s",
+    "objective": {
+        "type": "python",
+        "settings": {"target": "math:dist"},
+        "metrics": [{"name": "loss", "direction": "minimize"}],
+    },
+    "space": {"lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True}},
+    "budget": {"trials": 3},
+}
+
+
+def with_(**changes: object) -> dict:
+    spec = yaml.safe_load(yaml.safe_dump(BASE))
+    for dotted, value in changes.items():
+        node = spec
+        *parents, last = dotted.split("__")
+        for p in parents:
+            node = node[int(p)] if isinstance(node, list) else node[p]
+        node[last] = value
+    return spec
+
+
+def error_of(spec: dict) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_spec(spec)
+    return info.value
+
+
+def test_valid_spec_resolves_space_metrics_and_defaults() -> None:
+    spec = load_spec(BASE)
+    assert spec.search_space.names == ("lr",)
+    assert [m.name for m in spec.metrics] == ["loss"]
+    assert spec.directions == ["minimize"]
+    assert spec.controller.name == "tpe" and spec.runner.n_jobs == 1
+    assert spec.resolved_run_dir == (Path("runs") / "s").resolve()
+
+
+def test_registered_problem_brings_space_metrics_and_reference() -> None:
+    spec = load_spec(
+        {"study": "bc", "objective": {"type": "branin_currin"}, "budget": {"trials": 1}}
+    )
+    assert spec.search_space.names == ("x0", "x1")
+    assert spec.directions == ["minimize", "minimize"]
+    assert spec.reference_point == {"f0": 18.0, "f1": 6.0}
+    assert spec.max_hypervolume == pytest.approx(59.36, abs=0.01)
+
+
+def test_unknown_key_lists_allowed_keys() -> None:
+    err = error_of(with_(objective__metric="x"))
+    assert err.path == ("objective",)
+    assert "unknown key 'metric'" in str(err) and "metrics" in str(err)
+
+
+def test_low_above_high_names_the_parameter_field() -> None:
+    err = error_of(with_(space={"lr": {"type": "float", "low": 1.0, "high": 0.1}}))
+    assert err.path[:2] == ("space", "lr")
+    assert "low" in str(err) and "1.0" in str(err) and "0.1" in str(err)
+
+
+def test_unknown_controller_lists_the_controllers() -> None:
+    err = error_of(with_(controller={"name": "cmaes"}))
+    assert err.path == ("controller",)
+    assert "'cmaes'" in str(err)
+    for name in ("random", "tpe", "nsga2", "gp"):
+        assert name in str(err)
+
+
+def test_unknown_objective_lists_the_registered_types() -> None:
+    err = error_of(with_(objective__type="nope"))
+    assert err.path[:2] == ("objective", "type")
+    assert "'nope'" in str(err) and "branin_currin" in str(err)
+
+
+def test_metric_without_direction() -> None:
+    spec = with_()
+    spec["objective"]["metrics"] = [{"name": "loss"}]
+    err = error_of(spec)
+    assert err.path == ("objective", "metrics", 0, "direction")
+    assert "missing" in str(err)
+
+
+def test_bad_direction_names_value_and_allowed() -> None:
+    spec = with_()
+    spec["objective"]["metrics"] = [{"name": "loss", "direction": "up"}]
+    err = error_of(spec)
+    assert err.path == ("objective", "metrics", 0, "direction")
+    assert "'up'" in str(err) and "minimize" in str(err) and "maximize" in str(err)
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read spec file"):
+        load_spec(tmp_path / "missing.yaml")
+
+
+def test_invalid_yaml_reports_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("study: s\nobjective: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load_spec(bad)
+
+
+def test_budget_needs_a_limit_and_positive_trials() -> None:
+    assert "budget needs" in str(error_of(with_(budget={})))
+    err = error_of(with_(budget={"trials": 0}))
+    assert err.path == ("budget", "trials") and "0" in str(err)
+
+
+def test_reference_point_must_cover_the_metrics() -> None:
+    err = error_of(with_(objective__reference_point={"other": 1.0}))
+    assert err.path == ("objective", "reference_point")
+
+
+def test_enqueued_params_are_validated_against_the_space() -> None:
+    err = error_of(with_(enqueue=[{"lr": 5.0}]))
+    assert err.path[:2] == ("enqueue", 0)
+
+
+def test_unknown_controller_option() -> None:
+    from paretune.search import make_sampler
+
+    spec = load_spec(with_(controller={"name": "tpe", "options": {"n_startup": 3}}))
+    with pytest.raises(ConfigError) as info:
+        make_sampler(spec)
+    assert info.value.path == ("controller", "options", "n_startup")
+    assert "n_startup_trials" in str(info.value)
+
+
+def test_study_name_is_checked() -> None:
+    err = error_of(with_(study="a b/c"))
+    assert "study name" in str(err)
+
+
+def test_schema_lists_sections() -> None:
+    from paretune.spec import SearchSpec
+
+    schema = SearchSpec.model_json_schema()
+    assert {"study", "objective", "space", "controller", "budget", "runner"} <= set(
+        schema["properties"]
+    )

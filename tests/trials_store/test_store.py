@@ -1,0 +1,144 @@
+"""The trials store: the study a spec opens, the MLflow link, recovery, budget, export."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from paretune import StudyError
+from paretune.search import open_store, run_search
+from paretune.spec import load_spec
+from paretune.trials_store import export_trials
+from paretune.trials_store._store import OWNER_ATTR, RETRY_OF_ATTR, owner_token
+from tests.conftest import counting_spec
+
+
+def _dead_owner() -> str:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return owner_token(int(proc.stdout)).rsplit(":", 1)[0] + ":12345"
+
+
+def test_storage_and_tracking_default_to_sqlite_files_in_run_dir(tmp_path, counting_objective):
+    spec = load_spec(counting_spec(tmp_path, counting_objective))
+    store = open_store(spec, mlflow=False)
+    assert store.storage_url == f"sqlite:///{tmp_path / 'run' / 'study.db'}"
+    assert store.tracking_uri == f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}"
+    assert (tmp_path / "run" / "study.db").exists()
+    assert store.study.metric_names == ["f0", "f1"]
+
+
+def test_directions_must_match_an_existing_study(tmp_path, counting_objective):
+    data = counting_spec(tmp_path, counting_objective)
+    open_store(load_spec(data), mlflow=False)
+    data["objective"]["metrics"][1]["direction"] = "maximize"
+    with pytest.raises(StudyError, match="optimises"):
+        open_store(load_spec(data), mlflow=False)
+
+
+def test_resume_requires_an_existing_study(tmp_path, counting_objective):
+    with pytest.raises(StudyError, match="no study named"):
+        open_store(load_spec(counting_spec(tmp_path, counting_objective)), create=False)
+
+
+def test_unreachable_storage_is_a_clear_error(tmp_path, counting_objective):
+    data = counting_spec(tmp_path, counting_objective)
+    data["storage"] = f"sqlite:///{tmp_path}/no/such/dir/study.db"
+    with pytest.raises(StudyError, match="cannot open the study storage"):
+        open_store(load_spec(data), mlflow=False)
+
+
+def test_recover_fails_and_requeues_trials_of_dead_processes_only(tmp_path, counting_objective):
+    spec = load_spec(counting_spec(tmp_path, counting_objective, trials=3))
+    store = open_store(spec, mlflow=False)
+    dead = store.study.ask()
+    dead.suggest_float("x", 0, 1)
+    dead.suggest_float("y", 0, 1)
+    dead.set_user_attr(OWNER_ATTR, _dead_owner())
+    alive = store.study.ask()
+    alive.set_user_attr(OWNER_ATTR, owner_token())  # this process: still running
+
+    recovered = store.recover()
+
+    assert recovered == [dead.number]
+    trials = store.study.get_trials(deepcopy=False)
+    assert trials[dead.number].state == TrialState.FAIL
+    assert trials[alive.number].state == TrialState.RUNNING
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    assert len(waiting) == 1
+    assert waiting[0].params == trials[dead.number].params
+    assert waiting[0].user_attrs[RETRY_OF_ATTR] == dead.number
+    # The interrupted trial does not count against the budget; its retry will.
+    assert store.n_finished() == 0
+
+
+@pytest.mark.slow
+def test_failing_objective_is_recorded_and_counted(tmp_path, counting_objective):
+    # x > 0.5 raises in the objective: those trials FAIL with the traceback and still count.
+    spec = load_spec(counting_spec(tmp_path, counting_objective, trials=10, fail_above=0.5))
+    result = run_search(spec)
+    counts = result.counts
+    assert counts["COMPLETE"] + counts["FAIL"] == 10 and counts["FAIL"] > 0
+    failed = [t for t in result.store.study.trials if t.state == TrialState.FAIL]
+    assert all("x too large" in t.user_attrs["paretune.error"] for t in failed)
+    client = result.store.mlflow.client
+    run = client.get_run(failed[0].user_attrs["paretune.mlflow_run_id"])
+    assert run.info.status == "FAILED"
+    assert "x too large" in run.data.tags["paretune.error"]
+
+
+@pytest.mark.slow
+def test_reports_reach_mlflow_as_stepwise_metrics(tmp_path, counting_objective):
+    spec = load_spec(counting_spec(tmp_path, counting_objective, trials=2, steps=3))
+    result = run_search(spec)
+    t = result.store.study.trials[0]
+    client = result.store.mlflow.client
+    history = client.get_metric_history(t.user_attrs["paretune.mlflow_run_id"], "partial")
+    assert [m.step for m in history] == [0, 1, 2]
+    assert [m.value for m in history] == pytest.approx([t.params["x"] * k for k in (1, 2, 3)])
+
+
+@pytest.mark.slow
+def test_baselines_are_enqueued_once_and_run_first(tmp_path, counting_objective):
+    data = counting_spec(tmp_path, counting_objective, trials=3)
+    data["enqueue"] = [{"x": 0.25, "y": 0.5}, {"x": 0.75, "y": 0.5}]
+    result = run_search(load_spec(data))
+    trials = result.store.study.trials
+    assert [t.params for t in trials[:2]] == data["enqueue"]
+    data["budget"]["trials"] = 4
+    result = run_search(load_spec(data))
+    assert len(result.store.study.trials) == 4
+    assert [t.params for t in result.store.study.trials].count({"x": 0.25, "y": 0.5}) == 1
+
+
+@pytest.mark.slow
+def test_constraints_exclude_infeasible_trials_from_the_front(tmp_path, counting_objective):
+    data = counting_spec(tmp_path, counting_objective, trials=12)
+    data["objective"]["constraints"] = [{"metric": "extra", "max": 1.2}]
+    result = run_search(load_spec(data))
+    store = result.store
+    assert result.pareto
+    for t in result.pareto:
+        assert t.user_attrs["paretune.metrics"]["extra"] <= 1.2
+    infeasible = [t for t in store.study.trials if not store.feasible(t)]
+    assert infeasible  # the constraint binds on this problem
+    assert not {t.number for t in infeasible} & {t.number for t in result.pareto}
+
+
+def test_export_of_an_empty_study(tmp_path, counting_objective):
+    store = open_store(load_spec(counting_spec(tmp_path, counting_objective)), mlflow=False)
+    assert export_trials(store, "json") == "[]\n"
+    with pytest.raises(ValueError, match="unknown export format"):
+        export_trials(store, "xml")
+
+
+def test_plain_optuna_can_read_the_study(tmp_path, counting_objective):
+    spec = load_spec(counting_spec(tmp_path, counting_objective, trials=3))
+    store = open_store(spec, mlflow=False)
+    store.start()
+    study = optuna.load_study(study_name="counting", storage=store.storage_url)
+    assert [d.name for d in study.directions] == ["MINIMIZE", "MINIMIZE"]
