@@ -37,6 +37,7 @@ __all__ = [
     "LocalRunnerSpec",
     "MetricSpec",
     "ObjectiveSpec",
+    "PrunerSpec",
     "SearchSpec",
     "load_spec",
 ]
@@ -143,6 +144,20 @@ class BudgetSpec(_Strict):
         return self
 
 
+PRUNERS = ("none", "median", "successive_halving", "hyperband")
+
+
+class PrunerSpec(_Strict):
+    """When to stop a trial early, from what it reported (``ctx.report``): an Optuna pruner.
+
+    Only for one optimised metric (Optuna prunes single-objective studies); ``options`` are
+    the pruner's keyword arguments (for example ``n_warmup_steps`` of ``median``).
+    """
+
+    name: Literal["none", "median", "successive_halving", "hyperband"] = "none"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
 class LocalRunnerSpec(_Strict):
     """Evaluate trials on this machine: in the driver (``n_jobs: 1``) or in worker processes."""
 
@@ -173,6 +188,7 @@ class SearchSpec(_Strict):
         controller: Who proposes candidates.
         budget: When to stop.
         runner: Where trials run.
+        pruner: Early stopping of unpromising trials (one optimised metric only).
         enqueue: Parameter sets evaluated first (baselines), once per study.
     """
 
@@ -185,6 +201,7 @@ class SearchSpec(_Strict):
     controller: ControllerSpec = Field(default_factory=lambda: ControllerSpec(name="tpe"))
     budget: BudgetSpec
     runner: RunnerSpec = Field(default_factory=LocalRunnerSpec)
+    pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     enqueue: list[dict[str, Any]] = Field(default_factory=list)
 
     _space: Any = PrivateAttr(default=None)
@@ -290,6 +307,13 @@ class SearchSpec(_Strict):
         max_hv = getattr(objective, "max_hypervolume", None)
         if self.objective.metrics is not None or self.objective.reference_point is not None:
             max_hv = None  # only meaningful for the problem's own metrics and reference
+
+        if self.pruner.name != "none" and len(metrics) > 1:
+            raise ConfigError(
+                f"pruning needs a single optimised metric (Optuna prunes single-objective "
+                f"studies), but the spec optimises {names}; set `pruner: {{name: none}}`",
+                path=("pruner", "name"),
+            )
 
         for i, params in enumerate(self.enqueue):
             try:

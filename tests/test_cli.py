@@ -139,6 +139,13 @@ def test_quickstart_runs_end_to_end(tmp_path: Path) -> None:
     }
     assert pareto_tags == {str(t.number) for t in study.best_trials}
 
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/run/mlflow.db")
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert artifacts == {"trials.csv", "pareto.csv"}
+    assert (tmp_path / "run" / "mlartifacts").is_dir()  # beside the store, not in the cwd
+
     # A second run of the finished study evaluates nothing more.
     again = run_cli("run", str(path), "--no-progress")
     assert again.returncode == 0

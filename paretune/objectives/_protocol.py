@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from optuna.exceptions import TrialPruned as _OptunaTrialPruned
+
 from paretune._errors import ConfigError
 
 __all__ = ["Direction", "Metric", "Objective", "TrialContext", "TrialPruned"]
@@ -35,10 +37,11 @@ class Metric:
             )
 
 
-class TrialPruned(Exception):
+class TrialPruned(_OptunaTrialPruned):
     """Raised by an objective (usually after :meth:`TrialContext.should_prune`) to stop early.
 
-    The runner records the trial as PRUNED with its last reported values.
+    The runner records the trial as PRUNED with its last reported values. It is Optuna's
+    ``TrialPruned``, so objectives written for Optuna work unchanged.
     """
 
 

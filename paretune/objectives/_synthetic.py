@@ -24,7 +24,6 @@ import numpy as np
 from paretune._errors import ConfigError, describe
 from paretune.objectives._protocol import Metric, TrialContext
 from paretune.spaces import Categorical, Condition, Float, Int, SearchSpace
-from paretune.trials_store._pareto import hypervolume
 
 if TYPE_CHECKING:
     import torch
@@ -93,6 +92,9 @@ class SyntheticProblem(ABC):
         Returns:
             The hypervolume in the metrics' own units (0.0 for no results).
         """
+        # Imported here: importing paretune.objectives should not load the trials store.
+        from paretune.trials_store._pareto import hypervolume
+
         names = self.metric_names
         rows = [[float(result[name]) for name in names] for result in results]
         if not rows:

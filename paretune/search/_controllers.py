@@ -14,7 +14,7 @@ from paretune.trials_store._store import MetricConstraints
 if TYPE_CHECKING:
     from paretune.spec import SearchSpec
 
-__all__ = ["controller_names", "make_sampler"]
+__all__ = ["controller_names", "make_pruner", "make_sampler"]
 
 
 def _random(spec: SearchSpec, seed: int | None, **options: Any) -> optuna.samplers.BaseSampler:
@@ -84,3 +84,32 @@ def make_sampler(spec: SearchSpec, *, n_existing_trials: int = 0) -> optuna.samp
         return factory(spec, seed, **c.options)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{err}", path=("controller", "options")) from None
+
+
+_PRUNERS: dict[str, type] = {
+    "none": optuna.pruners.NopPruner,
+    "median": optuna.pruners.MedianPruner,
+    "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    "hyperband": optuna.pruners.HyperbandPruner,
+}
+
+
+def make_pruner(name: str, options: dict[str, Any]) -> optuna.pruners.BasePruner:
+    """The Optuna pruner for the spec's ``pruner`` section.
+
+    Raises:
+        ConfigError: An option the pruner does not take, or a value it rejects.
+    """
+    cls = _PRUNERS[name]
+    accepted = set(inspect.signature(cls).parameters)
+    for key in options:
+        if key not in accepted:
+            raise ConfigError(
+                f"unknown option {key!r} for pruner {name!r}; allowed: "
+                f"{', '.join(sorted(accepted)) or 'none'}",
+                path=("pruner", "options", key),
+            )
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{err}", path=("pruner", "options")) from None

@@ -153,6 +153,8 @@ def _job(store: TrialsStore, pending: PendingTrial) -> Job:
         params=pending.params,
         seed=pending.seed,
         storage_url=store.storage_url,
+        study_name=spec.study,
+        pruner=(spec.pruner.name, spec.pruner.options),
         tracking_uri=store.tracking_uri if store.mlflow is not None else None,
         mlflow_run_id=pending.mlflow_run_id,
     )

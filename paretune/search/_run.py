@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from paretune.search._controllers import make_sampler
+from paretune.search._controllers import make_pruner, make_sampler
 from paretune.search._local import LocalRunner
 from paretune.search._runner import Runner, SearchInterrupted
 
@@ -45,6 +45,7 @@ def open_store(spec: SearchSpec, *, create: bool = True, mlflow: bool = True) ->
 
     store = TrialsStore(spec, create=create, mlflow=mlflow)
     store.study.sampler = make_sampler(spec, n_existing_trials=len(store.study.trials))
+    store.study.pruner = make_pruner(spec.pruner.name, spec.pruner.options)
     return store
 
 

@@ -89,6 +89,8 @@ class Job:
     params: Mapping[str, Any]
     seed: int
     storage_url: str | None = None
+    study_name: str | None = None
+    pruner: tuple[str, Mapping[str, Any]] = ("none", {})
     tracking_uri: str | None = None
     mlflow_run_id: str | None = None
 
@@ -105,7 +107,7 @@ class Outcome:
 
 _objectives: dict[tuple[str, str], Any] = {}
 _clients: dict[str, Any] = {}
-_storages: dict[str, Any] = {}
+_studies: dict[str, Any] = {}
 
 
 def _objective(job: Job) -> Any:
@@ -119,38 +121,52 @@ def _objective(job: Job) -> Any:
     return _objectives[key]
 
 
-def _sinks(job: Job) -> list[Any]:
-    """Where ``ctx.report`` goes: the trial's MLflow run, and Optuna for one objective."""
-    sinks = []
-    if job.tracking_uri and job.mlflow_run_id:
-        from paretune.trials_store._mlflow import MlflowLink, _quiet_mlflow_logs
+def _connect_mlflow(job: Job, ctx: Any) -> None:
+    """Reports become stepwise metrics of the trial's MLflow run."""
+    if not (job.tracking_uri and job.mlflow_run_id):
+        return
+    from paretune.trials_store._mlflow import MlflowLink, _quiet_mlflow_logs
 
-        if job.tracking_uri not in _clients:
-            from mlflow import MlflowClient
+    if job.tracking_uri not in _clients:
+        from mlflow import MlflowClient
 
-            _quiet_mlflow_logs()
-            _clients[job.tracking_uri] = MlflowClient(tracking_uri=job.tracking_uri)
-        client = _clients[job.tracking_uri]
-        run_id = job.mlflow_run_id
+        _quiet_mlflow_logs()
+        _clients[job.tracking_uri] = MlflowClient(tracking_uri=job.tracking_uri)
+    client = _clients[job.tracking_uri]
+    run_id = job.mlflow_run_id
 
-        def to_mlflow(step: int, metrics: dict[str, float]) -> None:
-            MlflowLink.log_batch_to(client, run_id, metrics, step=step)
+    def to_mlflow(step: int, metrics: dict[str, float]) -> None:
+        MlflowLink.log_batch_to(client, run_id, metrics, step=step)
 
-        sinks.append(to_mlflow)
-    if job.storage_url and len(job.metric_names) == 1:
-        from paretune.trials_store._store import make_storage
+    ctx.add_sink(to_mlflow)
 
-        if job.storage_url not in _storages:
-            _storages[job.storage_url] = make_storage(job.storage_url)
-        storage = _storages[job.storage_url]
-        name = job.metric_names[0]
 
-        def to_optuna(step: int, metrics: dict[str, float]) -> None:
-            if name in metrics:
-                storage.set_trial_intermediate_value(job.trial_id, step, metrics[name])
+def _connect_optuna(job: Job, ctx: Any) -> None:
+    """One optimised metric: reports become the trial's intermediate values in the study, and
+    ``ctx.should_prune()`` asks the spec's pruner (Optuna prunes single-objective studies)."""
+    if not (job.storage_url and job.study_name and len(job.metric_names) == 1):
+        return
+    import optuna
 
-        sinks.append(to_optuna)
-    return sinks
+    from paretune.search._controllers import make_pruner
+    from paretune.trials_store._store import _quiet, make_storage
+
+    key = f"{job.storage_url}#{job.study_name}#{job.pruner}"
+    if key not in _studies:
+        pruner = make_pruner(job.pruner[0], dict(job.pruner[1]))
+        with _quiet():
+            _studies[key] = optuna.load_study(
+                study_name=job.study_name, storage=make_storage(job.storage_url), pruner=pruner
+            )
+    trial = optuna.trial.Trial(_studies[key], job.trial_id)
+    name = job.metric_names[0]
+
+    def to_optuna(step: int, metrics: dict[str, float]) -> None:
+        if name in metrics:
+            trial.report(metrics[name], step)
+
+    ctx.add_sink(to_optuna)
+    ctx.set_pruner(trial.should_prune)
 
 
 def check_metrics(result: Any, names: tuple[str, ...]) -> dict[str, float]:
@@ -183,14 +199,16 @@ def evaluate(job: Job) -> Outcome:
     Exceptions of the objective become FAIL outcomes with the traceback; ``KeyboardInterrupt``
     propagates (the runner handles it).
     """
-    from paretune.objectives import TrialContext, TrialPruned
+    import optuna
+
+    from paretune.objectives import TrialContext
 
     global _objective_in_main_thread
 
     ctx = TrialContext(trial_number=job.trial_number, seed=job.seed, settings=dict(job.settings))
     try:
-        for sink in _sinks(job):
-            ctx.add_sink(sink)
+        _connect_mlflow(job, ctx)
+        _connect_optuna(job, ctx)
         objective = _objective(job)
         _objective_in_main_thread = threading.current_thread() is threading.main_thread()
         try:
@@ -200,7 +218,7 @@ def evaluate(job: Job) -> Outcome:
         finally:
             _objective_in_main_thread = False
         metrics = check_metrics(result, job.metric_names)
-    except TrialPruned:
+    except optuna.TrialPruned:  # paretune's TrialPruned is a subclass
         last = ctx.history[-1][1] if ctx.history else None
         return Outcome("PRUNED", metrics=last, history=ctx.history)
     except Exception:

@@ -27,12 +27,14 @@ __all__ = ["export_trials", "trial_records"]
 FORMATS = ("csv", "json")
 
 
-def trial_records(store: TrialsStore) -> list[dict[str, Any]]:
+def trial_records(store: TrialsStore, *, pareto_only: bool = False) -> list[dict[str, Any]]:
     """One plain dict per trial, in trial order: what :func:`export_trials` writes."""
     front = {t.number for t in store.pareto_trials()}
     names = [m.name for m in store.spec.metrics]
     records = []
     for t in store.study.get_trials(deepcopy=False):
+        if pareto_only and t.number not in front:
+            continue
         duration = t.duration.total_seconds() if t.duration is not None else None
         records.append(
             {
@@ -88,20 +90,23 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def export_trials(store: TrialsStore, fmt: str, path: str | Path | None = None) -> str:
+def export_trials(
+    store: TrialsStore, fmt: str, path: str | Path | None = None, *, pareto_only: bool = False
+) -> str:
     """Write all trials as ``csv`` or ``json``.
 
     Args:
         store: The study to export.
         fmt: ``"csv"`` (one column per metric and parameter) or ``"json"`` (nested objects).
         path: Where to write; ``None`` returns the text only.
+        pareto_only: Only the trials on the Pareto front.
 
     Returns:
         The exported text.
     """
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; allowed: {', '.join(FORMATS)}")
-    records = trial_records(store)
+    records = trial_records(store, pareto_only=pareto_only)
     if fmt == "json":
         text = json.dumps(_json_safe(records), indent=2) + "\n"
     else:

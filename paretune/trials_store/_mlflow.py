@@ -35,9 +35,13 @@ class MlflowLink:
     Args:
         tracking_uri: Any MLflow tracking URI (``sqlite:///...``, ``http://host:5000``, a path).
         experiment: The experiment's name (the study's name).
+        artifact_location: Where a new experiment keeps artifacts (``None``: the tracking
+            server's default). Used only when the experiment is created.
     """
 
-    def __init__(self, *, tracking_uri: str, experiment: str) -> None:
+    def __init__(
+        self, *, tracking_uri: str, experiment: str, artifact_location: str | None = None
+    ) -> None:
         from mlflow import MlflowClient
 
         _quiet_mlflow_logs()  # after the import: importing mlflow sets its loggers to INFO
@@ -49,7 +53,7 @@ class MlflowLink:
             self.experiment_id = (
                 found.experiment_id
                 if found is not None
-                else self._client.create_experiment(experiment)
+                else self._client.create_experiment(experiment, artifact_location=artifact_location)
             )
         except Exception as err:  # MLflow raises many types for an unreachable/broken store
             raise StudyError(

@@ -71,8 +71,9 @@ def hypervolume(points: np.ndarray, reference_point: np.ndarray) -> float:
 
     Every column is minimised. A point contributes only if it is strictly better than the
     reference point in every coordinate; dominated points and duplicates are allowed and add
-    nothing. To use a table with maximised columns, negate those columns and the matching
-    reference coordinates first.
+    nothing; rows with NaN are skipped, and a coordinate of ``-inf`` makes the volume infinite.
+    To use a table with maximised columns, negate those columns and the matching reference
+    coordinates first.
 
     Args:
         points: `n x m` objective values (``n`` may be 0).
@@ -98,6 +99,8 @@ def hypervolume(points: np.ndarray, reference_point: np.ndarray) -> float:
     arr = arr[(arr < ref).all(axis=1)]  # NaN rows fail the comparison and drop out
     if arr.shape[0] == 0:
         return 0.0
+    if np.isneginf(arr).any():
+        return math.inf
     m = ref.shape[0]
     if m == 1:
         return float(ref[0] - arr[:, 0].min())

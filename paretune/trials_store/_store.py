@@ -237,9 +237,15 @@ class TrialsStore:
             )
         with _quiet():
             self.study.set_metric_names([m.name for m in spec.metrics])
-        self.mlflow = (
-            MlflowLink(tracking_uri=self.tracking_uri, experiment=spec.study) if (mlflow) else None
-        )
+        self.mlflow: MlflowLink | None = None
+        if mlflow:
+            # An embedded store keeps its artifacts beside it, not in the working directory.
+            local = spec.tracking_uri is None
+            self.mlflow = MlflowLink(
+                tracking_uri=self.tracking_uri,
+                experiment=spec.study,
+                artifact_location=(self.run_dir / "mlartifacts").as_uri() if local else None,
+            )
         self.parent_run_id: str | None = None
         self._heartbeat: _Heartbeat | None = None
         self._recovered: list[int] = []
@@ -273,7 +279,23 @@ class TrialsStore:
             self._heartbeat = None
         if self.mlflow is not None and self.parent_run_id is not None:
             self.tag_pareto()
+            self._log_tables()
             self.mlflow.end_parent(self.parent_run_id, status=status)
+
+    def _log_tables(self) -> None:
+        """``trials.csv`` and ``pareto.csv`` as artifacts of the parent run."""
+        import tempfile
+
+        from paretune.trials_store._export import export_trials
+
+        assert self.mlflow is not None and self.parent_run_id is not None
+        with tempfile.TemporaryDirectory() as tmp:
+            trials = Path(tmp) / "trials.csv"
+            export_trials(self, "csv", trials)
+            pareto = Path(tmp) / "pareto.csv"
+            export_trials(self, "csv", pareto, pareto_only=True)
+            self.mlflow.log_artifact(self.parent_run_id, str(trials))
+            self.mlflow.log_artifact(self.parent_run_id, str(pareto))
 
     def recover(self) -> list[int]:
         """Fail RUNNING trials whose process is gone and queue their parameters again.

@@ -84,3 +84,48 @@ def test_a_dying_worker_fails_its_trial_and_the_search_goes_on(tmp_path):
     for t in result.store.study.trials:
         if t.state == TrialState.FAIL:
             assert "died" in t.user_attrs["paretune.error"]
+
+
+@pytest.mark.slow
+def test_reports_feed_optunas_pruner_for_one_objective(tmp_path):
+    src = tmp_path / "curve.py"
+    src.write_text(textwrap.dedent('''
+        import paretune.objectives as po
+
+        def objective(params, ctx):
+            loss = 1.0
+            for step in range(10):
+                loss = params["x"] + 1.0 / (step + 1)  # larger x: worse at every step
+                ctx.report(step, {"loss": loss})
+                if ctx.should_prune():
+                    raise po.TrialPruned()
+            return {"loss": loss}
+    '''))
+    data = {
+        "study": "pruned",
+        "run_dir": str(tmp_path / "run"),
+        "objective": {"type": "python", "settings": {"target": f"{src}:objective"},
+                      "metrics": [{"name": "loss", "direction": "minimize"}]},
+        "space": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
+        "controller": {"name": "random", "seed": 0},
+        "budget": {"trials": 12},
+        "pruner": {"name": "median", "options": {"n_startup_trials": 3}},
+    }  # fmt: skip
+    result = run_search(load_spec(data))
+    trials = result.store.study.trials
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert pruned, "the median pruner stopped nothing"
+    for t in pruned:
+        assert len(t.intermediate_values) < 10  # stopped early
+        assert t.value == t.intermediate_values[max(t.intermediate_values)]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert all(len(t.intermediate_values) == 10 for t in complete)
+    assert result.counts["COMPLETE"] + result.counts["PRUNED"] == 12
+
+
+def test_pruning_a_multi_objective_search_is_refused(tmp_path, counting_objective):
+    data = counting_spec(tmp_path, counting_objective)
+    data["pruner"] = {"name": "median"}
+    with pytest.raises(ValueError, match="single optimised metric") as info:
+        load_spec(data)
+    assert info.value.path == ("pruner", "name")

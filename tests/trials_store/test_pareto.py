@@ -68,6 +68,7 @@ def test_hypervolume_counts_only_points_strictly_inside_the_reference_box() -> N
     assert hypervolume(np.array([[1.0, 0.0], [0.0, 1.0], [2.0, -5.0]]), ref) == 0.0
     assert hypervolume(np.zeros((0, 2)), ref) == 0.0
     assert hypervolume(np.array([[np.nan, 0.0], [0.5, 0.5]]), ref) == pytest.approx(0.25)
+    assert hypervolume(np.array([[-np.inf, 0.0], [-np.inf, 0.5]]), ref) == math.inf
 
 
 def test_hypervolume_ignores_order_duplicates_and_dominated_points() -> None:
