@@ -311,8 +311,10 @@ class PeftLike(SyntheticProblem):
     The reference point is ``score = 0.5`` (chance) and ``cost_pct`` 10% above the cost of the
     most expensive Pareto-optimal configuration, so the hypervolume measures the trade-off
     region rather than the waste of oversized configurations. Pareto-optimal configurations are
-    a tiny part of the space: for ``n_layers=8`` random search reaches about 50-80% of the
-    maximum hypervolume in 100 evaluations, a GP-based optimiser about 85-90%.
+    a tiny part of the space. Measured for ``n_layers=8`` (fraction of :attr:`max_hypervolume`,
+    mean and range over seeds): random search 0.59 (0.31-0.76) after 40 evaluations and 0.66
+    (0.55-0.78) after 100 (10 seeds); after 100, Optuna's multivariate TPE 0.74 and NSGA-II
+    0.71 (5 seeds); Optuna's GPSampler 0.79 (0.73-0.89) after 80 (3 seeds).
 
     Args:
         n_layers: Number of transformer layers, 1 to 64.

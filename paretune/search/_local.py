@@ -85,6 +85,31 @@ class LocalRunner(Runner):
             if progress is not None:
                 progress.update(store, frozen)
 
+        def new_pool() -> cf.ProcessPoolExecutor:
+            return cf.ProcessPoolExecutor(
+                max_workers=self.n_jobs,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_ignore_sigint,
+            )
+
+        def retire_pool() -> None:
+            nonlocal executor
+            if executor is not None:
+                _kill_workers(executor)
+                executor = None
+
+        def submit(job: Job) -> cf.Future[Outcome]:
+            nonlocal executor
+            if executor is None:
+                executor = new_pool()
+            try:
+                return executor.submit(evaluate, job)
+            except cf.process.BrokenProcessPool:
+                # The pool broke since the last check; its running trials fail on their own.
+                retire_pool()
+                executor = new_pool()
+                return executor.submit(evaluate, job)
+
         clear_stop_request()
         try:
             while True:
@@ -100,13 +125,7 @@ class LocalRunner(Runner):
                         del in_flight[None]
                         record(pending, outcome)
                         continue
-                    if executor is None:
-                        executor = cf.ProcessPoolExecutor(
-                            max_workers=self.n_jobs,
-                            mp_context=multiprocessing.get_context("spawn"),
-                            initializer=_ignore_sigint,
-                        )
-                    in_flight[executor.submit(evaluate, job)] = pending
+                    in_flight[submit(job)] = pending
                 if stop_requested():
                     raise KeyboardInterrupt
                 if not in_flight:
@@ -119,15 +138,12 @@ class LocalRunner(Runner):
                     try:
                         outcome = future.result()
                     except cf.process.BrokenProcessPool as err:
+                        # A worker died (OOM killer, segfault, os._exit). The pool fails every
+                        # trial it was running, since it cannot tell which one killed it; the
+                        # search goes on with a new pool.
                         outcome = Outcome("FAIL", error=f"the worker process died: {err}")
+                        retire_pool()
                     record(pending, outcome)
-                if executor is not None and getattr(executor, "_broken", False):
-                    # One dead worker breaks the whole pool: fail the rest, start a new pool.
-                    for future, pending in list(in_flight.items()):
-                        in_flight.pop(future)
-                        record(pending, Outcome("FAIL", error="a worker process died"))
-                    _kill_workers(executor)
-                    executor = None
         except KeyboardInterrupt:
             if executor is not None:
                 _kill_workers(executor)

@@ -89,7 +89,8 @@ def test_a_dying_worker_fails_its_trial_and_the_search_goes_on(tmp_path):
 @pytest.mark.slow
 def test_reports_feed_optunas_pruner_for_one_objective(tmp_path):
     src = tmp_path / "curve.py"
-    src.write_text(textwrap.dedent('''
+    src.write_text(
+        textwrap.dedent("""
         import paretune.objectives as po
 
         def objective(params, ctx):
@@ -100,7 +101,8 @@ def test_reports_feed_optunas_pruner_for_one_objective(tmp_path):
                 if ctx.should_prune():
                     raise po.TrialPruned()
             return {"loss": loss}
-    '''))
+    """)
+    )
     data = {
         "study": "pruned",
         "run_dir": str(tmp_path / "run"),
