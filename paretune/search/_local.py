@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing
 import signal
 import time
@@ -66,6 +67,7 @@ class LocalRunner(Runner):
         started = time.monotonic()
         finished = store.n_finished()
         in_flight: dict[Any, PendingTrial] = {}
+        pool_of: dict[Any, cf.ProcessPoolExecutor] = {}
         executor: cf.ProcessPoolExecutor | None = None
 
         def more() -> bool:
@@ -80,6 +82,7 @@ class LocalRunner(Runner):
                 state=TrialState[outcome.state],
                 metrics=outcome.metrics,
                 error=outcome.error,
+                final_step=outcome.history[-1][0] + 1 if outcome.history else 0,
             )
             finished += 1
             if progress is not None:
@@ -92,10 +95,10 @@ class LocalRunner(Runner):
                 initializer=_ignore_sigint,
             )
 
-        def retire_pool() -> None:
+        def retire_pool(broken: cf.ProcessPoolExecutor | None) -> None:
             nonlocal executor
-            if executor is not None:
-                _kill_workers(executor)
+            if broken is not None and broken is executor:  # not a newer, healthy pool
+                _kill_workers(broken)
                 executor = None
 
         def submit(job: Job) -> cf.Future[Outcome]:
@@ -103,12 +106,29 @@ class LocalRunner(Runner):
             if executor is None:
                 executor = new_pool()
             try:
-                return executor.submit(evaluate, job)
+                future = executor.submit(evaluate, job)
             except cf.process.BrokenProcessPool:
                 # The pool broke since the last check; its running trials fail on their own.
-                retire_pool()
+                retire_pool(executor)
                 executor = new_pool()
-                return executor.submit(evaluate, job)
+                future = executor.submit(evaluate, job)
+            pool_of[future] = executor
+            return future
+
+        def collect(future: Any) -> None:
+            pending = in_flight.pop(future)
+            pool = pool_of.pop(future)
+            try:
+                outcome = future.result()
+            except cf.process.BrokenProcessPool as err:
+                # A worker died (OOM killer, segfault, os._exit). The pool fails every trial
+                # it was running, since it cannot tell which one killed it; the search goes
+                # on with a new pool.
+                outcome = Outcome("FAIL", error=f"the worker process died: {err}")
+                retire_pool(pool)
+            except Exception as err:  # e.g. an objective result that does not unpickle
+                outcome = Outcome("FAIL", error=f"the worker's result was lost: {err!r}")
+            record(pending, outcome)
 
         clear_stop_request()
         try:
@@ -134,25 +154,26 @@ class LocalRunner(Runner):
                     list(in_flight), timeout=self.poll_interval, return_when=cf.FIRST_COMPLETED
                 )
                 for future in done:
-                    pending = in_flight.pop(future)
-                    try:
-                        outcome = future.result()
-                    except cf.process.BrokenProcessPool as err:
-                        # A worker died (OOM killer, segfault, os._exit). The pool fails every
-                        # trial it was running, since it cannot tell which one killed it; the
-                        # search goes on with a new pool.
-                        outcome = Outcome("FAIL", error=f"the worker process died: {err}")
-                        retire_pool()
-                    record(pending, outcome)
-        except KeyboardInterrupt:
+                    collect(future)
+        except BaseException as err:
+            # Keep what finished, then fail and re-queue what was still running: a stop
+            # (Ctrl-C, SIGTERM) or a failure of the driver itself (storage, tracking) loses no
+            # completed result and leaves nothing RUNNING.
+            for future in [f for f in in_flight if f is not None and f.done()]:
+                with contextlib.suppress(Exception):
+                    collect(future)
             if executor is not None:
                 _kill_workers(executor)
                 executor = None
             requeued = []
+            reason = "stopped by the user" if isinstance(err, KeyboardInterrupt) else repr(err)
             for pending in in_flight.values():
-                store.fail_interrupted(pending, reason="stopped by the user")
-                requeued.append(pending.number)
-            raise SearchInterrupted(sorted(requeued)) from None
+                with contextlib.suppress(Exception):
+                    store.fail_interrupted(pending, reason=reason)
+                    requeued.append(pending.number)
+            if isinstance(err, KeyboardInterrupt):
+                raise SearchInterrupted(sorted(requeued)) from None
+            raise
         finally:
             if executor is not None:
                 executor.shutdown(wait=True)

@@ -77,12 +77,14 @@ def run_search(
     if on_start is not None:
         on_start(store, recovered)
     interrupted = False
+    status = "FAILED"  # unless the runner returns or is stopped
     try:
         make_runner(spec).run(store, progress=progress)
+        status = "FINISHED"
     except SearchInterrupted:
-        interrupted = True
+        interrupted, status = True, "KILLED"
     finally:
-        store.close(status="KILLED" if interrupted else "FINISHED")
+        store.close(status=status)
     return SearchResult(
         store=store,
         pareto=store.pareto_trials(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import logging
 import math
 import threading
 import traceback
@@ -23,6 +24,7 @@ __all__ = [
     "stop_requested",
 ]
 
+_log = logging.getLogger(__name__)
 _stop = threading.Event()
 _objective_in_main_thread = False
 
@@ -32,12 +34,13 @@ def handle_stop_signal(signum: int, frame: Any) -> None:
 
     It records the request, which runners check between trials and while they wait for
     workers, so bookkeeping is never cut in half. Only while an objective runs in the main
-    thread does it also raise ``KeyboardInterrupt``, to break out of that computation. (Python's
-    default handler raises anywhere, and an interrupt raised inside a finaliser is swallowed.)
+    thread, or on a second signal, does it also raise ``KeyboardInterrupt``. (Python's default
+    handler raises anywhere, and an interrupt raised inside a finaliser is swallowed.)
     """
+    if _stop.is_set() or _objective_in_main_thread:
+        _stop.set()
+        raise KeyboardInterrupt  # a second signal stops at once, wherever the driver is
     _stop.set()
-    if _objective_in_main_thread:
-        raise KeyboardInterrupt
 
 
 def stop_requested() -> bool:
@@ -136,7 +139,12 @@ def _connect_mlflow(job: Job, ctx: Any) -> None:
     run_id = job.mlflow_run_id
 
     def to_mlflow(step: int, metrics: dict[str, float]) -> None:
-        MlflowLink.log_batch_to(client, run_id, metrics, step=step)
+        try:
+            MlflowLink.log_batch_to(client, run_id, metrics, step=step)
+        except Exception as err:  # tracking is best-effort: it must never fail a trial
+            _log.warning(
+                "could not log step %d of trial %d to MLflow: %s", step, job.trial_number, err
+            )
 
     ctx.add_sink(to_mlflow)
 
@@ -221,6 +229,8 @@ def evaluate(job: Job) -> Outcome:
     except optuna.TrialPruned:  # paretune's TrialPruned is a subclass
         last = ctx.history[-1][1] if ctx.history else None
         return Outcome("PRUNED", metrics=last, history=ctx.history)
-    except Exception:
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # SystemExit from an argparse-using script is a failed trial too
         return Outcome("FAIL", error=traceback.format_exc(), history=ctx.history)
     return Outcome("COMPLETE", metrics=metrics, history=ctx.history)

@@ -139,12 +139,13 @@ class MlflowLink:
         state: str,
         metrics: Mapping[str, float] | None = None,
         tags: Mapping[str, str] | None = None,
+        step: int = 0,
     ) -> None:
-        """Final metrics, the trial's state as a tag, and the run's end status."""
+        """Final metrics (at ``step``), the trial's state as a tag, and the run's end status."""
         from mlflow.entities import RunTag
 
         if metrics:
-            self.log_metrics(run_id, metrics)
+            self.log_metrics(run_id, metrics, step=step)
         all_tags = {"paretune.state": state, **(tags or {})}
         self._client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in all_tags.items()])
         status = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}.get(

@@ -334,7 +334,8 @@ class TrialsStore:
         with _quiet():
             trial = self.study.ask()
         trial.set_user_attr(OWNER_ATTR, owner_token())
-        seed = self.spec.trial_seed(trial.number)
+        # A retried trial keeps the seed of the attempt it repeats.
+        seed = trial.user_attrs.get(SEED_ATTR, self.spec.trial_seed(trial.number))
         trial.set_user_attr(SEED_ATTR, seed)
         params = self.spec.search_space.suggest(trial)
         if self._heartbeat is not None:
@@ -342,13 +343,18 @@ class TrialsStore:
         duplicate = self._completed_twin(params)
         run_id = None
         if self.mlflow is not None and self.parent_run_id is not None:
-            run_id = self.mlflow.start_child(
-                parent_run_id=self.parent_run_id,
-                trial_number=trial.number,
-                params=params,
-                tags={"paretune.seed": str(seed), "paretune.worker": owner_token()},
-            )
-            trial.set_user_attr(CHILD_RUN_ATTR, run_id)
+            try:
+                run_id = self.mlflow.start_child(
+                    parent_run_id=self.parent_run_id,
+                    trial_number=trial.number,
+                    params=params,
+                    tags={"paretune.seed": str(seed), "paretune.worker": owner_token()},
+                )
+            except Exception as err:  # tracking is best-effort; the study is the record
+                _log.warning("MLflow: no run for trial %d: %s", trial.number, err)
+                run_id = None
+            else:
+                trial.set_user_attr(CHILD_RUN_ATTR, run_id)
         return PendingTrial(trial, params, seed, run_id, duplicate_of=duplicate)
 
     def _completed_twin(self, params: Mapping[str, Any]) -> FrozenTrial | None:
@@ -364,6 +370,7 @@ class TrialsStore:
         state: TrialState,
         metrics: Mapping[str, float] | None = None,
         error: str | None = None,
+        final_step: int = 0,
     ) -> FrozenTrial:
         """Record the outcome of a trial in the study, then in MLflow.
 
@@ -372,6 +379,8 @@ class TrialsStore:
             state: COMPLETE, PRUNED or FAIL.
             metrics: Everything the objective returned (COMPLETE) or last reported (PRUNED).
             error: Why the trial failed.
+            final_step: The MLflow step of the final metrics: after the last reported step, so
+                MLflow's latest value of a metric is the one the objective returned.
         """
         trial = pending.trial
         if metrics is not None:
@@ -389,23 +398,31 @@ class TrialsStore:
             self._heartbeat.remove(pending.trial_id)
         if self.mlflow is not None and pending.mlflow_run_id is not None:
             tags = {}
-            if error is not None:
-                tags["paretune.error"] = error.strip().splitlines()[-1][:500] if error else ""
+            if error is not None and error.strip():
+                tags["paretune.error"] = error.strip().splitlines()[-1][:500]
             if pending.duplicate_of is not None:
                 tags["paretune.duplicate_of"] = str(pending.duplicate_of.number)
-            self.mlflow.finish_child(
-                pending.mlflow_run_id, state=frozen.state.name, metrics=metrics, tags=tags
-            )
+            try:
+                self.mlflow.finish_child(
+                    pending.mlflow_run_id,
+                    state=frozen.state.name,
+                    metrics=metrics,
+                    tags=tags,
+                    step=final_step,
+                )
+            except Exception as err:  # tracking is best-effort; the study is the record
+                _log.warning("MLflow: trial %d not finished in its run: %s", frozen.number, err)
         return frozen
 
     def fail_interrupted(self, trial: FrozenTrial | PendingTrial, *, reason: str) -> None:
         """Fail a RUNNING trial that did not finish (crash, Ctrl-C) and queue it again."""
         trial_id = trial.trial_id if isinstance(trial, PendingTrial) else trial._trial_id
-        self.storage.set_trial_user_attr(trial_id, INTERRUPTED_ATTR, reason)
         try:
-            self.storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+            self.storage.set_trial_user_attr(trial_id, INTERRUPTED_ATTR, reason)
+            if not self.storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                return
         except optuna.exceptions.UpdateFinishedTrialError:
-            return  # another process got there first
+            return  # another process finished or failed it first
         if self._heartbeat is not None:
             self._heartbeat.remove(trial_id)
         frozen = self.storage.get_trial(trial_id)
@@ -413,7 +430,7 @@ class TrialsStore:
         self._finish_mlflow_of(frozen, "FAIL", {"paretune.fail_reason": f"interrupted: {reason}"})
 
     def _requeue(self, frozen: FrozenTrial) -> None:
-        keep = {k: v for k, v in frozen.user_attrs.items() if k in ("paretune.baseline",)}
+        keep = {k: v for k, v in frozen.user_attrs.items() if k in ("paretune.baseline", SEED_ATTR)}
         self.study.add_trial(
             optuna.create_trial(
                 state=TrialState.WAITING,

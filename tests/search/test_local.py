@@ -131,3 +131,22 @@ def test_pruning_a_multi_objective_search_is_refused(tmp_path, counting_objectiv
     with pytest.raises(ValueError, match="single optimised metric") as info:
         load_spec(data)
     assert info.value.path == ("pruner", "name")
+
+
+@pytest.mark.slow
+def test_an_objective_calling_sys_exit_fails_its_trial_only(tmp_path):
+    src = tmp_path / "exits.py"
+    src.write_text("import sys\n\ndef objective(params, ctx):\n    sys.exit(2)\n")
+    data = {
+        "study": "exits",
+        "run_dir": str(tmp_path / "run"),
+        "objective": {"type": "python", "settings": {"target": f"{src}:objective"},
+                      "metrics": [{"name": "loss", "direction": "minimize"}]},
+        "space": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
+        "controller": {"name": "random"},
+        "budget": {"trials": 2},
+        "runner": {"n_jobs": 1},
+    }  # fmt: skip
+    result = run_search(load_spec(data))
+    assert result.counts["FAIL"] == 2 and not result.counts["RUNNING"]
+    assert "SystemExit" in result.store.study.trials[0].user_attrs["paretune.error"]
