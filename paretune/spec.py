@@ -144,9 +144,6 @@ class BudgetSpec(_Strict):
         return self
 
 
-PRUNERS = ("none", "median", "successive_halving", "hyperband")
-
-
 class PrunerSpec(_Strict):
     """When to stop a trial early, from what it reported (``ctx.report``): an Optuna pruner.
 

@@ -66,3 +66,25 @@ def counting_spec(
         "budget": {"trials": trials},
         "runner": {"type": "local", "n_jobs": n_jobs},
     }
+
+
+def loss_spec(
+    tmp_path: Path, source: str, *, study: str, trials: int, seed: int = 0, **sections: Any
+) -> dict[str, Any]:
+    """A one-metric (``loss``, minimised) spec over ``x`` in [0, 1] whose objective is the
+    function ``objective`` in a file written from ``source``; ``sections`` override the spec."""
+    src = tmp_path / f"{study}_objective.py"
+    src.write_text(textwrap.dedent(source))
+    return {
+        "study": study,
+        "run_dir": str(tmp_path / "run"),
+        "objective": {
+            "type": "python",
+            "settings": {"target": f"{src}:objective"},
+            "metrics": [{"name": "loss", "direction": "minimize"}],
+        },
+        "space": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
+        "controller": {"name": "random", "seed": seed},
+        "budget": {"trials": trials},
+        **sections,
+    }

@@ -82,7 +82,7 @@ class LocalRunner(Runner):
                 state=TrialState[outcome.state],
                 metrics=outcome.metrics,
                 error=outcome.error,
-                final_step=outcome.history[-1][0] + 1 if outcome.history else 0,
+                final_step=0 if outcome.last_step is None else outcome.last_step + 1,
             )
             finished += 1
             if progress is not None:

@@ -8,7 +8,7 @@ import math
 import threading
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -100,12 +100,16 @@ class Job:
 
 @dataclass
 class Outcome:
-    """What came of a job: ``state`` is COMPLETE, PRUNED or FAIL."""
+    """What came of a job: ``state`` is COMPLETE, PRUNED or FAIL.
+
+    ``last_step`` is the step of the objective's last ``ctx.report`` (``None``: it reported
+    nothing); the final metrics are logged to MLflow after it.
+    """
 
     state: str
     metrics: dict[str, float] | None = None
     error: str | None = None
-    history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    last_step: int | None = None
 
 
 _objectives: dict[tuple[str, str], Any] = {}
@@ -227,10 +231,14 @@ def evaluate(job: Job) -> Outcome:
             _objective_in_main_thread = False
         metrics = check_metrics(result, job.metric_names)
     except optuna.TrialPruned:  # paretune's TrialPruned is a subclass
-        last = ctx.history[-1][1] if ctx.history else None
-        return Outcome("PRUNED", metrics=last, history=ctx.history)
+        step, last = ctx.history[-1] if ctx.history else (None, None)
+        return Outcome("PRUNED", metrics=last, last_step=step)
     except KeyboardInterrupt:
         raise
     except BaseException:  # SystemExit from an argparse-using script is a failed trial too
-        return Outcome("FAIL", error=traceback.format_exc(), history=ctx.history)
-    return Outcome("COMPLETE", metrics=metrics, history=ctx.history)
+        return Outcome("FAIL", error=traceback.format_exc(), last_step=_last_step(ctx))
+    return Outcome("COMPLETE", metrics=metrics, last_step=_last_step(ctx))
+
+
+def _last_step(ctx: Any) -> int | None:
+    return ctx.history[-1][0] if ctx.history else None

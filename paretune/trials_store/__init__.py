@@ -11,7 +11,6 @@ from paretune.trials_store._store import (
     PendingTrial,
     TrialsStore,
     constraint_violations,
-    default_paths,
 )
 
 __all__ = [
@@ -19,7 +18,6 @@ __all__ = [
     "PendingTrial",
     "TrialsStore",
     "constraint_violations",
-    "default_paths",
     "export_trials",
     "hypervolume",
     "log10_hv_difference",

@@ -24,7 +24,7 @@ import socket
 import threading
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -138,7 +138,6 @@ class PendingTrial:
     seed: int
     mlflow_run_id: str | None
     duplicate_of: FrozenTrial | None = None
-    history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
 
     @property
     def number(self) -> int:
@@ -541,8 +540,3 @@ class _Heartbeat:
 
     def stop(self) -> None:
         self._stop.set()
-
-
-def default_paths(spec: SearchSpec) -> tuple[str, str, Path]:
-    """The storage URL, tracking URI and run directory a spec resolves to."""
-    return _storage_url(spec), _tracking_uri(spec), spec.resolved_run_dir

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import textwrap
 
 import pytest
 from optuna.trial import TrialState
 
 from paretune.search import LocalRunner, run_search
 from paretune.spec import load_spec
-from tests.conftest import counting_spec
+from tests.conftest import counting_spec, loss_spec
 
 
 def test_n_jobs_must_be_positive():
@@ -57,26 +56,14 @@ def test_duplicate_parameters_are_not_evaluated_again(tmp_path, counting_objecti
 
 @pytest.mark.slow
 def test_a_dying_worker_fails_its_trial_and_the_search_goes_on(tmp_path):
-    src = tmp_path / "crashy.py"
-    src.write_text(
-        textwrap.dedent("""
+    source = """
         import os
         def objective(params, ctx):
             if params["x"] > 0.7:
                 os._exit(3)  # the worker process dies, as under the OOM killer
             return {"loss": params["x"]}
-    """)
-    )
-    data = {
-        "study": "crashy",
-        "run_dir": str(tmp_path / "run"),
-        "objective": {"type": "python", "settings": {"target": f"{src}:objective"},
-                      "metrics": [{"name": "loss", "direction": "minimize"}]},
-        "space": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
-        "controller": {"name": "random", "seed": 3},
-        "budget": {"trials": 10},
-        "runner": {"type": "local", "n_jobs": 2},
-    }  # fmt: skip
+    """
+    data = loss_spec(tmp_path, source, study="crashy", trials=10, seed=3, runner={"n_jobs": 2})
     result = run_search(load_spec(data))
     counts = result.counts
     assert counts["COMPLETE"] + counts["FAIL"] == 10
@@ -88,9 +75,7 @@ def test_a_dying_worker_fails_its_trial_and_the_search_goes_on(tmp_path):
 
 @pytest.mark.slow
 def test_reports_feed_optunas_pruner_for_one_objective(tmp_path):
-    src = tmp_path / "curve.py"
-    src.write_text(
-        textwrap.dedent("""
+    source = """
         import paretune.objectives as po
 
         def objective(params, ctx):
@@ -101,18 +86,9 @@ def test_reports_feed_optunas_pruner_for_one_objective(tmp_path):
                 if ctx.should_prune():
                     raise po.TrialPruned()
             return {"loss": loss}
-    """)
-    )
-    data = {
-        "study": "pruned",
-        "run_dir": str(tmp_path / "run"),
-        "objective": {"type": "python", "settings": {"target": f"{src}:objective"},
-                      "metrics": [{"name": "loss", "direction": "minimize"}]},
-        "space": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
-        "controller": {"name": "random", "seed": 0},
-        "budget": {"trials": 12},
-        "pruner": {"name": "median", "options": {"n_startup_trials": 3}},
-    }  # fmt: skip
+    """
+    pruner = {"name": "median", "options": {"n_startup_trials": 3}}
+    data = loss_spec(tmp_path, source, study="pruned", trials=12, pruner=pruner)
     result = run_search(load_spec(data))
     trials = result.store.study.trials
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
@@ -135,18 +111,8 @@ def test_pruning_a_multi_objective_search_is_refused(tmp_path, counting_objectiv
 
 @pytest.mark.slow
 def test_an_objective_calling_sys_exit_fails_its_trial_only(tmp_path):
-    src = tmp_path / "exits.py"
-    src.write_text("import sys\n\ndef objective(params, ctx):\n    sys.exit(2)\n")
-    data = {
-        "study": "exits",
-        "run_dir": str(tmp_path / "run"),
-        "objective": {"type": "python", "settings": {"target": f"{src}:objective"},
-                      "metrics": [{"name": "loss", "direction": "minimize"}]},
-        "space": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
-        "controller": {"name": "random"},
-        "budget": {"trials": 2},
-        "runner": {"n_jobs": 1},
-    }  # fmt: skip
+    source = "import sys\n\ndef objective(params, ctx):\n    sys.exit(2)\n"
+    data = loss_spec(tmp_path, source, study="exits", trials=2)
     result = run_search(load_spec(data))
     assert result.counts["FAIL"] == 2 and not result.counts["RUNNING"]
     assert "SystemExit" in result.store.study.trials[0].user_attrs["paretune.error"]
