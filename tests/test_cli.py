@@ -299,3 +299,27 @@ def test_ctrl_c_requeues_running_trials_and_resume_finishes(
     assert resumed.returncode == 0, resumed.stderr
     study = optuna.load_study(study_name="counting", storage=storage)
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == budget
+
+
+@pytest.mark.slow
+def test_two_drivers_on_one_study_stop_at_the_budget(tmp_path: Path, counting_objective) -> None:
+    budget = 10
+    # Trials long enough that the second driver, whose start-up takes seconds on a loaded
+    # machine, joins before the first has spent the budget alone.
+    spec = counting_spec(tmp_path, counting_objective, trials=budget, sleep=1.5)
+    path = write(tmp_path, spec)
+    cmd = [sys.executable, "-m", "paretune.cli", "run", str(path), "--no-progress"]
+    first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _wait_inside_objective(first, counting_objective[1], finished=1)  # the study exists
+    second = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert first.wait(timeout=300) == 0 and second.wait(timeout=300) == 0
+
+    study = optuna.load_study(study_name="counting", storage=f"sqlite:///{tmp_path}/run/study.db")
+    complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert budget <= complete <= budget + 1  # a count and an ask are not atomic
+    assert len(study.trials) == complete
+    pids = {line["pid"] for line in _evaluations(counting_objective[1])}
+    assert len(pids) == 2  # both drivers evaluated trials
+    parents, children = _mlflow_runs(f"sqlite:///{tmp_path}/run/mlflow.db", "counting")
+    assert len(parents) == 1 and len(children) == complete
+    assert parents[0].info.status == "FINISHED"  # ended by whichever driver stopped last

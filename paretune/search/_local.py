@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import logging
 import multiprocessing
 import signal
 import time
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from paretune.trials_store import PendingTrial, TrialsStore
 
 __all__ = ["LocalRunner"]
+
+_log = logging.getLogger(__name__)
 
 
 def _ignore_sigint() -> None:
@@ -51,32 +54,53 @@ class LocalRunner(Runner):
     ``spawn`` (safe with torch and threads); the controller sees the running trials as pending.
     A worker that dies (out of memory, a segfault) fails its trial and is replaced.
 
+    The trial budget counts the study's trials, not this process's: several drivers on one
+    study (a job array, several machines on PostgreSQL) stop together at the budget, give or
+    take one trial each (a check and an ask are not atomic).
+
     Args:
         n_jobs: How many trials run at once.
         poll_interval: Seconds between checks for Ctrl-C and the wall-time budget while waiting.
+        max_consecutive_duplicates: Stop when the controller proposes this many already
+            completed parameter sets in a row (a small discrete space is exhausted); each
+            duplicate is recorded with the values of its twin, without evaluating it.
     """
 
-    def __init__(self, *, n_jobs: int = 1, poll_interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        *,
+        n_jobs: int = 1,
+        poll_interval: float = 0.5,
+        max_consecutive_duplicates: int = 100,
+    ) -> None:
         if n_jobs < 1:
             raise ValueError(f"`n_jobs >= 1` must hold, but got n_jobs={n_jobs}.")
+        if max_consecutive_duplicates < 1:
+            raise ValueError(
+                "`max_consecutive_duplicates >= 1` must hold, but got "
+                f"max_consecutive_duplicates={max_consecutive_duplicates}."
+            )
         self.n_jobs = n_jobs
         self.poll_interval = poll_interval
+        self.max_consecutive_duplicates = max_consecutive_duplicates
 
     def run(self, store: TrialsStore, *, progress: Any = None) -> None:
         budget = store.spec.budget
         started = time.monotonic()
-        finished = store.n_finished()
+        duplicates_in_a_row = 0
         in_flight: dict[Any, PendingTrial] = {}
         pool_of: dict[Any, cf.ProcessPoolExecutor] = {}
         executor: cf.ProcessPoolExecutor | None = None
 
         def more() -> bool:
-            if budget.trials is not None and finished + len(in_flight) >= budget.trials:
+            if duplicates_in_a_row >= self.max_consecutive_duplicates:
                 return False
-            return budget.wall_time is None or time.monotonic() - started < budget.wall_time
+            if budget.wall_time is not None and time.monotonic() - started >= budget.wall_time:
+                return False
+            # Our own running trials are RUNNING in the study, so they are counted here.
+            return budget.trials is None or store.n_finished(running=True) < budget.trials
 
         def record(pending: PendingTrial, outcome: Outcome) -> None:
-            nonlocal finished
             frozen = store.tell(
                 pending,
                 state=TrialState[outcome.state],
@@ -84,7 +108,6 @@ class LocalRunner(Runner):
                 error=outcome.error,
                 final_step=0 if outcome.last_step is None else outcome.last_step + 1,
             )
-            finished += 1
             if progress is not None:
                 progress.update(store, frozen)
 
@@ -137,7 +160,9 @@ class LocalRunner(Runner):
                     pending = store.ask()
                     if pending.duplicate_of is not None:
                         record(pending, _copy_of(pending, store))
+                        duplicates_in_a_row += 1
                         continue
+                    duplicates_in_a_row = 0
                     job = _job(store, pending)
                     if self.n_jobs == 1:
                         in_flight[None] = pending
@@ -149,6 +174,12 @@ class LocalRunner(Runner):
                 if stop_requested():
                     raise KeyboardInterrupt
                 if not in_flight:
+                    if duplicates_in_a_row >= self.max_consecutive_duplicates:
+                        _log.warning(
+                            "stopping: the controller proposed %d already evaluated parameter "
+                            "sets in a row; the space looks exhausted",
+                            duplicates_in_a_row,
+                        )
                     break
                 done, _ = cf.wait(
                     list(in_flight), timeout=self.poll_interval, return_when=cf.FIRST_COMPLETED
@@ -185,6 +216,7 @@ def _job(store: TrialsStore, pending: PendingTrial) -> Job:
         objective_type=spec.objective.type,
         settings=spec.objective.settings,
         metric_names=tuple(m.name for m in spec.metrics),
+        constraint_metrics=tuple(c.metric for c in spec.objective.constraints),
         trial_number=pending.number,
         trial_id=pending.trial_id,
         params=pending.params,

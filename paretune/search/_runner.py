@@ -80,13 +80,14 @@ class Runner(abc.ABC):
         """
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Job:
     """Everything a worker needs to evaluate one trial: plain data, so it pickles."""
 
     objective_type: str
     settings: Mapping[str, Any]
     metric_names: tuple[str, ...]
+    constraint_metrics: tuple[str, ...] = ()
     trial_number: int
     trial_id: int
     params: Mapping[str, Any]
@@ -181,8 +182,15 @@ def _connect_optuna(job: Job, ctx: Any) -> None:
     ctx.set_pruner(trial.should_prune)
 
 
-def check_metrics(result: Any, names: tuple[str, ...]) -> dict[str, float]:
-    """The objective's return value as ``{name: float}``, or a ``ValueError`` saying why not."""
+def check_metrics(
+    result: Any, names: tuple[str, ...], constraint_metrics: tuple[str, ...] = ()
+) -> dict[str, float]:
+    """The objective's return value as ``{name: float}``, or a ``ValueError`` saying why not.
+
+    ``names`` (the optimised metrics) must be present and finite; ``constraint_metrics`` must
+    be present (a constraint on a metric the objective never returns is a spec mistake that
+    would otherwise make every trial silently infeasible).
+    """
     if not isinstance(result, Mapping):
         raise ValueError(
             f"an objective must return a dict of metrics {list(names)}, but returned "
@@ -192,6 +200,12 @@ def check_metrics(result: Any, names: tuple[str, ...]) -> dict[str, float]:
     if missing:
         raise ValueError(
             f"the objective's result lacks metric(s) {missing}; it returned keys {sorted(result)}"
+        )
+    unconstrained = [n for n in constraint_metrics if n not in result]
+    if unconstrained:
+        raise ValueError(
+            f"the spec constrains metric(s) {unconstrained}, which the objective did not "
+            f"return; it returned keys {sorted(result)}"
         )
     out: dict[str, float] = {}
     for k, v in result.items():
@@ -229,7 +243,7 @@ def evaluate(job: Job) -> Outcome:
             result = objective(dict(job.params), ctx)
         finally:
             _objective_in_main_thread = False
-        metrics = check_metrics(result, job.metric_names)
+        metrics = check_metrics(result, job.metric_names, job.constraint_metrics)
     except optuna.TrialPruned:  # paretune's TrialPruned is a subclass
         step, last = ctx.history[-1] if ctx.history else (None, None)
         return Outcome("PRUNED", metrics=last, last_step=step)

@@ -78,20 +78,40 @@ def _process_start_time(pid: int) -> str:
         return "?"
 
 
+def _pid_space() -> str:
+    """Where a pid means the same process: this boot of this kernel and this pid namespace.
+
+    Containers with host networking share the hostname but not their pids, so the hostname
+    alone would let one container declare another's live trials dead.
+    """
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            boot = f.read().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return "?"
+    return f"{boot}/{namespace}".replace(":", "")
+
+
 def owner_token(pid: int | None = None) -> str:
+    """``host:pid-space:pid:start-time`` of a process (this one by default)."""
     pid = os.getpid() if pid is None else pid
-    return f"{socket.gethostname()}:{pid}:{_process_start_time(pid)}"
+    return f"{socket.gethostname()}:{_pid_space()}:{pid}:{_process_start_time(pid)}"
 
 
 def _owner_is_dead(token: str) -> bool:
-    """Whether the owner of a RUNNING trial is a process of this host that no longer runs."""
+    """Whether the owner of a RUNNING trial is a process of this host that no longer runs.
+
+    Only a process in the same pid space can be checked; any other owner is left to the
+    heartbeat.
+    """
     try:
-        host, pid_text, started = token.rsplit(":", 2)
+        host, space, pid_text, started = token.rsplit(":", 3)
         pid = int(pid_text)
     except ValueError:
         return False
-    if host != socket.gethostname():
-        return False  # another machine's trial: the heartbeat decides
+    if host != socket.gethostname() or space == "?" or space != _pid_space():
+        return False  # another machine, container or boot: the heartbeat decides
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -279,7 +299,8 @@ class TrialsStore:
         if self.mlflow is not None and self.parent_run_id is not None:
             self.tag_pareto()
             self._log_tables()
-            self.mlflow.end_parent(self.parent_run_id, status=status)
+            if self.counts()["RUNNING"] == 0:  # else another driver still works on the study
+                self.mlflow.end_parent(self.parent_run_id, status=status)
 
     def _log_tables(self) -> None:
         """``trials.csv`` and ``pareto.csv`` as artifacts of the parent run."""
@@ -329,7 +350,12 @@ class TrialsStore:
     # -- trials ---------------------------------------------------------------------------
 
     def ask(self) -> PendingTrial:
-        """A new trial with its parameters drawn from the spec's space."""
+        """A new trial with its parameters drawn from the spec's space.
+
+        Stale trials (dead processes, lost heartbeats) are recovered first, as Optuna's
+        ``Study.optimize`` does, so a driver that runs on notices another that died.
+        """
+        self.recover()
         with _quiet():
             trial = self.study.ask()
         trial.set_user_attr(OWNER_ATTR, owner_token())
@@ -458,17 +484,23 @@ class TrialsStore:
             out[t.state.name] += 1
         return out
 
-    def n_finished(self) -> int:
+    def n_finished(self, *, running: bool = False) -> int:
         """Trials that count against the budget.
 
         COMPLETE and PRUNED trials, and FAIL trials unless their parameters were queued again
         (a crash or Ctrl-C interrupted them: the retry counts instead).
+
+        Args:
+            running: Count RUNNING trials of every process too: what a budget must leave room
+                for when several drivers share the study.
         """
+        counted = {TrialState.COMPLETE, TrialState.PRUNED}
+        if running:
+            counted.add(TrialState.RUNNING)
         trials = self.study.get_trials(deepcopy=False)
         retried = {t.user_attrs[RETRY_OF_ATTR] for t in trials if RETRY_OF_ATTR in t.user_attrs}
         return sum(
-            t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-            or (t.state == TrialState.FAIL and t.number not in retried)
+            t.state in counted or (t.state == TrialState.FAIL and t.number not in retried)
             for t in trials
         )
 

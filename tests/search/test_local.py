@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 from optuna.trial import TrialState
 
-from paretune.search import LocalRunner, run_search
+from paretune.search import LocalRunner, open_store, run_search
 from paretune.spec import load_spec
 from tests.conftest import counting_spec, loss_spec
 
@@ -116,3 +117,23 @@ def test_an_objective_calling_sys_exit_fails_its_trial_only(tmp_path):
     result = run_search(load_spec(data))
     assert result.counts["FAIL"] == 2 and not result.counts["RUNNING"]
     assert "SystemExit" in result.store.study.trials[0].user_attrs["paretune.error"]
+
+
+@pytest.mark.slow
+def test_an_exhausted_space_stops_a_wall_time_search(tmp_path, counting_objective):
+    data = counting_spec(tmp_path, counting_objective)
+    data["space"] = {
+        "x": {"type": "categorical", "choices": [0.1]},
+        "y": {"type": "fixed", "value": 0.5},
+    }
+    data["budget"] = {"wall_time": 600}
+    spec = load_spec(data)
+    store = open_store(spec)
+    store.start()
+    started = time.monotonic()
+    LocalRunner(max_consecutive_duplicates=3).run(store)
+    store.close()
+    assert time.monotonic() - started < 120  # far from the 600 s budget
+    trials = store.study.trials
+    assert len(trials) == 4 and len(counting_objective[1].read_text().splitlines()) == 1
+    assert all("paretune.duplicate_of" in t.user_attrs for t in trials[1:])

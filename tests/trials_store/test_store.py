@@ -142,3 +142,26 @@ def test_plain_optuna_can_read_the_study(tmp_path, counting_objective):
     store.start()
     study = optuna.load_study(study_name="counting", storage=store.storage_url)
     assert [d.name for d in study.directions] == ["MINIMIZE", "MINIMIZE"]
+
+
+def test_owners_in_another_pid_space_are_left_to_the_heartbeat(tmp_path, counting_objective):
+    spec = load_spec(counting_spec(tmp_path, counting_objective, trials=3))
+    store = open_store(spec, mlflow=False)
+    host, _, pid, started = _dead_owner().rsplit(":", 3)
+    other_container = f"{host}:someotherboot/pid[4026531836]:{pid}:{started}"
+    trial = store.study.ask()
+    trial.set_user_attr(OWNER_ATTR, other_container)
+    assert store.recover() == []
+    assert store.study.trials[trial.number].state == TrialState.RUNNING
+
+
+@pytest.mark.slow
+def test_a_constraint_on_a_metric_the_objective_never_returns_fails_the_trial(
+    tmp_path, counting_objective
+):
+    data = counting_spec(tmp_path, counting_objective, trials=2)
+    data["objective"]["constraints"] = [{"metric": "params_pct", "max": 1.0}]
+    result = run_search(load_spec(data))
+    assert result.counts["FAIL"] == 2
+    error = result.store.study.trials[0].user_attrs["paretune.error"]
+    assert "constrains metric(s) ['params_pct']" in error and "'extra'" in error
