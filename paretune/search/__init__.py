@@ -1,8 +1,11 @@
 """Who proposes the next candidate (controllers, all Optuna samplers) and who runs it (runners).
 
-Controllers are chosen by name in the spec: ``random``, ``tpe``, ``nsga2``, ``gp``.
+Controllers are chosen by name in the spec: ``random``, ``tpe``, ``nsga2``, ``gp`` (Optuna's
+samplers) and ``botorch`` (:class:`BoTorchSampler`, multi-objective Bayesian optimisation on
+BoTorch, also usable as a plain Optuna sampler).
 """
 
+from paretune.search._botorch import BoTorchSampler
 from paretune.search._controllers import controller_names, make_sampler
 from paretune.search._local import LocalRunner
 from paretune.search._run import SearchResult, make_runner, open_store, run_search
@@ -17,6 +20,7 @@ from paretune.search._runner import (
 )
 
 __all__ = [
+    "BoTorchSampler",
     "Job",
     "LocalRunner",
     "Outcome",

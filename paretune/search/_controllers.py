@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from paretune._errors import ConfigError
+from paretune.search._botorch import BoTorchSampler
 from paretune.trials_store._store import MetricConstraints
 
 if TYPE_CHECKING:
@@ -43,6 +44,17 @@ def _gp(spec: SearchSpec, seed: int | None, **options: Any) -> optuna.samplers.B
     return optuna.samplers.GPSampler(seed=seed, constraints_func=_constraints(spec), **options)
 
 
+def _botorch(spec: SearchSpec, seed: int | None, **options: Any) -> optuna.samplers.BaseSampler:
+    ref = spec.reference_point
+    kwargs: dict[str, Any] = {
+        "search_space": spec.search_space,
+        "constraints_func": _constraints(spec),
+        "reference_point": None if ref is None else [ref[m.name] for m in spec.metrics],
+    }
+    kwargs.update(options)
+    return BoTorchSampler(seed=seed, **kwargs)
+
+
 def _constraints(spec: SearchSpec) -> MetricConstraints | None:
     return MetricConstraints(spec) if spec.objective.constraints else None
 
@@ -52,6 +64,7 @@ _FACTORIES: dict[str, tuple[Callable[..., optuna.samplers.BaseSampler], type]] =
     "tpe": (_tpe, optuna.samplers.TPESampler),
     "nsga2": (_nsga2, optuna.samplers.NSGAIISampler),
     "gp": (_gp, optuna.samplers.GPSampler),
+    "botorch": (_botorch, BoTorchSampler),
 }
 
 
@@ -71,7 +84,7 @@ def make_sampler(spec: SearchSpec, *, n_existing_trials: int = 0) -> optuna.samp
     """
     c = spec.controller
     factory, cls = _FACTORIES[c.name]
-    accepted = set(inspect.signature(cls).parameters) - {"seed"}
+    accepted = set(inspect.signature(cls).parameters) - {"seed", "search_space"}
     for key in c.options:
         if key not in accepted or key == "constraints_func":
             raise ConfigError(

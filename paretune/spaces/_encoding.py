@@ -298,31 +298,49 @@ class Encoding:
                 f"no parameter {name!r}; the space has {list(self.space.names)}."
             ) from None
 
-    def encode_numpy(self, params_list: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    def encode_numpy(
+        self, params_list: Sequence[Mapping[str, Any]], *, partial: bool = False
+    ) -> np.ndarray:
         """Encode params dicts as an ``n x d`` float64 array.
 
+        Args:
+            params_list: The params dicts.
+            partial: Accept dicts that miss some parameters (a define-by-run Optuna trial that
+                never asked for them) or hold values outside a parameter's range (an older
+                version of the space): such parameters are encoded as inactive (zeros) and
+                unknown names are ignored. Default: validate every dict.
+
         Raises:
-            ConfigError: A params dict that :meth:`SearchSpace.validate` rejects; the path
-                starts with its position in ``params_list``.
+            ConfigError: A params dict that :meth:`SearchSpace.validate` rejects (unless
+                ``partial``); the path starts with its position in ``params_list``.
         """
         if isinstance(params_list, Mapping):
             raise ConfigError("encode takes a list of params dicts; wrap a single one in a list.")
         X = np.zeros((len(params_list), self.dim), dtype=np.float64)
         for i, params in enumerate(params_list):
-            try:
-                clean = self.space.validate(params)
-            except ConfigError as err:
-                raise err.prefixed(i) from None
+            if partial:
+                clean = {
+                    name: self.space[name]._canonical(value)
+                    for name, value in params.items()
+                    if name in self.space and self.space[name].contains(value)
+                }
+            else:
+                try:
+                    clean = self.space.validate(params)
+                except ConfigError as err:
+                    raise err.prefixed(i) from None
             for codec, cols in self._codecs:
                 if codec.param.name in clean:
                     X[i, cols] = codec.encode(clean[codec.param.name])
         return X
 
-    def encode(self, params_list: Sequence[Mapping[str, Any]]) -> torch.Tensor:
+    def encode(
+        self, params_list: Sequence[Mapping[str, Any]], *, partial: bool = False
+    ) -> torch.Tensor:
         """Encode params dicts as an ``n x d`` float64 tensor (see :meth:`encode_numpy`)."""
         import torch
 
-        return torch.from_numpy(self.encode_numpy(params_list))
+        return torch.from_numpy(self.encode_numpy(params_list, partial=partial))
 
     def decode(self, X: torch.Tensor | np.ndarray) -> list[dict[str, Any]]:
         """Snap each row of an ``n x d`` tensor or array to a valid params dict.

@@ -411,7 +411,8 @@ class Categorical(Parameter):
     Args:
         name: Parameter name.
         choices: Non-empty sequence of distinct values of type None, bool, int, float or str
-            (stored as a tuple). ``True`` and ``1`` count as distinct; ``1`` and ``1.0`` do not.
+            (stored as a tuple). ``1`` and ``1.0`` are the same choice, and so are ``True`` and
+            ``1`` (Optuna stores them alike), so neither pair may appear together.
         condition: When the parameter is active.
     """
 
@@ -433,15 +434,20 @@ class Categorical(Parameter):
         if not self.choices:
             raise ConfigError("`choices` must not be empty, but got [].", path=path)
         choices = tuple(_as_choice(c, path=path) for c in self.choices)
-        seen: set[tuple[bool, Any]] = set()
+        seen: dict[Any, Any] = {}
         for c in choices:
-            key = (_is_bool(c), c)
-            if key in seen:
+            if c in seen:
+                if _is_bool(c) != _is_bool(seen[c]):
+                    raise ConfigError(
+                        f"`choices` holds both {seen[c]!r} and {c!r}, which Optuna stores as "
+                        "the same choice; use other values (e.g. strings) for one of them.",
+                        path=path,
+                    )
                 raise ConfigError(
                     f"`choices` must be distinct, but {c!r} appears twice in {list(choices)!r}.",
                     path=path,
                 )
-            seen.add(key)
+            seen[c] = c
         object.__setattr__(self, "choices", choices)
 
     def index(self, value: Any) -> int:
@@ -573,6 +579,26 @@ def _condition_from_dict(name: str, spec: Any) -> Condition | None:
         return Condition(parent, values)
     except ConfigError as err:
         raise err.prefixed(name) from None
+
+
+def param_from_optuna(name: str, distribution: BaseDistribution) -> Parameter:
+    """The parameter that samples like an Optuna distribution.
+
+    Raises:
+        ConfigError: An unsupported distribution type; the path is ``name``.
+    """
+    d = distribution
+    if isinstance(d, FloatDistribution):
+        return Float(name, low=d.low, high=d.high, log=d.log, step=d.step)
+    if isinstance(d, IntDistribution):
+        return Int(name, low=d.low, high=d.high, log=d.log, step=d.step)
+    if isinstance(d, CategoricalDistribution):
+        return Categorical(name, choices=tuple(d.choices))
+    raise ConfigError(
+        f"no parameter type for Optuna distribution {type(d).__name__}; use a Float, Int or "
+        "Categorical distribution.",
+        path=(name,),
+    )
 
 
 def param_to_dict(param: Parameter) -> dict[str, Any]:

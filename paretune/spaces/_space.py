@@ -96,6 +96,18 @@ class SearchSpace:
             )
         return cls([param_from_dict(name, spec) for name, spec in mapping.items()])
 
+    @classmethod
+    def from_distributions(cls, distributions: Mapping[str, BaseDistribution]) -> SearchSpace:
+        """Build an unconditional space from Optuna distributions, in the mapping's order.
+
+        Raises:
+            ConfigError: A distribution that is not a Float, Int or Categorical distribution;
+                the path is its name.
+        """
+        from paretune.spaces._params import param_from_optuna
+
+        return cls(param_from_optuna(name, dist) for name, dist in distributions.items())
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """The dictionary (YAML) form, the inverse of :meth:`from_dict`; defaults are omitted.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
+from paretune import ConfigError
 from paretune.search import controller_names, make_sampler, run_search
 from paretune.spec import load_spec
 
@@ -19,8 +20,34 @@ def _spec(tmp_path, controller: str, trials: int, **options) -> dict:
     }
 
 
-def test_the_four_optuna_controllers_are_registered():
-    assert controller_names() == ["random", "tpe", "nsga2", "gp"]
+def test_optuna_and_botorch_controllers_are_registered():
+    assert controller_names() == ["random", "tpe", "nsga2", "gp", "botorch"]
+
+
+def test_botorch_controller_gets_the_spec_space_reference_point_and_options(tmp_path):
+    from paretune.search import BoTorchSampler
+
+    raw = _spec(tmp_path, "botorch", 4)
+    raw["controller"]["options"] = {"fast": True, "n_startup_trials": 3}
+    spec = load_spec(raw)
+    sampler = make_sampler(spec)
+    assert isinstance(sampler, BoTorchSampler)
+    assert sampler._space == spec.search_space
+    assert spec.reference_point is not None
+    assert sampler._reference == [spec.reference_point[m.name] for m in spec.metrics]
+    assert sampler._n_startup == 3 and sampler._acq.num_restarts == 2
+
+
+def test_botorch_controller_rejects_unknown_and_bad_options(tmp_path):
+    raw = _spec(tmp_path, "botorch", 4)
+    raw["controller"]["options"] = {"restarts": 3}
+    with pytest.raises(ConfigError) as info:
+        make_sampler(load_spec(raw))
+    assert info.value.path == ("controller", "options", "restarts")
+    assert "num_restarts" in str(info.value)
+    raw["controller"]["options"] = {"num_restarts": 0}
+    with pytest.raises(ConfigError, match="num_restarts"):
+        make_sampler(load_spec(raw))
 
 
 @pytest.mark.parametrize("name", ["random", "tpe", "nsga2", "gp"])

@@ -143,9 +143,10 @@ def test_contains() -> None:
     i = Int("x", low=0, high=12, step=4)
     assert i.contains(8) and i.contains(np.int64(8)) and i.contains(8.0)
     assert not i.contains(6) and not i.contains(8.5) and not i.contains(16) and not i.contains(True)
-    c = Categorical("x", choices=(True, 1, "a", None))  # True and 1 are distinct choices
-    assert c.index(1) == 1 and c.index(True) == 0 and c.index(1.0) == 1
+    c = Categorical("x", choices=(True, 2, "a", None))
+    assert c.index(2) == 1 and c.index(True) == 0 and c.index(2.0) == 1
     assert c.contains(None) and not c.contains(False) and not c.contains("b")
+    assert not c.contains(1)  # True is a bool choice; the number 1 is not it
     assert Fixed("x", value=False).contains(False) and not Fixed("x", value=False).contains(0)
 
 
@@ -167,3 +168,10 @@ def test_import_does_not_load_heavy_libraries() -> None:
     code = f"import sys, paretune.spaces\nprint([m for m in {heavy!r} if m in sys.modules])\n"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("choices", [(True, 1), (0, "a", False), (1.0, True)])
+def test_categorical_rejects_a_bool_and_its_number(choices: tuple[object, ...]) -> None:
+    # Optuna stores True and 1 as one choice: the trial would record the wrong value.
+    with pytest.raises(ConfigError, match="Optuna stores as the same choice"):
+        Categorical("x", choices=choices)

@@ -1,0 +1,403 @@
+"""BoTorchSampler on its own: a plain Optuna sampler, its arguments, constraints, the
+reference point, duplicates, pickling, failed and pruned trials, and a whole paretune search.
+
+Every sampler runs in its documented fast mode (``fast=True``) with a short start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import pickle
+from collections.abc import Iterator
+from typing import Any
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from paretune._errors import ConfigError
+from paretune.search import BoTorchSampler, run_search
+from paretune.spaces import Categorical, Int, SearchSpace
+from paretune.spec import load_spec
+from tests.conftest import counting_spec
+
+_BOTORCH_LOGGER = "paretune.search._botorch"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    # The GPs here are fitted on a handful of points; on a small shared machine torch's
+    # thread pool only adds contention (several times slower with two busy cores).
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def sampler(**kwargs: Any) -> BoTorchSampler:
+    kwargs.setdefault("seed", 0)
+    kwargs.setdefault("n_startup_trials", 3)
+    return BoTorchSampler(fast=True, **kwargs)
+
+
+def fallbacks(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The proposals that failed and were replaced by random ones (a warning each)."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == _BOTORCH_LOGGER and r.levelno >= logging.WARNING
+    ]
+
+
+def distinct(trials: list[FrozenTrial]) -> int:
+    return len({tuple(sorted(t.params.items())) for t in trials})
+
+
+# -- a plain Optuna sampler ------------------------------------------------------------------
+
+
+def test_single_objective_optimize_finds_the_minimum_of_a_quadratic(caplog):
+    def objective(trial: optuna.Trial) -> float:
+        return (trial.suggest_float("x", 0.0, 1.0) - 0.3) ** 2
+
+    study = optuna.create_study(sampler=sampler())
+    study.optimize(objective, n_trials=8)
+
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 8
+    assert all(0.0 <= t.params["x"] <= 1.0 for t in study.trials)
+    # 3 Sobol points, then 5 from expected improvement: close to the minimum at 0.3 (the
+    # Sobol points alone are 0.05 or more away from it).
+    assert min(abs(t.params["x"] - 0.3) for t in study.trials[:3]) > 0.05
+    assert abs(study.best_params["x"] - 0.3) < 0.03
+    assert fallbacks(caplog) == []
+
+
+def test_multi_objective_optimize_builds_a_pareto_front(caplog):
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        x = trial.suggest_float("x", 0.0, 1.0)
+        n = trial.suggest_int("n", 1, 4)
+        return x * n, (1.0 - x) ** 2 + 1.0 / n
+
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler())
+    study.optimize(objective, n_trials=8)
+
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 8
+    assert all(0.0 <= t.params["x"] <= 1.0 and 1 <= t.params["n"] <= 4 for t in study.trials)
+    assert len(study.best_trials) >= 2  # the two objectives conflict
+    assert distinct(study.trials) == 8
+    assert fallbacks(caplog) == []
+
+
+def test_directions_are_honoured_when_maximize_and_minimize_are_mixed(caplog):
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        x = trial.suggest_float("x", 0.0, 1.0)
+        return -((x - 0.3) ** 2), (x - 0.3) ** 2
+
+    # Maximising the first and minimising the second agree on x = 0.3. A sampler that read
+    # either direction the wrong way round would see a conflict and spread out to x = 0 and 1.
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler())
+    study.optimize(objective, n_trials=8)
+    model_based = [t.params["x"] for t in study.trials[3:]]
+    assert sum(abs(x - 0.3) < 0.05 for x in model_based) >= 3, model_based
+    assert fallbacks(caplog) == []
+
+
+def test_define_by_run_conditional_parameter_is_modelled_from_the_union_space(caplog):
+    def objective(trial: optuna.Trial) -> float:
+        if trial.suggest_categorical("kind", ["a", "b"]) == "a":
+            return (trial.suggest_float("x", 0.0, 1.0) - 0.4) ** 2
+        return 0.1 * abs(trial.suggest_int("n", 0, 5) - 2) + 0.05
+
+    s = sampler()
+    study = optuna.create_study(sampler=s)
+    study.optimize(objective, n_trials=8)
+
+    for t in study.trials:
+        assert t.state == TrialState.COMPLETE
+        expected = {"kind", "x"} if t.params["kind"] == "a" else {"kind", "n"}
+        assert set(t.params) == expected and set(t.distributions) == expected
+    branches = {t.params["kind"] for t in study.trials}
+    assert branches == {"a", "b"}
+    # No search_space given: the sampler models the union of the completed trials' params.
+    space = s.infer_relative_search_space(study, study.trials[-1])
+    assert space == {
+        "kind": CategoricalDistribution(["a", "b"]),
+        "n": IntDistribution(0, 5),
+        "x": optuna.distributions.FloatDistribution(0.0, 1.0),
+    }
+    assert fallbacks(caplog) == []
+
+
+# -- constructor -----------------------------------------------------------------------------
+
+
+def test_constructor_is_keyword_only():
+    with pytest.raises(TypeError, match="positional"):
+        BoTorchSampler(None)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"seed": "1"}, "seed"),
+        ({"seed": 1.5}, "seed"),
+        ({"seed": True}, "seed"),
+        ({"n_startup_trials": 0}, "n_startup_trials"),
+        ({"num_restarts": "x"}, "num_restarts"),
+        ({"raw_samples": 0}, "raw_samples"),
+        ({"mc_samples": True}, "mc_samples"),
+        ({"maxiter": 2.5}, "maxiter"),
+        ({"search_space": [Int("n", low=0, high=1)]}, "search_space"),
+        ({"search_space": "x"}, "search_space"),
+        ({"reference_point": [1.0, math.nan]}, "reference_point"),
+        ({"reference_point": [math.inf, 1.0]}, "reference_point"),
+        ({"constraints_func": 3}, "constraints_func"),
+        ({"reference_point": "12"}, "reference_point"),
+        ({"reference_point": 1.0}, "reference_point"),
+        ({"reference_point": ["a", 1.0]}, "reference_point"),
+        ({"reference_point": [True, 1.0]}, "reference_point"),
+        ({"fast": "no"}, "fast"),
+    ],
+    ids=lambda v: repr(v) if isinstance(v, dict) else None,
+)
+def test_bad_arguments_raise_a_config_error_naming_the_argument(kwargs, named):
+    with pytest.raises(ConfigError, match=f"`{named}`") as info:
+        BoTorchSampler(**kwargs)
+    assert isinstance(info.value, ValueError)
+    assert repr(next(iter(kwargs.values())))[:20] in str(info.value)
+
+
+def test_a_mapping_that_is_not_of_distributions_is_a_config_error():
+    with pytest.raises(ConfigError, match="Optuna distribution"):
+        BoTorchSampler(search_space={"x": 1})  # type: ignore[dict-item]
+
+
+# -- constraints -----------------------------------------------------------------------------
+
+
+def feasible_left_half(trial: FrozenTrial) -> list[float]:
+    """Optuna's contract: feasible iff every value is <= 0; here iff x <= 0.5."""
+    return [trial.params["x"] - 0.5]
+
+
+def two_basins(trial: optuna.Trial) -> float:
+    """The deeper basin (x = 0.85) is infeasible; the feasible optimum is at x = 0.2."""
+    x = trial.suggest_float("x", 0.0, 1.0)
+    y = trial.suggest_float("y", 0.0, 1.0)
+    return (
+        (y - 0.5) ** 2
+        - math.exp(-(((x - 0.85) / 0.15) ** 2))
+        - 0.6 * math.exp(-(((x - 0.2) / 0.15) ** 2))
+    )
+
+
+@pytest.mark.slow
+def test_constraints_steer_model_based_proposals_to_the_feasible_region(caplog):
+    def feasible_model_proposals(constraints_func: Any) -> int:
+        s = sampler(n_startup_trials=4, constraints_func=constraints_func)
+        study = optuna.create_study(sampler=s)
+        study.optimize(two_basins, n_trials=14)
+        if constraints_func is not None:
+            for t in study.trials:
+                assert t.system_attrs["constraints"] == (t.params["x"] - 0.5,)
+        return sum(t.params["x"] <= 0.5 for t in study.trials[4:])
+
+    with_constraints = feasible_model_proposals(feasible_left_half)
+    without = feasible_model_proposals(None)
+    assert with_constraints >= 7, with_constraints  # of 10 model-based proposals
+    # The unconstrained search prefers the deeper, infeasible basin.
+    assert without < with_constraints
+    assert fallbacks(caplog) == []
+
+
+def test_constraint_values_are_written_for_complete_and_pruned_trials():
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0.0, 1.0)
+        trial.suggest_float("y", 0.0, 1.0)
+        if trial.number == 1:
+            raise optuna.TrialPruned()
+        return x
+
+    study = optuna.create_study(sampler=sampler(constraints_func=feasible_left_half))
+    study.optimize(objective, n_trials=5)
+    for t in study.trials:
+        # Written after COMPLETE and PRUNED trials alike, as Optuna's own samplers do.
+        assert t.system_attrs["constraints"] == (t.params["x"] - 0.5,), t.state
+
+
+# -- reference point -------------------------------------------------------------------------
+
+
+def front(trial: optuna.Trial) -> tuple[float, float]:
+    x = trial.suggest_float("x", 0.0, 1.0)
+    return x, 1.0 - math.sqrt(x)
+
+
+def test_a_reference_point_with_one_value_per_objective_is_used(caplog):
+    study = optuna.create_study(
+        directions=["minimize", "minimize"], sampler=sampler(reference_point=[1.1, 1.1])
+    )
+    study.optimize(front, n_trials=6)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 6
+    assert fallbacks(caplog) == []
+
+
+def test_a_reference_point_of_the_wrong_length_stops_the_first_trial():
+    # The constructor does not know the study's objectives; the first trial does.
+    study = optuna.create_study(
+        directions=["minimize", "minimize"], sampler=sampler(reference_point=[1.1])
+    )
+    with pytest.raises(ConfigError, match="`reference_point` has 1 values but the study has 2"):
+        study.optimize(front, n_trials=5)
+
+
+# -- duplicates ------------------------------------------------------------------------------
+
+
+def bowl_on_a_grid(trial: optuna.Trial) -> float:
+    """18 points; the model keeps wanting (2, "mid") once it has seen it."""
+    n = trial.suggest_int("n", 0, 5)
+    c = trial.suggest_categorical("c", ["lo", "mid", "hi"])
+    return (n - 2) ** 2 + (c != "mid")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "search_space",
+    [None, SearchSpace([Int("n", low=0, high=5), Categorical("c", choices=("lo", "mid", "hi"))])],
+    ids=["define-by-run", "search_space"],
+)
+def test_no_duplicate_suggestions_until_the_space_is_exhausted(search_space, caplog):
+    study = optuna.create_study(sampler=sampler(search_space=search_space))
+    study.optimize(bowl_on_a_grid, n_trials=18)
+    assert distinct(study.trials) == 18
+    assert fallbacks(caplog) == []
+
+
+# -- pickling --------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_picklable_before_and_after_use_and_the_copy_proposes_the_same():
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0.0, 1.0)
+        c = trial.suggest_categorical("c", ["a", "b", "c"])
+        return (x - 0.3) ** 2 + (c == "b")
+
+    s = sampler(constraints_func=feasible_left_half)
+    pickle.loads(pickle.dumps(s))
+    study = optuna.create_study(sampler=s)
+    study.optimize(objective, n_trials=5)  # past the start-up: a fitted model is cached
+
+    copy = pickle.loads(pickle.dumps(s))
+    assert isinstance(copy, BoTorchSampler)
+    trial = study._storage.get_trial(study.ask()._trial_id)
+    space = s.infer_relative_search_space(study, trial)
+    assert set(space) == {"x", "c"}
+    original = s.sample_relative(study, trial, space)
+    assert copy.sample_relative(study, trial, space) == original
+
+    study.sampler = copy  # and the copy carries on as a sampler
+    study.optimize(objective, n_trials=2)
+    assert len(study.trials) == 8
+
+
+# -- failed and pruned trials ----------------------------------------------------------------
+
+
+def test_failed_and_pruned_trials_do_not_stop_the_search(caplog):
+    def objective(trial: optuna.Trial) -> float:
+        n = trial.suggest_int("n", 0, 4)
+        c = trial.suggest_categorical("c", ["lo", "mid", "hi"])
+        if trial.number % 4 == 1:
+            raise RuntimeError("the objective crashed")
+        if trial.number % 4 == 2:
+            trial.report(100.0, step=0)
+            raise optuna.TrialPruned()
+        return (n - 2) ** 2 + (c != "mid")
+
+    space = {"n": IntDistribution(0, 4), "c": CategoricalDistribution(["lo", "mid", "hi"])}
+    study = optuna.create_study(sampler=sampler(search_space=space))
+    study.optimize(objective, n_trials=12, catch=(RuntimeError,))
+
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.FAIL) == 3 and states.count(TrialState.PRUNED) == 3
+    assert states.count(TrialState.COMPLETE) == 6  # 3 of them from the model
+    for t in study.trials:
+        assert 0 <= t.params["n"] <= 4 and t.params["c"] in ("lo", "mid", "hi")
+    # Failed and pruned params are not proposed again either (15 points, 12 trials).
+    assert distinct(study.trials) == 12
+    assert fallbacks(caplog) == []
+
+
+# -- a whole paretune search -----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_run_search_with_the_botorch_controller_spends_its_budget(
+    tmp_path, counting_objective, caplog
+):
+    data = counting_spec(tmp_path, counting_objective, trials=7, controller="botorch")
+    data["controller"]["options"] = {"fast": True, "n_startup_trials": 3}
+    # (x - 0.3)^2 + (x - 0.7)^2 + 1 <= 1.2: feasible for x in about [0.18, 0.82].
+    data["objective"]["constraints"] = [{"metric": "extra", "max": 1.2}]
+    data["objective"]["reference_point"] = {"f0": 2.5, "f1": 2.5}
+    spec = load_spec(data)
+
+    result = run_search(spec)
+
+    study = result.store.study
+    assert isinstance(study.sampler, BoTorchSampler)
+    assert result.counts["COMPLETE"] == 7 and len(study.trials) == 7
+    assert distinct(study.trials) == 7
+    for t in study.trials:
+        spec.search_space.validate(t.params)
+        extra = t.user_attrs["paretune.metrics"]["extra"]
+        (violation,) = t.system_attrs["constraints"]
+        assert violation == pytest.approx(extra - 1.2)
+    assert result.pareto
+    assert all(t.system_attrs["constraints"][0] <= 0 for t in result.pareto)
+    assert fallbacks(caplog) == []
+
+
+# -- Ray Tune --------------------------------------------------------------------------------
+
+
+def _tune_trainable(config: dict[str, Any]) -> dict[str, float]:
+    x = config["x"]
+    return {"f0": x**2, "f1": (x - 1.0) ** 2}
+
+
+@pytest.mark.slow
+def test_usable_as_the_sampler_of_ray_tunes_optuna_search(caplog):
+    ray = pytest.importorskip("ray")
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    search = OptunaSearch(
+        space={"x": optuna.distributions.FloatDistribution(-1.0, 2.0)},
+        metric=["f0", "f1"],
+        mode=["min", "min"],
+        sampler=sampler(),
+    )
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        tuner = tune.Tuner(
+            _tune_trainable,
+            tune_config=tune.TuneConfig(search_alg=search, num_samples=6, max_concurrent_trials=2),
+        )
+        results = tuner.fit()
+    finally:
+        ray.shutdown()
+    assert results.num_errors == 0
+    xs = [r.config["x"] for r in results]
+    assert len(xs) == 6 and len(set(xs)) == 6
+    assert all(-1.0 <= x <= 2.0 for x in xs)
+    study = search._ot_study
+    assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 6
+    # Trials 4-6 came from the model (3 start-up trials), none from the random fallback.
+    assert fallbacks(caplog) == []
