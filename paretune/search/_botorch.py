@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import random
+import threading
 import warnings
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,7 +21,8 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from paretune._errors import ConfigError, describe
-from paretune.spaces import Categorical, Encoding, SearchSpace
+from paretune.spaces import Categorical, Encoding, Float, Int, SearchSpace
+from paretune.spaces._params import Parameter, param_from_optuna
 
 if TYPE_CHECKING:
     import torch
@@ -28,9 +32,6 @@ if TYPE_CHECKING:
 __all__ = ["BoTorchSampler"]
 
 _log = logging.getLogger(__name__)
-
-# Optuna's system attribute for the values of ``constraints_func`` (``<= 0`` is feasible).
-_CONSTRAINTS_KEY = "constraints"
 
 
 @dataclass(frozen=True)
@@ -72,12 +73,12 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
        goes elsewhere. Optimised with ``optimize_acqf`` on continuous spaces and
        ``optimize_acqf_mixed_alternating`` when integer or categorical columns are present.
     4. **No duplicates.** A candidate whose decoded params equal those of an existing trial
-       (any state) is replaced by the best of a Sobol batch of fresh, distinct candidates under
-       the same acquisition.
+       (any state) is replaced by the best new point of a Sobol batch, scored at the valid
+       points the batch decodes to.
 
     Reference point (several objectives): ``reference_point`` when given; otherwise BoTorch's
     ``infer_reference_point`` on the feasible observed Pareto front: the front's worst value
-    in each objective minus 10 % of its range (with a floor when the range is zero).
+    in each objective minus 10 % of its range (of the value itself for a one-point front).
 
     Conditional parameters: with ``search_space`` (paretune's runners pass the spec's space),
     the sampler knows the conditions: an inactive parameter is encoded as zeros, the low end
@@ -88,8 +89,14 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
     proposed values the objective asks for.
 
     Failed trials are not modelled (their params are still not proposed again). Pruned trials
-    are not modelled either: they carry no final values. If fitting or optimising fails
-    numerically, the trial falls back to a random candidate and a warning is logged.
+    are not modelled either: they carry no final values. Neither are trials with non-finite
+    values or constraints, or params outside the current space. Constraints come from
+    ``constraints_func`` or from Optuna's ``Trial.set_constraint``. If fitting or optimising
+    fails numerically, the trial falls back to a random candidate and a warning is logged.
+
+    Parameters outside the modelled space (define-by-run, before a trial completes) are drawn
+    uniformly, seeded by seed, trial number and name. Proposals are serialised by a lock: the
+    sampler may be shared by Optuna's ``n_jobs`` threads.
 
     Args:
         search_space: The space to search, as a paretune :class:`~paretune.spaces.SearchSpace`
@@ -106,7 +113,8 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
         num_restarts: Optimiser restarts per proposal. Default 6 (2 in fast mode).
         raw_samples: Random candidates the restarts are chosen from. Default 256 (64).
         mc_samples: Quasi-MC samples of the acquisition. Default 64 (32).
-        maxiter: L-BFGS iterations per restart (continuous spaces). Default 100 (20).
+        maxiter: L-BFGS iterations per restart (continuous spaces); mixed spaces use
+            ``maxiter // 8`` (at least 4) alternating steps. Default 100 (20).
         fast: Fast mode: the smaller defaults above and at most 50 (instead of 200) L-BFGS
             steps per GP fit; several times cheaper per proposal and less sample-efficient;
             for tests, smoke runs and cheap objectives. Explicit options win over it.
@@ -191,12 +199,25 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
             fit_maxiter=base.fit_maxiter,
         )
         self._encodings: dict[tuple[Any, ...], _Problem] = {}
+        # torch's global generator, Python's `random` and the warnings filters are
+        # process-wide: one proposal at a time (Optuna's n_jobs runs samplers in threads).
+        self._lock = threading.Lock()
 
     # -- Optuna's sampler interface --------------------------------------------------------
 
     def reseed_rng(self) -> None:
+        # Optuna reseeds samplers for every trial it runs in a thread (n_jobs > 1); the seed
+        # that keys the Sobol points and the model's randomness must survive that.
         self._random.reseed_rng()
-        self._seed = int(np.random.SeedSequence().generate_state(1)[0])
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def infer_relative_search_space(
         self, study: optuna.Study, trial: FrozenTrial
@@ -224,30 +245,40 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
                 f"{len(study.directions)} objectives; give one value per objective."
             )
         problem = self._problem(search_space)
-        trials = study._get_trials(deepcopy=False, use_cache=True)
-        complete = [
-            t
-            for t in trials
-            if t.state == TrialState.COMPLETE
-            and t.values is not None
-            and all(math.isfinite(v) for v in t.values)
-            and (self._constraints_func is None or t.system_attrs.get(_CONSTRAINTS_KEY) is not None)
-        ]
-        others = [t for t in trials if t.number != trial.number and t.params]
-        seed = int(np.random.SeedSequence([self._seed, trial.number]).generate_state(1)[0])
-        n_startup = self._n_startup or max(5, min(2 * (problem.dim + 1), 10))
-        if len(complete) < n_startup:
-            return problem.sobol(trial.number, seed=self._seed, avoid=others)
-        try:
-            return self._propose(study, problem, complete, trial, others, seed)
-        except Exception as err:  # numerical trouble must not stop a search
-            _log.warning(
-                "BoTorchSampler: proposal for trial %d failed (%s: %s); sampling at random.",
-                trial.number,
-                type(err).__name__,
-                err,
+        with self._lock:
+            trials = study._get_trials(deepcopy=False, use_cache=False)
+            complete, constraints = self._observations(problem, trials)
+            others = [
+                seen
+                for seen in (_Seen.of(t) for t in trials if t.number != trial.number)
+                if seen.params
+            ]
+            avoid = problem.avoid_set(others)
+            seed = _mix(self._seed, trial.number)
+            n_startup = self._n_startup or max(5, min(2 * (problem.dim + 1), 10))
+            if len(complete) < n_startup:
+                params = problem.sobol(trial.number, seed=self._seed, avoid=avoid)
+            else:
+                try:
+                    params = self._propose(
+                        study, problem, complete, constraints, others, avoid, seed
+                    )
+                except Exception as err:  # numerical trouble must not stop a search
+                    _log.warning(
+                        "BoTorchSampler: proposal for trial %d failed (%s: %s); sampling at "
+                        "random.",
+                        trial.number,
+                        type(err).__name__,
+                        err,
+                    )
+                    _log.debug("BoTorchSampler: the failed proposal", exc_info=True)
+                    params = problem.random(seed, avoid=avoid)
+            # Published at once: a define-by-run trial sets its params only as the objective
+            # suggests them, and the next worker's proposal must already avoid these.
+            study._storage.set_trial_system_attr(
+                trial._trial_id, _PROPOSAL_KEY, {k: _jsonable(v) for k, v in params.items()}
             )
-            return problem.random(seed, avoid=others)
+            return params
 
     def sample_independent(
         self,
@@ -256,7 +287,15 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
         param_name: str,
         param_distribution: BaseDistribution,
     ) -> Any:
-        return self._random.sample_independent(study, trial, param_name, param_distribution)
+        # Parameters outside the relative space (define-by-run, before any trial completed):
+        # uniform, seeded by (seed, trial number, name) so that workers and resumed studies
+        # do not replay each other's draws.
+        try:
+            param = param_from_optuna(param_name, param_distribution)
+        except ConfigError:
+            return self._random.sample_independent(study, trial, param_name, param_distribution)
+        rng = np.random.default_rng([self._seed, trial.number, zlib.crc32(param_name.encode())])
+        return param._sample(rng)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self._random.before_trial(study, trial)
@@ -274,11 +313,44 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
 
     # -- internals -------------------------------------------------------------------------
 
+    def _observations(
+        self, problem: _Problem, trials: Sequence[FrozenTrial]
+    ) -> tuple[list[FrozenTrial], list[list[float]] | None]:
+        """The trials the model learns from, and their constraint values (``<= 0`` feasible).
+
+        A complete trial is left out when a value is not finite, when its params are not
+        valid in the current space (a range changed between sessions: its point would be
+        mislabelled), or, in a constrained study, when its constraints are missing, not
+        finite or not the same set as the latest trial's. Constraints come from
+        ``constraints_func`` or from ``Trial.set_constraint``.
+        """
+        complete = [
+            t
+            for t in trials
+            if t.state == TrialState.COMPLETE
+            and t.values is not None
+            and all(math.isfinite(v) for v in t.values)
+            and problem.covers(t.params)
+        ]
+        keys = next((sorted(t.constraints) for t in reversed(complete) if t.constraints), None)
+        if keys is None:
+            if self._constraints_func is not None:
+                # Not computed yet (trials from before this sampler): nothing to learn from.
+                return [], None
+            return complete, None
+        kept, values = [], []
+        for t in complete:
+            c = t.constraints
+            if sorted(c) == keys and all(math.isfinite(c[k]) for k in keys):
+                kept.append(t)
+                values.append([float(c[k]) for k in keys])
+        return kept, values
+
     def _problem(self, search_space: Mapping[str, BaseDistribution]) -> _Problem:
         key = tuple((name, repr(d)) for name, d in search_space.items())
         if key not in self._encodings:
             space = self._space or SearchSpace.from_distributions(search_space)
-            self._encodings[key] = _Problem(space)
+            self._encodings[key] = _Problem(space, exact=self._space is not None)
         return self._encodings[key]
 
     def _propose(
@@ -286,8 +358,9 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
         study: optuna.Study,
         problem: _Problem,
         complete: list[FrozenTrial],
-        trial: FrozenTrial,
-        others: list[FrozenTrial],
+        constraints: list[list[float]] | None,
+        others: list[_Seen],
+        avoid: _Avoid,
         seed: int,
     ) -> dict[str, Any]:
         import torch
@@ -300,10 +373,8 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
         X = problem.to_unit(problem.encoding.encode([t.params for t in complete], partial=True))
         Y = torch.tensor([t.values for t in complete], dtype=torch.float64) * signs
         n_con = 0
-        if self._constraints_func is not None:
-            C = torch.tensor(
-                [t.system_attrs[_CONSTRAINTS_KEY] for t in complete], dtype=torch.float64
-            )
+        if constraints is not None:
+            C = torch.tensor(constraints, dtype=torch.float64)
             n_con = C.shape[-1]
             Y = torch.cat([Y, C], dim=-1)
         running = [t for t in others if t.state == TrialState.RUNNING]
@@ -312,15 +383,20 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
             X_pending = problem.to_unit(
                 problem.encoding.encode([t.params for t in running], partial=True)
             )
+        py_state = random.getstate()
         with torch.random.fork_rng(), warnings.catch_warnings():
             torch.manual_seed(seed)
-            _quiet_botorch_warnings()
-            model = problem.fit(X, Y, fit_maxiter=self._acq.fit_maxiter)
-            acq = self._acquisition(model, X, Y, n_obj, n_con, signs, X_pending, seed)
-            candidate = problem.optimize(acq, self._acq)
-            params = problem.decode(candidate)
-            if _is_duplicate(params, others):
-                params = problem.best_distinct(acq, seed, avoid=others)
+            # optimize_acqf_mixed_alternating subsamples large categoricals with `random`.
+            random.seed(seed)
+            try:
+                _quiet_botorch_warnings()
+                model = problem.fit(X, Y, fit_maxiter=self._acq.fit_maxiter)
+                acq = self._acquisition(model, X, Y, n_obj, n_con, signs, X_pending, seed)
+                params = problem.decode(problem.optimize(acq, self._acq))
+                if avoid.has(params):
+                    params = problem.best_distinct(acq, seed, avoid=avoid)
+            finally:
+                random.setstate(py_state)
         return params
 
     def _acquisition(
@@ -400,17 +476,78 @@ class _Column:
         return Z[..., self.i]
 
 
+# Grids with more levels are optimised as continuous columns and rounded when decoded: BoTorch
+# relaxes grids of over 20 levels anyway, and rounds them with a batch x levels tensor.
+_MAX_GRID_LEVELS = 256
+
+
+# Trial system attribute holding the proposal of a trial still running (see _Seen).
+_PROPOSAL_KEY = "paretune:botorch_proposal"
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """A trial's state and params, with the sampler's proposal for a trial still running."""
+
+    state: TrialState
+    params: dict[str, Any]
+
+    @classmethod
+    def of(cls, trial: FrozenTrial) -> _Seen:
+        params = trial.params
+        if not trial.state.is_finished():
+            proposed = trial.system_attrs.get(_PROPOSAL_KEY)
+            if isinstance(proposed, dict):
+                params = {**proposed, **params}
+        return cls(trial.state, params)
+
+
+class _Avoid:
+    """The params of existing trials, for "is this proposal new?" in O(1) per check.
+
+    With a known space (``exact``), proposals and trials hold exactly the active params:
+    equal canonical dicts are duplicates. In a union space (define-by-run) a proposal holds
+    every parameter ever seen, and duplicates a COMPLETE or PRUNED trial when it agrees on
+    all of that trial's params; RUNNING and FAIL trials may hold only some of their params
+    (still suggesting, or crashed part-way) and must match exactly.
+    """
+
+    def __init__(self, problem: _Problem, trials: Sequence[_Seen]) -> None:
+        self._problem = problem
+        self._keys: set[tuple[Any, ...]] = set()
+        self._subsets: list[tuple[Any, ...]] = []
+        for t in trials:
+            key = problem.key(t.params)
+            self._keys.add(key)
+            if not problem.exact and t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+                self._subsets.append(key)
+
+    def has(self, params: Mapping[str, Any]) -> bool:
+        key = self._problem.key(params)
+        if key in self._keys:
+            return True
+        if self._subsets:
+            items = set(key)
+            return any(items.issuperset(sub) for sub in self._subsets)
+        return False
+
+    def add(self, params: Mapping[str, Any]) -> None:
+        self._keys.add(self._problem.key(params))
+
+
 class _Problem:
     """The space as BoTorch sees it: unit-cube columns, their kinds, model and optimiser.
 
     Single-value columns (bounds ``[0, 0]``) are dropped; categorical index columns are scaled
     to ``[0, 1]``. Two-choice categoricals are treated as binary discrete columns (a
     categorical kernel on two values is a stationary kernel on ``{0, 1}``); those with three or
-    more choices get the categorical kernel and the optimiser's categorical moves.
+    more choices get the categorical kernel and the optimiser's categorical moves. Grids of
+    more than 256 levels are continuous columns for the optimiser, rounded on decoding.
     """
 
-    def __init__(self, space: SearchSpace) -> None:
+    def __init__(self, space: SearchSpace, *, exact: bool) -> None:
         self.space = space
+        self.exact = exact
         self.encoding = enc = Encoding(space, categorical="index")
         bounds = enc.bounds.numpy()
         self.lower = bounds[0]
@@ -420,8 +557,12 @@ class _Problem:
         position = {int(c): i for i, c in enumerate(self.free)}
         self.discrete: dict[int, list[float]] = {}
         self.categorical: dict[int, list[float]] = {}
-        for col, values in enc.discrete_values.items():
-            if col in position:
+        for param in space:
+            col = enc.columns(param.name).start
+            if col not in position or _grid_levels(param) > _MAX_GRID_LEVELS:
+                continue
+            values = enc.grid_positions(param.name)
+            if values is not None:
                 self.discrete[position[col]] = [v / self.span[col] for v in values]
         for param in space:
             if not isinstance(param, Categorical):
@@ -435,6 +576,31 @@ class _Problem:
                 self.discrete[position[col]] = values
             else:
                 self.categorical[position[col]] = values
+
+    def key(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        """A hashable form of ``params``: canonical values, booleans apart from numbers."""
+        out = []
+        for name, value in params.items():
+            if name in self.space and self.space[name].contains(value):
+                value = self.space[name]._canonical(value)
+            out.append((name, isinstance(value, (bool, np.bool_)), _hashable(value)))
+        return tuple(sorted(out, key=repr))
+
+    def covers(self, params: Mapping[str, Any]) -> bool:
+        """Whether a trial's params are valid here (all of them, when the space is known)."""
+        if self.exact:
+            try:
+                self.space.validate(params)
+            except ConfigError:
+                return False
+            return True
+        return all(
+            name not in self.space or self.space[name].contains(value)
+            for name, value in params.items()
+        )
+
+    def avoid_set(self, trials: Sequence[_Seen]) -> _Avoid:
+        return _Avoid(self, trials)
 
     def to_unit(self, X_enc: torch.Tensor) -> torch.Tensor:
         import torch
@@ -534,56 +700,75 @@ class _Problem:
             engine.fast_forward(skip)
         return engine.draw(n, dtype=torch.float64)
 
-    def sobol(self, number: int, *, seed: int, avoid: Sequence[FrozenTrial]) -> dict[str, Any]:
-        """The ``number``-th point of the seeded Sobol sequence, or a later distinct one."""
-        if self.dim == 0:
-            return self.decode(self.sobol_unit(1, skip=0, seed=seed)[:, :0])
-        for offset in range(64):
-            # Fallbacks come from far along the sequence, clear of later trials' points.
-            params = self.decode(self.sobol_unit(1, skip=number + offset * 4096, seed=seed))
-            if not _is_duplicate(params, avoid):
-                return params
-        return params
+    def sobol(self, number: int, *, seed: int, avoid: _Avoid) -> dict[str, Any]:
+        """Point ``number`` of the seeded Sobol sequence, or a random new point if it exists."""
+        params = self.decode(self.sobol_unit(1, skip=number, seed=seed))
+        if self.dim == 0 or not avoid.has(params):
+            return params
+        return self.random(_mix(seed, number), avoid=avoid)
 
-    def random(self, seed: int, *, avoid: Sequence[FrozenTrial]) -> dict[str, Any]:
+    def random(self, seed: int, *, avoid: _Avoid) -> dict[str, Any]:
+        """A uniform random point that no trial has (the last draw if 100 all exist)."""
         rng = np.random.default_rng(seed)
         params = self.space.sample(rng)
         for _ in range(100):
-            if not _is_duplicate(params, avoid):
+            if not avoid.has(params):
                 break
             params = self.space.sample(rng)
         return params
 
     def best_distinct(
-        self, acq: AcquisitionFunction, seed: int, *, avoid: Sequence[FrozenTrial]
+        self, acq: AcquisitionFunction, seed: int, *, avoid: _Avoid
     ) -> dict[str, Any]:
-        """The best of 256 Sobol candidates whose params no trial has; random if none is new."""
+        """The best new point among 256 Sobol points, scored where they decode to.
+
+        Raw Sobol points sit between grid values and categories; the acquisition is evaluated
+        at the valid points they snap to, so the choice is among what would be proposed.
+        """
         import torch
 
-        X = self.sobol_unit(256, skip=0, seed=seed)
+        candidates: list[dict[str, Any]] = []
+        seen = _Avoid(self, ())
+        for row in self.sobol_unit(256, skip=0, seed=seed):
+            params = self.decode(row.unsqueeze(0))
+            if not avoid.has(params) and not seen.has(params):
+                seen.add(params)
+                candidates.append(params)
+        if not candidates:
+            return self.random(seed, avoid=avoid)
+        X = self.to_unit(self.encoding.encode(candidates, partial=True))
         with torch.no_grad():
             values = torch.cat([acq(x.unsqueeze(1)) for x in X.split(64)])
-        for i in torch.argsort(values, descending=True).tolist():
-            params = self.decode(X[i : i + 1])
-            if not _is_duplicate(params, avoid):
-                return params
-        return self.random(seed, avoid=avoid)
+        return candidates[int(torch.argmax(values))]
 
 
-def _is_duplicate(params: Mapping[str, Any], trials: Sequence[FrozenTrial]) -> bool:
-    """Whether a trial's params all appear in ``params`` with the same values.
+def _grid_levels(param: Parameter) -> int:
+    """How many values an Int or stepped Float takes (0 for other parameters)."""
+    if isinstance(param, Int) or (isinstance(param, Float) and param.step is not None):
+        return (param.n_steps or 0) + 1
+    return 0
 
-    ``params`` may hold more names than the trial: the union space of define-by-run studies
-    proposes parameters a trial never asked for.
-    """
-    return any(
-        t.params and all(k in params and params[k] == v for k, v in t.params.items())
-        for t in trials
-    )
+
+def _jsonable(value: Any) -> Any:
+    """A storable form of a param value (numpy scalars to Python ones)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _hashable(value: Any) -> Any:
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
+
+
+def _mix(*keys: int) -> int:
+    """A 32-bit seed from several integers (independent streams per trial)."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
 
 
 def _check_int(name: str, value: Any, *, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise ConfigError(f"`{name}` must be an int >= {low}, but got {describe(value)}.")
 
 

@@ -68,6 +68,11 @@ _FACTORIES: dict[str, tuple[Callable[..., optuna.samplers.BaseSampler], type]] =
 }
 
 
+# Samplers whose randomness is keyed by (seed, trial number) and which avoid existing params
+# themselves: the same seed on resume continues their sequence instead of replaying it.
+_KEYED_BY_TRIAL = {"botorch"}
+
+
 def controller_names() -> list[str]:
     return list(_FACTORIES)
 
@@ -75,9 +80,10 @@ def controller_names() -> list[str]:
 def make_sampler(spec: SearchSpec, *, n_existing_trials: int = 0) -> optuna.samplers.BaseSampler:
     """The Optuna sampler for the spec's controller.
 
-    The seed is offset by the number of trials already in the study, so a resumed search does
-    not replay the random draws of its first session (a seeded random sampler would otherwise
-    propose the already-evaluated parameters again) while staying reproducible from storage.
+    The seed of Optuna's samplers is offset by the number of trials already in the study, so a
+    resumed search does not replay the random draws of its first session (a seeded random
+    sampler would otherwise propose the already-evaluated parameters again) while staying
+    reproducible from storage. ``botorch`` keeps the seed: its draws depend on the trial number.
 
     Raises:
         ConfigError: An option the sampler does not take, or a value it rejects.
@@ -92,7 +98,9 @@ def make_sampler(spec: SearchSpec, *, n_existing_trials: int = 0) -> optuna.samp
                 f"{', '.join(sorted(accepted - {'constraints_func'}))}",
                 path=("controller", "options", key),
             )
-    seed = None if c.seed is None else c.seed + n_existing_trials
+    seed = c.seed
+    if seed is not None and c.name not in _KEYED_BY_TRIAL:
+        seed += n_existing_trials
     try:
         return factory(spec, seed, **c.options)
     except (TypeError, ValueError) as err:

@@ -285,6 +285,21 @@ class Encoding:
                 out[cols.start] = values
         return out
 
+    def grid_positions(self, name: str) -> list[float] | None:
+        """The sorted encoded positions of parameter ``name``'s allowed values, for an
+        ``INTEGER`` column (``Int``, or ``Float`` with ``step``); ``None`` for other kinds.
+
+        Unlike :attr:`discrete_values` this builds one parameter's list only.
+
+        Raises:
+            KeyError: ``name`` is not in the space.
+        """
+        cols = self.columns(name)
+        for codec, c in self._codecs:
+            if c == cols and codec.param.name == name:
+                return codec.discrete_values()
+        raise AssertionError("unreachable: columns() knows every name")
+
     def columns(self, name: str) -> slice:
         """The columns of parameter ``name`` (an empty slice for ``Fixed``).
 

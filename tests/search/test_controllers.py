@@ -81,3 +81,12 @@ def test_each_controller_runs_a_mixed_space_search(tmp_path, name):
     for t in result.store.study.trials:
         spec.search_space.validate(t.params)
     assert result.pareto
+
+
+def test_botorch_keeps_its_seed_on_resume_and_optuna_samplers_offset_it(tmp_path):
+    spec = load_spec(_spec(tmp_path, "botorch", 4))
+    assert make_sampler(spec, n_existing_trials=5)._seed == make_sampler(spec)._seed
+    tpe = load_spec(_spec(tmp_path, "random", 4))
+    a = make_sampler(tpe, n_existing_trials=5)
+    b = make_sampler(tpe)
+    assert a._rng.rng.random() != b._rng.rng.random()
