@@ -58,9 +58,9 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
     Each proposal is made from the study alone, so a sampler built anew on a stored study
     (resume, another worker, Ray Tune's ``OptunaSearch``) continues where the last one stopped:
 
-    1. **Start-up.** Until ``n_startup_trials`` trials have completed, candidates come from a
-       scrambled Sobol sequence over the space (point number ``trial.number``, so concurrent
-       workers get different points).
+    1. **Start-up.** Until ``n_startup_trials`` trials have completed or are running (and at
+       least two have completed), candidates come from a scrambled Sobol sequence over the
+       space (point number ``trial.number``, so concurrent workers get different points).
     2. **Model.** Completed trials are encoded (:class:`~paretune.spaces.Encoding`: unit-cube
        columns, linear or in log space for ``log`` parameters, integer grids as discrete
        values). Objectives, sign-flipped so that larger is better, and constraint values are
@@ -256,7 +256,10 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
             avoid = problem.avoid_set(others)
             seed = _mix(self._seed, trial.number)
             n_startup = self._n_startup or max(5, min(2 * (problem.dim + 1), 10))
-            if len(complete) < n_startup:
+            # Trials running elsewhere count towards the start-up: with 4 workers the model
+            # takes over at the same trial number as with one, its last 3 points pending.
+            running = sum(seen.state == TrialState.RUNNING for seen in others)
+            if len(complete) + running < n_startup or len(complete) < 2:
                 params = problem.sobol(trial.number, seed=self._seed, avoid=avoid)
             else:
                 try:
@@ -687,7 +690,11 @@ class _Problem:
             q=1,
             num_restarts=opts.num_restarts,
             raw_samples=opts.raw_samples,
-            options={"maxiter": opts.maxiter, "batch_limit": opts.num_restarts},
+            options={
+                "maxiter": opts.maxiter,
+                "batch_limit": opts.num_restarts,
+                "sample_around_best": True,
+            },
         )
         return X
 
