@@ -15,6 +15,8 @@ Example:
     >>> sorted(space.sample(0))  # doctest: +SKIP
 
 ``import paretune.spaces`` does not import torch; the methods that return tensors do.
+
+:mod:`paretune.spaces.peft` (imported on demand) builds AutoPEFT spaces for transformer models.
 """
 
 from paretune.spaces._encoding import DimKind, Encoding
