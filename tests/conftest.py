@@ -88,3 +88,16 @@ def loss_spec(
         "budget": {"trials": trials},
         **sections,
     }
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a test module that fits GPs or runs tiny models: on a small
+    shared machine the thread pool only adds contention (several times slower with two busy
+    cores). Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import math
 import pickle
-from collections.abc import Iterator
 from typing import Any
 
 import optuna
@@ -26,16 +25,7 @@ from tests.conftest import counting_spec
 _BOTORCH_LOGGER = "paretune.search._botorch"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    # The GPs here are fitted on a handful of points; on a small shared machine torch's
-    # thread pool only adds contention (several times slower with two busy cores).
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def sampler(**kwargs: Any) -> BoTorchSampler:

@@ -14,7 +14,7 @@ for the resume test). The contract:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import optuna
@@ -76,16 +76,7 @@ def controllers(*, slow: frozenset[str] = frozenset()) -> pytest.MarkDecorator:
 _SLOW = frozenset({"botorch"})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    # The GPs here are fitted on a handful of points; on a small shared machine torch's
-    # thread pool only adds contention (several times slower with two busy cores).
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _number(value: Any) -> float:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -11,13 +11,8 @@ import transformers
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    # Tiny matrices: on a small shared machine torch's thread pool only adds contention
-    # (a forward pass of these models goes from 3 ms to 400 ms with two busy cores).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_torch_thread(one_torch_thread: None) -> None:
+    """Every module here runs tiny models: one torch thread (see tests/conftest.py)."""
 
 
 def tiny_config(family: str, **overrides: Any) -> Any:
