@@ -311,18 +311,31 @@ def versions() -> dict[str, str | None]:
     return out
 
 
+# The paretune sources a run's trials depend on: the sampler, the space and its encoding, the
+# problems, the hypervolume. Edits elsewhere in the package do not make cached runs stale.
+SOURCE_FILES = (
+    "search/_botorch.py",
+    "search/_controllers.py",
+    "spaces/_encoding.py",
+    "spaces/_params.py",
+    "spaces/_space.py",
+    "objectives/_synthetic.py",
+    "trials_store/_pareto.py",
+)
+
+
 @cache
 def source_hash() -> str:
-    """A short hash of the paretune package's sources, to tell runs of edited code apart."""
+    """A short hash of the paretune sources that decide a run's trials (``SOURCE_FILES``)."""
     import hashlib
 
     import paretune
 
     package = Path(paretune.__file__).resolve().parent
     digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:12]
+    for name in SOURCE_FILES:
+        digest.update(name.encode() + b"\0" + (package / name).read_bytes())
+    return "v2:" + digest.hexdigest()[:12]
 
 
 # --------------------------------------------------------------------------------------------
@@ -612,7 +625,7 @@ def render_table(sel: Selection, notes: dict[str, str]) -> str:
     source = source_hash()
     stale = sorted(
         {
-            sel.label(r["sampler"])
+            f"{sel.label(r['sampler'])} on {r['problem']}"
             for r in used
             if r["sampler"] == "paretune" and r["versions"].get("paretune_source") != source
         }
@@ -640,11 +653,14 @@ def render_pending(sel: Selection) -> list[str]:
         "",
         "Asynchronous mode (`pendingN`: N trials kept RUNNING, the oldest told first) against "
         "the sequential runs of the same seeds; duplicates: trials whose params equal an "
-        "earlier trial's, summed over seeds.",
+        "earlier trial's, summed over seeds. `sequential @b-(N-1)`: the sequential runs with "
+        "N - 1 fewer trials, i.e. as if the results still outstanding at the last proposal "
+        "were never made.",
         "",
     ]
     header = ["problem", "sampler", "mode", "seeds"]
     header += [f"quality @{b}" for b in sel.budgets] + ["duplicates"]
+    header += [f"sequential @{b}-(N-1)" for b in sel.budgets]
     rows = []
     for problem in sel.problems:
         for sampler in sel.samplers:
@@ -659,8 +675,24 @@ def render_pending(sel: Selection) -> list[str]:
                     st = sel.quality(problem, sampler, budget, mode)
                     cells.append("-" if st is None else st.text(digits))
                 dups = sum(duplicates(r) for r in records)
+                lagged = []
+                for budget in sel.budgets:
+                    st = None
+                    if mode != SEQUENTIAL:
+                        st = sel.quality(
+                            problem, sampler, budget - pending_workers(mode) + 1, SEQUENTIAL
+                        )
+                    lagged.append("-" if st is None else st.text(digits))
                 rows.append(
-                    [problem, sel.label(sampler), mode, str(len(records)), *cells, str(dups)]
+                    [
+                        problem,
+                        sel.label(sampler),
+                        mode,
+                        str(len(records)),
+                        *cells,
+                        str(dups),
+                        *lagged,
+                    ]
                 )
     return lines + markdown_table(header, rows)
 
