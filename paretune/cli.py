@@ -46,14 +46,22 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def pareto_table(store: TrialsStore, front: Sequence[FrozenTrial], *, max_params: int = 6) -> str:
     names = [m.name for m in store.spec.metrics]
     arrows = ["↓" if d == "minimize" else "↑" for d in store.spec.directions]
+    from paretune.trials_store._store import LABEL_ATTR
+
+    labels = [t.user_attrs.get(LABEL_ATTR) for t in front]
     header = ["trial", *[f"{n} {a}" for n, a in zip(names, arrows, strict=True)], "params"]
+    if any(labels):
+        header.insert(1, "baseline")
     rows = []
-    for t in front:
+    for t, label in zip(front, labels, strict=True):
         items = list(t.params.items())
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in items[:max_params])
         if len(items) > max_params:
             shown += f", ... (+{len(items) - max_params})"
-        rows.append([t.number, *t.values, shown])
+        row: list[Any] = [t.number, *t.values, shown]
+        if any(labels):
+            row.insert(1, label or "")
+        rows.append(row)
     return format_table(header, rows)
 
 
@@ -100,16 +108,16 @@ def _where(store: TrialsStore) -> str:
     return "\n".join(lines)
 
 
-def _load(path: str) -> SearchSpec:
+def _load(args: argparse.Namespace) -> SearchSpec:
     from paretune.spec import load_spec
 
-    return load_spec(path)
+    return load_spec(args.spec, overrides=args.set or ())
 
 
 def _cmd_run(args: argparse.Namespace, *, resume: bool) -> int:
     from paretune.search import run_search
 
-    spec = _load(args.spec)
+    spec = _load(args)
     if args.trials is not None:
         spec = spec.model_copy(
             update={"budget": spec.budget.model_copy(update={"trials": args.trials})}
@@ -162,7 +170,7 @@ def _cmd_run(args: argparse.Namespace, *, resume: bool) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from paretune.search import open_store
 
-    spec = _load(args.spec)
+    spec = _load(args)
     store = open_store(spec, create=False, mlflow=False)
     counts = store.counts()
     total = spec.budget.trials
@@ -182,7 +190,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from paretune.search import open_store
     from paretune.trials_store import export_trials
 
-    spec = _load(args.spec)
+    spec = _load(args)
     store = open_store(spec, create=False, mlflow=False)
     text = export_trials(store, args.format, args.output)
     if args.output is None:
@@ -206,6 +214,17 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="change the spec before it is validated, e.g. "
+        "`--set objective.settings.data=bbc_news.csv.gz --set study=bbc` (repeatable; the "
+        "value is read as YAML)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from paretune import __version__
 
@@ -221,13 +240,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("spec", help="the search spec (YAML)")
         p.add_argument("--trials", type=int, default=None, help="override budget.trials")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        _add_set(p)
 
     p = sub.add_parser("status", help="trial counts and the Pareto front of a study")
     p.add_argument("spec")
+    _add_set(p)
     p = sub.add_parser("export", help="write every trial as CSV or JSON")
     p.add_argument("spec")
     p.add_argument("--format", choices=("csv", "json"), default="csv")
     p.add_argument("-o", "--output", default=None, help="file to write (default: stdout)")
+    _add_set(p)
     sub.add_parser("schema", help="print the JSON schema of the spec")
     return parser
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,6 +34,7 @@ __all__ = [
     "BudgetSpec",
     "ConstraintSpec",
     "ControllerSpec",
+    "EnqueueSpec",
     "LocalRunnerSpec",
     "MetricSpec",
     "ObjectiveSpec",
@@ -155,6 +156,29 @@ class PrunerSpec(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class EnqueueSpec(_Strict):
+    """A parameter set evaluated before the controller's own (a baseline), with a label.
+
+    In YAML either the bare params (``{lr: 0.001, layers: 4}``) or
+    ``{label: "LoRA r=8 on q,v", params: {...}}``; the label names the trial in tables,
+    MLflow (tag ``paretune.label``) and ``reevaluate``.
+    """
+
+    params: dict[str, Any]
+    label: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_params(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and not (
+            "params" in data
+            and isinstance(data["params"], Mapping)
+            and set(data) <= {"params", "label"}
+        ):
+            return {"params": dict(data)}
+        return data
+
+
 class LocalRunnerSpec(_Strict):
     """Evaluate trials on this machine: in the driver (``n_jobs: 1``) or in worker processes."""
 
@@ -187,7 +211,8 @@ class SearchSpec(_Strict):
         budget: When to stop.
         runner: Where trials run.
         pruner: Early stopping of unpromising trials (one optimised metric only).
-        enqueue: Parameter sets evaluated first (baselines), once per study.
+        enqueue: Parameter sets evaluated first (baselines), once per study: bare params or
+            ``{label: ..., params: {...}}``.
     """
 
     study: str
@@ -200,7 +225,7 @@ class SearchSpec(_Strict):
     budget: BudgetSpec
     runner: RunnerSpec = Field(default_factory=LocalRunnerSpec)
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
-    enqueue: list[dict[str, Any]] = Field(default_factory=list)
+    enqueue: list[EnqueueSpec] = Field(default_factory=list)
 
     _space: Any = PrivateAttr(default=None)
     _metrics: tuple[Any, ...] | None = PrivateAttr(default=None)
@@ -313,11 +338,14 @@ class SearchSpec(_Strict):
                 path=("pruner", "name"),
             )
 
-        for i, params in enumerate(self.enqueue):
+        for i, entry in enumerate(self.enqueue):
             try:
-                space.validate(params)
+                space.validate(entry.params)
             except ConfigError as err:
-                raise err.prefixed("enqueue", i) from None
+                raise err.prefixed("enqueue", i, "params") from None
+        labels = [e.label for e in self.enqueue if e.label is not None]
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"enqueue labels must be unique, but got {labels}", path=("enqueue",))
 
         self._space = space
         self._reference_point = dict(reference) if reference is not None else None
@@ -348,11 +376,16 @@ def _format_validation_error(err: ValidationError) -> ConfigError:
     return ConfigError(message, path=[p for p in loc if isinstance(p, (str, int))])
 
 
-def load_spec(source: str | Path | Mapping[str, Any]) -> SearchSpec:
+def load_spec(
+    source: str | Path | Mapping[str, Any], *, overrides: Sequence[str] = ()
+) -> SearchSpec:
     """Read, validate and resolve a spec.
 
     Args:
         source: A path to a YAML file, or the already-parsed mapping.
+        overrides: ``"dotted.key=value"`` changes applied before validation (the CLI's
+            ``--set``); the value is read as YAML (``3``, ``true``, ``[q, v]``, ``null``), and a
+            list item is addressed by its index (``enqueue.0.label=...``).
 
     Returns:
         The validated spec, with its space, metrics and reference point resolved.
@@ -384,6 +417,7 @@ def load_spec(source: str | Path | Mapping[str, Any]) -> SearchSpec:
             f"a spec must be a mapping of keys (study, objective, budget, ...), but got "
             f"{type(data).__name__}"
         )
+    data = apply_overrides(data, overrides)
     try:
         spec = SearchSpec.model_validate(data)
     except ValidationError as err:
@@ -391,6 +425,58 @@ def load_spec(source: str | Path | Mapping[str, Any]) -> SearchSpec:
     spec._resolve()
     _check_numbers(spec)
     return spec
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A deep copy of ``data`` with each ``"dotted.key=value"`` set (see :func:`load_spec`).
+
+    Raises:
+        ConfigError: An override is not ``key=value``, or its path runs through a value that is
+            not a mapping or list, or through a list index out of range.
+    """
+    import copy
+
+    import yaml
+
+    out = copy.deepcopy(dict(data))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ConfigError(
+                f"an override must look like `objective.settings.epochs=2`, but got {item!r}"
+            )
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        node: Any = out
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            where = ".".join(parts[: depth + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(
+                        f"override {item!r}: {where!r} must be an index below {len(node)}"
+                    )
+                index = int(part)
+                if last:
+                    node[index] = value
+                else:
+                    node = node[index]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = value
+                else:
+                    if node.get(part) is None:
+                        node[part] = {}  # a new (or empty) section
+                    node = node[part]
+            else:
+                raise ConfigError(
+                    f"override {item!r}: {'.'.join(parts[:depth])!r} is "
+                    f"{describe(node)}, not a section"
+                )
+    return out
 
 
 def _check_numbers(spec: SearchSpec) -> None:

@@ -265,6 +265,19 @@ def test_status_and_export(
     assert len(csv_text.strip().splitlines()) == 6
 
 
+def test_set_overrides_the_spec_for_run_and_status(
+    tmp_path: Path, counting_objective, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, counting_spec(tmp_path, counting_objective, trials=5))
+    args = ["--set", "study=other", "--set", "budget.trials=2"]
+    assert main(["run", str(path), "--no-progress", *args]) == 0
+    assert main(["status", str(path), *args]) == 0
+    assert "study 'other': 2 / 2 trials finished" in capsys.readouterr().out
+    assert main(["status", str(path)]) == 1  # the file's own study was never run
+    assert main(["run", str(path), "--set", "budget.trials"]) == 2
+    assert "must look like" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("n_jobs", [1, 2])
 def test_ctrl_c_requeues_running_trials_and_resume_finishes(

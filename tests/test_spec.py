@@ -150,3 +150,55 @@ def test_schema_lists_sections() -> None:
     assert {"study", "objective", "space", "controller", "budget", "runner"} <= set(
         schema["properties"]
     )
+
+
+def test_enqueue_takes_bare_params_or_a_label_with_params() -> None:
+    spec = load_spec(with_(enqueue=[{"lr": 0.01}, {"label": "paper", "params": {"lr": 0.001}}]))
+    assert [(e.label, e.params) for e in spec.enqueue] == [
+        (None, {"lr": 0.01}),
+        ("paper", {"lr": 0.001}),
+    ]
+
+
+def test_enqueue_labels_must_be_unique_and_params_valid() -> None:
+    err = error_of(with_(enqueue=[{"label": "a", "params": {"lr": 0.01}}] * 2))
+    assert "unique" in str(err)
+    err = error_of(with_(enqueue=[{"label": "a", "params": {"lr": 5.0}}]))
+    assert err.path[:3] == ("enqueue", 0, "params")
+
+
+def test_overrides_change_the_spec_before_validation() -> None:
+    spec = load_spec(
+        with_(enqueue=[{"label": "a", "params": {"lr": 0.01}}]),
+        overrides=[
+            "study=other",
+            "budget.trials=7",
+            "objective.settings.epochs=2",
+            "enqueue.0.label=b",
+            "space.lr.high=0.5",
+        ],
+    )
+    assert spec.study == "other"
+    assert spec.budget.trials == 7
+    assert spec.objective.settings == {"target": "math:dist", "epochs": 2}
+    assert spec.enqueue[0].label == "b"
+    assert spec.search_space["lr"].high == 0.5
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("budget.trials", "must look like"),
+        ("enqueue.3.label=x", "index below 1"),
+        ("study.name=x", "not a section"),
+    ],
+)
+def test_bad_overrides_say_why(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_spec(with_(enqueue=[{"lr": 0.01}]), overrides=[override])
+
+
+def test_an_override_is_validated_like_the_file() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_spec(BASE, overrides=["budget.trials=0"])
+    assert info.value.path[:2] == ("budget", "trials")

@@ -50,6 +50,8 @@ INTERRUPTED_ATTR = "paretune.interrupted"
 RETRY_OF_ATTR = "paretune.retry_of"
 DUPLICATE_OF_ATTR = "paretune.duplicate_of"
 ENQUEUED_ATTR = "paretune.enqueued"
+BASELINE_ATTR = "paretune.baseline"  # trial attribute: enqueued by the spec
+LABEL_ATTR = "paretune.label"  # trial attribute: the baseline's label
 
 HEARTBEAT_INTERVAL_S = 30
 HEARTBEAT_GRACE_S = 120
@@ -343,8 +345,11 @@ class TrialsStore:
     def _enqueue_baselines(self) -> None:
         if not self.spec.enqueue or self.study.user_attrs.get(ENQUEUED_ATTR):
             return
-        for params in self.spec.enqueue:
-            self.study.enqueue_trial(dict(params), user_attrs={"paretune.baseline": True})
+        for entry in self.spec.enqueue:
+            attrs: dict[str, Any] = {BASELINE_ATTR: True}
+            if entry.label is not None:
+                attrs[LABEL_ATTR] = entry.label
+            self.study.enqueue_trial(dict(entry.params), user_attrs=attrs)
         self.study.set_user_attr(ENQUEUED_ATTR, True)
 
     # -- trials ---------------------------------------------------------------------------
@@ -366,6 +371,7 @@ class TrialsStore:
         if self._heartbeat is not None:
             self._heartbeat.add(trial._trial_id)
         duplicate = self._completed_twin(params)
+        label = trial.user_attrs.get(LABEL_ATTR)
         run_id = None
         if self.mlflow is not None and self.parent_run_id is not None:
             try:
@@ -373,7 +379,11 @@ class TrialsStore:
                     parent_run_id=self.parent_run_id,
                     trial_number=trial.number,
                     params=params,
-                    tags={"paretune.seed": str(seed), "paretune.worker": owner_token()},
+                    tags={
+                        "paretune.seed": str(seed),
+                        "paretune.worker": owner_token(),
+                        **({LABEL_ATTR: str(label)} if label is not None else {}),
+                    },
                 )
             except Exception as err:  # tracking is best-effort; the study is the record
                 _log.warning("MLflow: no run for trial %d: %s", trial.number, err)
@@ -455,7 +465,8 @@ class TrialsStore:
         self._finish_mlflow_of(frozen, "FAIL", {"paretune.fail_reason": f"interrupted: {reason}"})
 
     def _requeue(self, frozen: FrozenTrial) -> None:
-        keep = {k: v for k, v in frozen.user_attrs.items() if k in ("paretune.baseline", SEED_ATTR)}
+        kept = (BASELINE_ATTR, LABEL_ATTR, SEED_ATTR)
+        keep = {k: v for k, v in frozen.user_attrs.items() if k in kept}
         self.study.add_trial(
             optuna.create_trial(
                 state=TrialState.WAITING,

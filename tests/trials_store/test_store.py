@@ -116,6 +116,36 @@ def test_baselines_are_enqueued_once_and_run_first(tmp_path, counting_objective)
 
 
 @pytest.mark.slow
+def test_labelled_baselines_carry_their_label_to_the_study_mlflow_and_tables(
+    tmp_path, counting_objective
+):
+    from mlflow import MlflowClient
+
+    from paretune.cli import pareto_table
+
+    data = counting_spec(tmp_path, counting_objective, trials=3)
+    data["enqueue"] = [
+        {"label": "corner", "params": {"x": 0.0, "y": 0.0}},
+        {"x": 0.75, "y": 0.5},  # bare params: a baseline without a label
+    ]
+    result = run_search(load_spec(data))
+    first, second, third = result.store.study.trials
+    assert first.params == {"x": 0.0, "y": 0.0}
+    assert first.user_attrs["paretune.label"] == "corner"
+    assert first.user_attrs["paretune.baseline"] is True
+    assert second.user_attrs["paretune.baseline"] is True
+    assert "paretune.label" not in second.user_attrs
+    assert "paretune.baseline" not in third.user_attrs
+    run = MlflowClient(result.store.tracking_uri).get_run(
+        first.user_attrs["paretune.mlflow_run_id"]
+    )
+    assert run.data.tags["paretune.label"] == "corner"
+    table = pareto_table(result.store, [first, second])
+    assert table.splitlines()[0].split()[:2] == ["trial", "baseline"]
+    assert "corner" in table.splitlines()[2]
+
+
+@pytest.mark.slow
 def test_constraints_exclude_infeasible_trials_from_the_front(tmp_path, counting_objective):
     data = counting_spec(tmp_path, counting_objective, trials=12)
     data["objective"]["constraints"] = [{"metric": "extra", "max": 1.2}]
