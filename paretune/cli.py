@@ -1,7 +1,9 @@
 """The ``paretune`` command.
 
 ``paretune run SPEC`` runs (or continues) a search; ``resume SPEC`` continues one that exists;
-``status SPEC`` and ``export SPEC`` read the study; ``schema`` prints the spec's JSON schema.
+``status SPEC`` and ``export SPEC`` read the study; ``reevaluate SPEC --pareto --seeds 3
+--full-fidelity`` trains the Pareto front (and the baselines) again with several seeds and
+reports mean and spread; ``schema`` prints the spec's JSON schema.
 
 Exit codes: 0 done, 1 a runtime problem (storage, tracking), 2 invalid input (spec, arguments),
 130 stopped by Ctrl-C or SIGTERM (running trials were queued again; ``resume`` continues).
@@ -200,6 +202,130 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_reevaluate(args: argparse.Namespace) -> int:
+    from paretune.search._reevaluate import reevaluate
+
+    spec = _load(args)
+    numbers = args.trials or []
+    names = [m.name for m in spec.metrics]
+    fidelity = "full fidelity" if args.full_fidelity else "the search's fidelity"
+    print(
+        f"paretune: re-evaluating study {spec.study!r} with {args.seeds} seed(s) at {fidelity}",
+        flush=True,
+    )
+
+    def progress(done: int, total: int, result: Any, seed: int, outcome: Any, secs: float) -> None:
+        if outcome.state == "COMPLETE":
+            shown = ", ".join(f"{n}={_fmt(outcome.metrics[n])}" for n in names)
+        else:
+            last = (outcome.error or "").strip().splitlines()
+            shown = f"{outcome.state}: {last[-1] if last else ''}"
+        print(f"[{done}/{total}] {result.name} seed {seed}: {shown} ({secs:.0f} s)", flush=True)
+
+    results = reevaluate(
+        spec,
+        numbers=numbers,
+        pareto=args.pareto,
+        baselines=(args.pareto and not args.no_baselines) or args.baselines,
+        seeds=args.seeds,
+        full_fidelity=args.full_fidelity,
+        progress=progress,
+    )
+    print()
+    print(reevaluation_table(spec, results))
+    verdicts = dominance_lines(spec, results)
+    if verdicts:
+        print()
+        print("\n".join(verdicts))
+    if args.output:
+        _write_reevaluation_csv(spec, results, args.output)
+        print(f"\nwrote {args.output}")
+    return EXIT_OK
+
+
+def _trial_numbers(text: str) -> list[int]:
+    try:
+        numbers = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        numbers = []
+    if not numbers or numbers[0] < 0:
+        raise argparse.ArgumentTypeError(f"expected trial numbers like 3,7,12, but got {text!r}")
+    return numbers
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, but got {text!r}")
+    return value
+
+
+def reevaluation_table(spec: SearchSpec, results: Sequence[Any], *, max_params: int = 4) -> str:
+    """Per re-evaluated trial: its search-time values and the mean ± std over seeds."""
+    names = [m.name for m in spec.metrics]
+    arrows = ["↓" if d == "minimize" else "↑" for d in spec.directions]
+    header = ["trial", "baseline", "seeds"]
+    for n, a in zip(names, arrows, strict=True):
+        header += [f"{n} {a} (search)", f"{n} mean ± std"]
+    header.append("params")
+    rows = []
+    for r in results:
+        row: list[Any] = [r.source.number, r.label or ("yes" if r.baseline else ""), len(r.runs)]
+        for i, n in enumerate(names):
+            row.append(r.source.values[i])
+            mean, std = r.mean(n), r.std(n)
+            row.append(
+                "-" if mean != mean else f"{mean:.4g} ± {std:.2g}" if std == std else f"{mean:.4g}"
+            )
+        items = list(r.source.params.items())
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in items[:max_params])
+        if len(items) > max_params:
+            shown += f", ... (+{len(items) - max_params})"
+        row.append(shown)
+        rows.append(row)
+    return format_table(header, rows)
+
+
+def dominance_lines(spec: SearchSpec, results: Sequence[Any]) -> list[str]:
+    """For each re-evaluated baseline, the re-evaluated non-baselines whose means dominate it."""
+    from paretune.search._reevaluate import dominates
+
+    names = [m.name for m in spec.metrics]
+    found = [r for r in results if not r.baseline]
+    lines = []
+    for b in (r for r in results if r.baseline):
+        winners = [r.source.number for r in found if dominates(r, b, names, spec.directions)]
+        lines.append(
+            f"{b.name}: "
+            + (
+                f"dominated (mean over seeds) by trial(s) {', '.join(map(str, winners))}"
+                if winners
+                else "not dominated by any re-evaluated search trial"
+            )
+        )
+    return lines
+
+
+def _write_reevaluation_csv(spec: SearchSpec, results: Sequence[Any], path: str) -> None:
+    import csv
+
+    names = [m.name for m in spec.metrics]
+    extra = sorted({k for r in results for m in r.runs.values() for k in m} - set(names))
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["trial", "label", "baseline", "seed", *names, *extra, "params"])
+        for r in results:
+            for seed, metrics in sorted(r.runs.items()):
+                w.writerow(
+                    [r.source.number, r.label or "", r.baseline, seed]
+                    + [metrics.get(n, "") for n in [*names, *extra]]
+                    + [json.dumps(r.source.params, default=str)]
+                )
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     from paretune.spec import SearchSpec
 
@@ -250,6 +376,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("csv", "json"), default="csv")
     p.add_argument("-o", "--output", default=None, help="file to write (default: stdout)")
     _add_set(p)
+    p = sub.add_parser(
+        "reevaluate",
+        help="train chosen trials again with several seeds (e.g. the Pareto front at full "
+        "fidelity) and report mean and spread",
+    )
+    p.add_argument("spec", help="the search's spec (its study must exist)")
+    p.add_argument(
+        "--pareto",
+        action="store_true",
+        help="the Pareto-optimal trials, and the baselines to compare them with",
+    )
+    p.add_argument("--baselines", action="store_true", help="the enqueued baseline trials")
+    p.add_argument("--no-baselines", action="store_true", help="with --pareto: not the baselines")
+    p.add_argument(
+        "--trials", type=_trial_numbers, default=None, help="comma-separated trial numbers"
+    )
+    p.add_argument(
+        "--seeds", type=_positive_int, default=3, help="seeds 0..N-1 per trial (default 3)"
+    )
+    p.add_argument(
+        "--full-fidelity",
+        action="store_true",
+        help="at the objective's full fidelity (its `full_fidelity` settings)",
+    )
+    p.add_argument("-o", "--output", default=None, help="also write every run as CSV")
+    _add_set(p)
     sub.add_parser("schema", help="print the JSON schema of the spec")
     return parser
 
@@ -277,6 +429,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_status(args)
         if args.command == "export":
             return _cmd_export(args)
+        if args.command == "reevaluate":
+            return _cmd_reevaluate(args)
         return _cmd_schema(args)
     except ConfigError as err:
         where = f" {args.spec}" if getattr(args, "spec", None) else ""

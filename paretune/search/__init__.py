@@ -2,12 +2,14 @@
 
 Controllers are chosen by name in the spec: ``random``, ``tpe``, ``nsga2``, ``gp`` (Optuna's
 samplers) and ``botorch`` (:class:`BoTorchSampler`, multi-objective Bayesian optimisation on
-BoTorch, also usable as a plain Optuna sampler).
+BoTorch, also usable as a plain Optuna sampler). :func:`reevaluate` trains chosen trials (the
+Pareto front, the baselines) again with several seeds, at the search's or at full fidelity.
 """
 
 from paretune.search._botorch import BoTorchSampler
 from paretune.search._controllers import controller_names, make_sampler
 from paretune.search._local import LocalRunner
+from paretune.search._reevaluate import Reevaluation, reevaluate
 from paretune.search._run import SearchResult, make_runner, open_store, run_search
 from paretune.search._runner import (
     Job,
@@ -24,6 +26,7 @@ __all__ = [
     "Job",
     "LocalRunner",
     "Outcome",
+    "Reevaluation",
     "Runner",
     "SearchInterrupted",
     "SearchResult",
@@ -33,6 +36,7 @@ __all__ = [
     "make_runner",
     "make_sampler",
     "open_store",
+    "reevaluate",
     "run_search",
     "stop_requested",
 ]

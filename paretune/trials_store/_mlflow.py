@@ -92,13 +92,14 @@ class MlflowLink:
         trial_number: int,
         params: Mapping[str, Any],
         tags: Mapping[str, str] | None = None,
+        run_name: str | None = None,
     ) -> str:
-        """A nested run for one trial, with its parameters logged."""
+        """A nested run for one trial, with its parameters logged (named ``trial-N``)."""
         from mlflow.entities import Param
 
         run = self._client.create_run(
             self.experiment_id,
-            run_name=f"trial-{trial_number}",
+            run_name=run_name or f"trial-{trial_number}",
             tags={
                 "mlflow.parentRunId": parent_run_id,
                 "paretune.trial": str(trial_number),

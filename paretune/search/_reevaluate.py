@@ -1,0 +1,394 @@
+"""Re-evaluating chosen trials with several seeds, at the search's or at full fidelity.
+
+A search ranks candidates by one cheap, noisy evaluation each. Before anyone believes its Pareto
+front, the front (and the baselines it is compared with) are trained again with several seeds,
+usually at full fidelity, as AutoPEFT did: :func:`reevaluate` does that and reports the mean
+and the spread of every metric.
+
+Each evaluation is a trial of a companion Optuna study in the same storage, named
+``<study>.reevaluate`` (``<study>.reevaluate-full`` at full fidelity), with the source trial's
+params and the user attributes ``paretune.source_trial`` and ``paretune.seed``; its MLflow run
+is nested under the study's parent run (tags ``paretune.reevaluation_of``, ``paretune.seed``,
+``paretune.fidelity``). Evaluations that completed are kept: running the command again after a
+crash or Ctrl-C does only what is missing, and asking for more seeds adds only the new ones.
+
+Seeds are ``0, 1, ..., n - 1`` for every candidate, so candidates are compared on the same
+seeds. Full fidelity builds the objective with the setting ``use_full_fidelity: true``; an
+objective type supports it by accepting that setting (``finetune`` does).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from paretune._errors import ConfigError
+from paretune.search._runner import Job, Outcome, evaluate, stop_requested
+from paretune.trials_store._mlflow import CHILD_RUN_ATTR, PARENT_RUN_ATTR
+from paretune.trials_store._store import (
+    BASELINE_ATTR,
+    ERROR_ATTR,
+    LABEL_ATTR,
+    METRICS_ATTR,
+    OWNER_ATTR,
+    _owner_is_dead,
+    _quiet,
+    owner_token,
+)
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+    from paretune.spec import SearchSpec
+    from paretune.trials_store import TrialsStore
+
+__all__ = [
+    "Reevaluation",
+    "dominates",
+    "reevaluate",
+    "reevaluation_study_name",
+    "select_trials",
+]
+
+_log = logging.getLogger(__name__)
+
+SOURCE_ATTR = "paretune.source_trial"
+REEVAL_SEED_ATTR = "paretune.seed"
+FULL_FIDELITY_SETTING = "use_full_fidelity"
+
+
+@dataclass
+class Reevaluation:
+    """The re-evaluations of one trial of the study.
+
+    Attributes:
+        source: The trial re-evaluated (its params and search-time values).
+        label: Its baseline label, if it was an enqueued baseline with one.
+        baseline: Whether it was enqueued by the spec.
+        runs: ``seed -> metrics`` of the evaluations that completed.
+        failed: ``seed -> error`` of those that failed.
+    """
+
+    source: FrozenTrial
+    label: str | None
+    baseline: bool
+    runs: dict[int, dict[str, float]] = field(default_factory=dict)
+    failed: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.label or f"trial {self.source.number}"
+
+    def values(self, metric: str) -> list[float]:
+        return [m[metric] for _, m in sorted(self.runs.items()) if metric in m]
+
+    def mean(self, metric: str) -> float:
+        values = self.values(metric)
+        return statistics.fmean(values) if values else math.nan
+
+    def std(self, metric: str) -> float:
+        """The sample standard deviation over seeds (``nan`` with fewer than two)."""
+        values = self.values(metric)
+        return statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+def reevaluation_study_name(study: str, *, full_fidelity: bool) -> str:
+    return f"{study}.reevaluate" + ("-full" if full_fidelity else "")
+
+
+def select_trials(
+    store: TrialsStore,
+    *,
+    numbers: Sequence[int] = (),
+    pareto: bool = False,
+    baselines: bool = False,
+) -> list[FrozenTrial]:
+    """The COMPLETE trials chosen by number, by being on the Pareto front, or by being baselines.
+
+    Raises:
+        ConfigError: Nothing was asked for, a number is not a COMPLETE trial of the study, or
+            the selection is empty.
+    """
+    from optuna.trial import TrialState
+
+    if not (numbers or pareto or baselines):
+        raise ConfigError("say which trials to re-evaluate: --pareto, --baselines or --trials")
+    complete = {
+        t.number: t for t in store.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    }
+    chosen: dict[int, FrozenTrial] = {}
+    missing = [n for n in numbers if n not in complete]
+    if missing:
+        raise ConfigError(
+            f"trial(s) {missing} of study {store.spec.study!r} are not COMPLETE (or do not "
+            f"exist); complete trials: {_ranges(sorted(complete))}"
+        )
+    for n in numbers:
+        chosen[n] = complete[n]
+    if pareto:
+        for t in store.pareto_trials():
+            chosen[t.number] = t
+    if baselines:
+        for t in complete.values():
+            if t.user_attrs.get(BASELINE_ATTR):
+                chosen[t.number] = t
+    if not chosen:
+        raise ConfigError(
+            f"nothing to re-evaluate: study {store.spec.study!r} has no "
+            + ("Pareto-optimal or " if pareto else "")
+            + ("baseline " if baselines else "")
+            + "COMPLETE trials"
+        )
+    return [chosen[n] for n in sorted(chosen)]
+
+
+ProgressCallback = Callable[[int, int, "Reevaluation", int, Outcome, float], None]
+
+
+def reevaluate(
+    spec: SearchSpec,
+    *,
+    numbers: Sequence[int] = (),
+    pareto: bool = False,
+    baselines: bool = False,
+    seeds: int = 3,
+    full_fidelity: bool = False,
+    progress: ProgressCallback | None = None,
+) -> list[Reevaluation]:
+    """Evaluate chosen trials of a finished (or running) search again, with ``seeds`` seeds.
+
+    Args:
+        spec: The search's spec (its study must exist).
+        numbers: Trial numbers to re-evaluate.
+        pareto: Add the study's Pareto-optimal trials.
+        baselines: Add the trials the spec enqueued (baselines).
+        seeds: Seeds per trial (``0 .. seeds - 1``).
+        full_fidelity: Build the objective with ``use_full_fidelity: true``.
+        progress: Called after each evaluation as
+            ``progress(done, total, reevaluation, seed, outcome, seconds)``.
+
+    Returns:
+        One :class:`Reevaluation` per chosen trial, in trial order, with every seed evaluated
+        now or before.
+
+    Raises:
+        ConfigError: Bad arguments, or an objective without a full-fidelity mode.
+        StudyError: The study does not exist.
+        KeyboardInterrupt: Stopped; the evaluation that was running is failed and redone by
+            the next call.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    from paretune.objectives import build_objective
+    from paretune.trials_store import TrialsStore
+
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
+        raise ConfigError(f"`seeds` must be an integer >= 1, but got {seeds!r}")
+    settings = dict(spec.objective.settings)
+    if full_fidelity:
+        settings[FULL_FIDELITY_SETTING] = True
+        try:
+            build_objective(spec.objective.type, settings)
+        except ConfigError as err:
+            if FULL_FIDELITY_SETTING in str(err):
+                raise ConfigError(
+                    f"objective type {spec.objective.type!r} has no full-fidelity mode (it "
+                    f"does not accept the setting `{FULL_FIDELITY_SETTING}`); re-evaluate "
+                    "without --full-fidelity"
+                ) from None
+            raise
+
+    store = TrialsStore(spec, create=False, mlflow=True)
+    chosen = select_trials(store, numbers=numbers, pareto=pareto, baselines=baselines)
+    with _quiet():
+        companion = optuna.create_study(
+            storage=store.storage,
+            study_name=reevaluation_study_name(spec.study, full_fidelity=full_fidelity),
+            directions=spec.directions,
+            sampler=optuna.samplers.RandomSampler(seed=0),
+            load_if_exists=True,
+        )
+        companion.set_metric_names([m.name for m in spec.metrics])
+        companion.set_user_attr("paretune.source_study", spec.study)
+
+    results = {
+        t.number: Reevaluation(
+            t, t.user_attrs.get(LABEL_ATTR), bool(t.user_attrs.get(BASELINE_ATTR))
+        )
+        for t in chosen
+    }
+    todo: list[tuple[Reevaluation, int]] = []
+    for number, result in results.items():
+        done = _earlier(companion, number)
+        for seed in range(seeds):
+            previous = done.get(seed)
+            if previous is not None and previous.state == TrialState.COMPLETE:
+                result.runs[seed] = dict(previous.user_attrs.get(METRICS_ATTR, {}))
+            elif previous is not None and ERROR_ATTR in previous.user_attrs:
+                result.failed[seed] = str(previous.user_attrs[ERROR_ATTR])
+            else:
+                todo.append((result, seed))
+    parent = store.study.user_attrs.get(PARENT_RUN_ATTR)
+    for i, (result, seed) in enumerate(todo, 1):
+        if stop_requested():
+            raise KeyboardInterrupt  # Ctrl-C between two evaluations
+        t0 = time.monotonic()
+        outcome = _evaluate_one(
+            spec, store, companion, result, seed, settings, parent, full_fidelity=full_fidelity
+        )
+        if outcome.state == "COMPLETE":
+            assert outcome.metrics is not None
+            result.runs[seed] = outcome.metrics
+        else:
+            result.failed[seed] = outcome.error or outcome.state
+        if progress is not None:
+            progress(i, len(todo), result, seed, outcome, time.monotonic() - t0)
+    return list(results.values())
+
+
+def _earlier(companion: optuna.Study, number: int) -> dict[int, FrozenTrial]:
+    """The latest finished evaluation of trial ``number`` per seed; stale RUNNING ones fail."""
+    from optuna.trial import TrialState
+
+    out: dict[int, FrozenTrial] = {}
+    for t in companion.get_trials(deepcopy=False):
+        if t.user_attrs.get(SOURCE_ATTR) != number:
+            continue
+        if t.state == TrialState.RUNNING:
+            owner = t.user_attrs.get(OWNER_ATTR)
+            if owner is None or _owner_is_dead(owner):
+                # Left by a process that died: failed here, and evaluated again.
+                with _quiet():
+                    companion.tell(t.number, state=TrialState.FAIL)
+            continue
+        if t.state in (TrialState.COMPLETE, TrialState.FAIL):
+            out[int(t.user_attrs[REEVAL_SEED_ATTR])] = t
+    return out
+
+
+def _evaluate_one(
+    spec: SearchSpec,
+    store: TrialsStore,
+    companion: optuna.Study,
+    result: Reevaluation,
+    seed: int,
+    settings: Mapping[str, Any],
+    parent: str | None,
+    *,
+    full_fidelity: bool,
+) -> Outcome:
+    from optuna.trial import TrialState
+
+    source = result.source
+    attrs: dict[str, Any] = {SOURCE_ATTR: source.number, REEVAL_SEED_ATTR: seed}
+    if result.label is not None:
+        attrs[LABEL_ATTR] = result.label
+    with _quiet():
+        companion.enqueue_trial(dict(source.params), user_attrs=attrs)
+        trial = companion.ask()
+    trial.set_user_attr(OWNER_ATTR, owner_token())
+    params = spec.search_space.suggest(trial)
+    run_id = None
+    if store.mlflow is not None and parent is not None:
+        tags = {
+            "paretune.reevaluation_of": str(source.number),
+            "paretune.seed": str(seed),
+            "paretune.fidelity": "full" if full_fidelity else "search",
+            "paretune.source_run": str(source.user_attrs.get(CHILD_RUN_ATTR, "")),
+        }
+        if result.label is not None:
+            tags[LABEL_ATTR] = result.label
+        try:
+            run_id = store.mlflow.start_child(
+                parent_run_id=parent,
+                trial_number=source.number,
+                params=params,
+                tags=tags,
+                run_name=f"reevaluate-trial-{source.number}-seed-{seed}",
+            )
+        except Exception as err:  # tracking is best-effort; the study is the record
+            _log.warning("MLflow: no run for the re-evaluation of trial %d: %s", source.number, err)
+    job = Job(
+        objective_type=spec.objective.type,
+        settings=settings,
+        metric_names=tuple(m.name for m in spec.metrics),
+        trial_number=source.number,
+        trial_id=trial._trial_id,
+        params=params,
+        seed=seed,
+        tracking_uri=store.tracking_uri if run_id else None,
+        mlflow_run_id=run_id,
+    )
+    try:
+        outcome = evaluate(job)
+    except KeyboardInterrupt:
+        companion.tell(trial, state=TrialState.FAIL)
+        if run_id is not None and store.mlflow is not None:
+            store.mlflow.finish_child(
+                run_id, state="FAIL", tags={"paretune.fail_reason": "interrupted"}
+            )
+        raise
+    if outcome.metrics is not None:
+        trial.set_user_attr(METRICS_ATTR, outcome.metrics)
+    if outcome.error is not None:
+        trial.set_user_attr(ERROR_ATTR, outcome.error[-2000:])
+    values = None
+    state = TrialState.FAIL
+    if outcome.state == "COMPLETE":
+        assert outcome.metrics is not None
+        values = [outcome.metrics[m.name] for m in spec.metrics]
+        state = TrialState.COMPLETE
+    companion.tell(trial, values=values, state=state)
+    if run_id is not None and store.mlflow is not None:
+        tags = {}
+        if outcome.error:
+            tags["paretune.error"] = outcome.error.strip().splitlines()[-1][:500]
+        try:
+            store.mlflow.finish_child(
+                run_id,
+                state=state.name,
+                metrics=outcome.metrics,
+                tags=tags,
+                step=0 if outcome.last_step is None else outcome.last_step + 1,
+            )
+        except Exception as err:  # tracking is best-effort
+            _log.warning("MLflow: re-evaluation of trial %d not finished: %s", source.number, err)
+    return outcome
+
+
+def dominates(
+    a: Reevaluation, b: Reevaluation, metrics: Sequence[str], directions: Sequence[str]
+) -> bool:
+    """Whether ``a``'s mean is at least as good as ``b``'s in every metric and better in one."""
+    better = False
+    for name, direction in zip(metrics, directions, strict=True):
+        x, y = a.mean(name), b.mean(name)
+        if math.isnan(x) or math.isnan(y):
+            return False
+        if direction == "minimize":
+            x, y = -x, -y
+        if x < y:
+            return False
+        better = better or x > y
+    return better
+
+
+def _ranges(numbers: Sequence[int]) -> str:
+    if not numbers:
+        return "none"
+    parts, start, prev = [], numbers[0], numbers[0]
+    for n in [*numbers[1:], None]:
+        if n is not None and n == prev + 1:
+            prev = n
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if n is not None:
+            start = prev = n
+    return ", ".join(parts)

@@ -1,0 +1,225 @@
+"""Re-evaluation of chosen trials with several seeds (``paretune reevaluate``)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from paretune import ConfigError
+from paretune.cli import main
+from paretune.search import open_store, run_search
+from paretune.search._reevaluate import (
+    Reevaluation,
+    dominates,
+    reevaluate,
+    reevaluation_study_name,
+)
+from paretune.spec import load_spec
+
+NOISY_OBJECTIVE = '''
+import json
+
+def objective(params, ctx):
+    """f0 = x, f1 = 1 - x, plus a seed-dependent offset, plus 0.5 at the search's fidelity."""
+    if ctx.settings.get("interrupt_seed") == ctx.seed:
+        raise KeyboardInterrupt
+    offset = 0.0 if ctx.settings.get("use_full_fidelity") else 0.5
+    noise = 0.01 * ctx.seed
+    with open(ctx.settings["log"], "a") as f:
+        f.write(json.dumps({"x": params["x"], "seed": ctx.seed}) + "\\n")
+    return {"f0": params["x"] + noise + offset, "f1": 1.0 - params["x"] + noise + offset}
+'''
+
+
+def noisy_spec(tmp_path: Path, **settings: Any) -> dict[str, Any]:
+    src = tmp_path / "noisy.py"
+    src.write_text(textwrap.dedent(NOISY_OBJECTIVE))
+    return {
+        "study": "noisy",
+        "run_dir": str(tmp_path / "run"),
+        "objective": {
+            "type": "python",
+            "settings": {
+                "target": f"{src}:objective",
+                "log": str(tmp_path / "log.jsonl"),
+                **settings,
+            },
+            "metrics": [
+                {"name": "f0", "direction": "minimize"},
+                {"name": "f1", "direction": "minimize"},
+            ],
+        },
+        "space": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
+        "controller": {"name": "random", "seed": 0},
+        "budget": {"trials": 6},
+        # A baseline that every other trial beats on one metric and ties on none.
+        "enqueue": [{"label": "far", "params": {"x": 0.5}}],
+    }
+
+
+def evaluations(tmp_path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def searched(tmp_path: Path) -> dict[str, Any]:
+    data = noisy_spec(tmp_path)
+    run_search(load_spec(data))
+    return data
+
+
+@pytest.mark.slow
+def test_pareto_and_baselines_are_trained_again_with_each_seed_at_full_fidelity(
+    tmp_path: Path, searched: dict[str, Any]
+) -> None:
+    spec = load_spec(searched)
+    before = len(evaluations(tmp_path))
+    front = {t.number for t in open_store(spec, create=False, mlflow=False).pareto_trials()}
+    results = reevaluate(spec, pareto=True, baselines=True, seeds=3, full_fidelity=True)
+    assert [r.source.number for r in results] == sorted(front | {0})  # 0: the baseline
+    baseline = next(r for r in results if r.baseline)
+    assert baseline.source.number == 0 and baseline.label == "far" and baseline.name == "far"
+    assert len(evaluations(tmp_path)) - before == len(results) * 3
+    for r in results:
+        x = r.source.params["x"]
+        assert sorted(r.runs) == [0, 1, 2]
+        expected = [x + 0.01 * seed for seed in range(3)]  # full fidelity: no offset
+        assert r.values("f0") == pytest.approx(expected)
+        assert r.mean("f0") == pytest.approx(statistics.fmean(expected))
+        assert r.std("f0") == pytest.approx(statistics.stdev(expected))
+        # The search-time values keep their own seed (the trial number here) and fidelity.
+        assert r.source.values[0] == pytest.approx(x + 0.01 * r.source.number + 0.5)
+
+
+@pytest.mark.slow
+def test_a_second_call_evaluates_only_what_is_missing(
+    tmp_path: Path, searched: dict[str, Any]
+) -> None:
+    spec = load_spec(searched)
+    reevaluate(spec, numbers=[1, 2], seeds=2)
+    before = len(evaluations(tmp_path))
+    results = reevaluate(spec, numbers=[1, 2], seeds=3)
+    assert len(evaluations(tmp_path)) - before == 2  # only seed 2 of each
+    assert all(sorted(r.runs) == [0, 1, 2] for r in results)
+    # Full fidelity is a separate record: nothing of the above counts for it.
+    before = len(evaluations(tmp_path))
+    reevaluate(spec, numbers=[1], seeds=1, full_fidelity=True)
+    assert len(evaluations(tmp_path)) - before == 1
+    storage = f"sqlite:///{spec.resolved_run_dir / 'study.db'}"
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    assert names == {
+        "noisy",
+        reevaluation_study_name("noisy", full_fidelity=False),
+        reevaluation_study_name("noisy", full_fidelity=True),
+    }
+
+
+def test_dominance_is_judged_on_the_means_over_seeds() -> None:
+    def result(number: int, f0: list[float], f1: list[float]) -> Reevaluation:
+        trial = optuna.trial.create_trial(
+            params={"x": 0.0},
+            distributions={"x": optuna.distributions.FloatDistribution(0, 1)},
+            values=[0.0, 0.0],
+        )
+        r = Reevaluation(trial, None, baseline=False)
+        r.runs = {i: {"f0": a, "f1": b} for i, (a, b) in enumerate(zip(f0, f1, strict=True))}
+        return r
+
+    names, directions = ["f0", "f1"], ["minimize", "maximize"]
+    base = result(0, [1.0, 1.2], [0.5, 0.5])  # means 1.1, 0.5
+    assert dominates(result(1, [1.0, 1.2], [0.6, 0.6]), base, names, directions)
+    assert dominates(result(2, [0.9, 1.1], [0.5, 0.5]), base, names, directions)
+    assert not dominates(result(3, [1.0, 1.2], [0.5, 0.5]), base, names, directions)  # equal
+    assert not dominates(result(4, [0.5, 0.5], [0.4, 0.4]), base, names, directions)
+    assert not dominates(result(5, [], []), base, names, directions)  # nothing completed
+
+
+@pytest.mark.slow
+def test_an_interrupted_reevaluation_is_finished_by_the_next_call(
+    tmp_path: Path, searched: dict[str, Any]
+) -> None:
+    data = yaml.safe_load(yaml.safe_dump(searched))
+    data["objective"]["settings"]["interrupt_seed"] = 1
+    with pytest.raises(KeyboardInterrupt):
+        reevaluate(load_spec(data), numbers=[3], seeds=3)
+    assert [e["seed"] for e in evaluations(tmp_path)][-1] == 0
+    results = reevaluate(load_spec(searched), numbers=[3], seeds=3)
+    assert sorted(results[0].runs) == [0, 1, 2]
+    assert [e["seed"] for e in evaluations(tmp_path)][-2:] == [1, 2]
+
+
+@pytest.mark.slow
+def test_reevaluations_are_mlflow_runs_under_the_study_parent(
+    searched: dict[str, Any],
+) -> None:
+    spec = load_spec(searched)
+    reevaluate(spec, numbers=[0], seeds=2, full_fidelity=True)
+    client = MlflowClient(f"sqlite:///{spec.resolved_run_dir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("noisy")
+    runs = client.search_runs([experiment.experiment_id], "tags.`paretune.reevaluation_of` = '0'")
+    assert sorted(r.data.tags["paretune.seed"] for r in runs) == ["0", "1"]
+    parents = {r.data.tags["mlflow.parentRunId"] for r in runs}
+    trial_runs = client.search_runs([experiment.experiment_id], "tags.`paretune.trial` = '0'")
+    original = [r for r in trial_runs if "paretune.reevaluation_of" not in r.data.tags]
+    assert parents == {original[0].data.tags["mlflow.parentRunId"]}
+    assert all(r.data.tags["paretune.fidelity"] == "full" for r in runs)
+    assert all(r.data.tags["paretune.label"] == "far" for r in runs)  # trial 0 is the baseline
+    assert all(r.info.status == "FINISHED" and "f0" in r.data.metrics for r in runs)
+
+
+@pytest.mark.slow
+def test_bad_selections_say_what_exists(searched: dict[str, Any]) -> None:
+    spec = load_spec(searched)
+    with pytest.raises(ConfigError, match="say which trials"):
+        reevaluate(spec)
+    with pytest.raises(ConfigError, match=r"\[42\].*complete trials: 0-5"):
+        reevaluate(spec, numbers=[42])
+    with pytest.raises(ConfigError, match="seeds"):
+        reevaluate(spec, numbers=[0], seeds=0)
+
+
+@pytest.mark.slow
+def test_full_fidelity_needs_an_objective_that_has_it(tmp_path: Path) -> None:
+    data = {
+        "study": "bc",
+        "run_dir": str(tmp_path / "run"),
+        "objective": {"type": "branin_currin"},
+        "controller": {"name": "random"},
+        "budget": {"trials": 3},
+    }
+    run_search(load_spec(data))
+    with pytest.raises(ConfigError, match="no full-fidelity mode"):
+        reevaluate(load_spec(data), pareto=True, full_fidelity=True)
+
+
+@pytest.mark.slow
+def test_cli_prints_mean_and_spread_and_which_trials_beat_the_baselines(
+    tmp_path: Path, searched: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(searched))
+    out_csv = tmp_path / "re.csv"
+    args = ["reevaluate", str(path), "--pareto", "--seeds", "2", "--full-fidelity"]
+    assert main([*args, "-o", str(out_csv)]) == 0
+    out = capsys.readouterr().out
+    front = open_store(load_spec(searched), create=False, mlflow=False).pareto_trials()
+    total = 2 * len({0} | {t.number for t in front})  # the front and the baseline, 2 seeds
+    assert f"[{total}/{total}]" in out  # progress, one line per evaluation
+    assert "f0 mean ± std" in out
+    # x = 0.5 is on the front: no trial is better in both metrics.
+    assert "far: not dominated by any re-evaluated search trial" in out
+    rows = list(csv.DictReader(out_csv.open()))
+    assert len(rows) == total and {r["seed"] for r in rows} == {"0", "1"}
+    with pytest.raises(SystemExit) as info:
+        main(["reevaluate", str(path), "--trials", "x"])
+    assert info.value.code == 2
+    assert "expected trial numbers" in capsys.readouterr().err
