@@ -568,8 +568,8 @@ class _Problem:
             if values is not None:
                 self.discrete[position[col]] = [v / self.span[col] for v in values]
         for param in space:
-            if not isinstance(param, Categorical):
-                continue
+            if not isinstance(param, Categorical) or param.ordered:
+                continue  # ordered categoricals are grids, above
             col = enc.columns(param.name).start
             if col not in position:
                 continue
@@ -750,9 +750,11 @@ class _Problem:
 
 
 def _grid_levels(param: Parameter) -> int:
-    """How many values an Int or stepped Float takes (0 for other parameters)."""
+    """How many values an Int, stepped Float or ordered Categorical takes (0 for others)."""
     if isinstance(param, Int) or (isinstance(param, Float) and param.step is not None):
         return (param.n_steps or 0) + 1
+    if isinstance(param, Categorical) and param.ordered:
+        return len(param.choices)
     return 0
 
 

@@ -162,6 +162,27 @@ class _Index(_Codec):
         return self.p.choices[k]
 
 
+class _Ordered(_Codec):
+    """Ordered categorical: choice ``k`` of ``n`` at ``k / (n - 1)`` in one ``INTEGER`` column."""
+
+    def __init__(self, param: Categorical) -> None:
+        super().__init__(param)
+        self.p = param
+        self.n = len(param.choices) - 1
+        self.width, self.kinds = 1, (DimKind.INTEGER,)
+        self.lower, self.upper = (0.0,), (0.0 if self.n == 0 else 1.0,)
+
+    def encode(self, value: Any) -> list[float]:
+        return [self.p.index(value) / self.n if self.n else 0.0]
+
+    def decode(self, x: np.ndarray) -> Any:
+        t = min(max(float(x[0]), 0.0), 1.0)
+        return self.p.choices[math.floor(t * self.n + 0.5)]
+
+    def discrete_values(self) -> list[float]:
+        return [k / self.n for k in range(self.n + 1)] if self.n else [0.0]
+
+
 class _Constant(_Codec):
     """Fixed: no columns."""
 
@@ -185,6 +206,8 @@ def _codec(param: Parameter, categorical: str) -> _Codec:
     if isinstance(param, Int):
         return _Grid(param, n=param.n_steps, step=param.step)
     if isinstance(param, Categorical):
+        if param.ordered:
+            return _Ordered(param)
         return _OneHot(param) if categorical == "onehot" else _Index(param)
     if isinstance(param, Fixed):
         return _Constant(param)
@@ -203,6 +226,8 @@ class Encoding:
       :attr:`discrete_values` list the position of every allowed integer.
     * ``Categorical``: ``categorical="onehot"`` gives one indicator column per choice, bounds
       ``[0, 1]``; ``"index"`` gives one column holding the choice's index, bounds ``[0, k-1]``.
+      An ``ordered`` one is an ``INTEGER`` column in ``[0, 1]`` in both modes, choice ``k`` of
+      ``n`` at ``k / (n - 1)``, and is not in :attr:`categorical_groups`.
     * ``Fixed``: no columns.
     * A single-value range (``low == high``) keeps its column with bounds ``[0, 0]``.
 
@@ -256,7 +281,7 @@ class Encoding:
         self.categorical_groups: dict[str, list[int]] = {
             c.param.name: list(range(cols.start, cols.stop))
             for c, cols in self._codecs
-            if isinstance(c.param, Categorical)
+            if isinstance(c.param, Categorical) and not c.param.ordered
         }
         self.cat_dims: list[int] = [i for i, k in enumerate(self.kinds) if k is DimKind.CATEGORICAL]
 
@@ -287,7 +312,8 @@ class Encoding:
 
     def grid_positions(self, name: str) -> list[float] | None:
         """The sorted encoded positions of parameter ``name``'s allowed values, for an
-        ``INTEGER`` column (``Int``, or ``Float`` with ``step``); ``None`` for other kinds.
+        ``INTEGER`` column (``Int``, ``Float`` with ``step``, ordered ``Categorical``); ``None``
+        for other kinds.
 
         Unlike :attr:`discrete_values` this builds one parameter's list only.
 

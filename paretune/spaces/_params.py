@@ -414,12 +414,17 @@ class Categorical(Parameter):
             (stored as a tuple). ``1`` and ``1.0`` are the same choice, and so are ``True`` and
             ``1`` (Optuna stores them alike), so neither pair may appear together.
         condition: When the parameter is active.
+        ordered: The choices are listed in an order that matters: neighbours are similar
+            (adapter sizes, LoRA ranks). Model-based controllers then treat the parameter as
+            a discrete ordinal dimension (choice ``k`` of ``n`` at ``k / (n - 1)``) instead of
+            unordered categories. Optuna stores it as the same categorical distribution.
     """
 
     name: str
     _: KW_ONLY
     choices: tuple[CategoricalChoiceType, ...]
     condition: Condition | None = None
+    ordered: bool = False
 
     type_name = "categorical"
 
@@ -449,6 +454,11 @@ class Categorical(Parameter):
                 )
             seen[c] = c
         object.__setattr__(self, "choices", choices)
+        if not isinstance(self.ordered, bool):
+            raise ConfigError(
+                f"`ordered` must be true or false, but got {describe(self.ordered)}.",
+                path=(self.name, "ordered"),
+            )
 
     def index(self, value: Any) -> int:
         """Position of ``value`` in :attr:`choices`.

@@ -459,6 +459,26 @@ def test_start_up_points_stay_distinct_on_a_tiny_space():
     assert sorted(t.params["n"] for t in study.trials) == [0, 1, 2, 3]
 
 
+def test_an_ordered_categorical_is_modelled_as_an_ordinal_dimension(caplog):
+    sizes = (0, 1, 2, 3, 6, 12, 24, 48, 96, 192, 384)
+    space = SearchSpace(
+        [Categorical("size", choices=sizes, ordered=True), Categorical("act", choices=list("abc"))]
+    )
+    s = sampler(search_space=space, n_startup_trials=4)
+    problem = s._problem(space.distributions())
+    assert list(problem.discrete.values()) == [[k / 10 for k in range(11)]]
+    assert list(problem.categorical.values()) == [[0.0, 0.5, 1.0]]
+
+    def objective(trial: optuna.Trial) -> float:
+        params = space.suggest(trial)
+        return (sizes.index(params["size"]) - 6) ** 2 + (params["act"] != "b")
+
+    study = optuna.create_study(sampler=s)
+    study.optimize(objective, n_trials=12)
+    assert study.best_value == 0  # size 24, act "b": found among 33 combinations in 12 trials
+    assert fallbacks(caplog) == []
+
+
 def test_reseeding_keeps_the_seeded_sequence():
     # Optuna reseeds the sampler for each trial when n_jobs > 1.
     def first_params(reseed: bool) -> list[dict[str, Any]]:

@@ -70,6 +70,28 @@ def test_layout_index() -> None:
     assert enc.discrete_values == {1: [0.0, 1 / 3, 2 / 3, 1.0], 3: [0.0, 0.5, 1.0], 4: [0.0]}
 
 
+@pytest.mark.parametrize("mode", ["onehot", "index"])
+def test_an_ordered_categorical_is_one_integer_column_at_k_over_n(mode: str) -> None:
+    sizes = Categorical("size", choices=[0, 1, 3, 6, 12], ordered=True)
+    space = SearchSpace([sizes, Categorical("one", choices=["a"], ordered=True)])
+    enc = Encoding(space, categorical=mode)
+    assert enc.kinds == (N, N)
+    assert enc.bounds.tolist() == [[0.0, 0.0], [1.0, 0.0]]
+    assert enc.categorical_groups == {} and enc.cat_dims == []
+    assert enc.discrete_values == {0: [0.0, 0.25, 0.5, 0.75, 1.0], 1: [0.0]}
+    assert enc.grid_positions("size") == [0.0, 0.25, 0.5, 0.75, 1.0]
+    rows = [{"size": v, "one": "a"} for v in sizes.choices]
+    X = enc.encode_numpy(rows)
+    assert X[:, 0].tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert enc.decode(X) == rows
+    # Off-grid points snap to the nearest choice; out-of-range ones clip.
+    assert [p["size"] for p in enc.decode(np.array([[0.3, 0.0], [0.62, 0.0], [1.4, 0.0]]))] == [
+        1,
+        3,
+        12,
+    ]
+
+
 def test_dim_is_len_of_kinds_bounds_and_rows(mixed_space: SearchSpace) -> None:
     for mode in MODES:
         enc = Encoding(mixed_space, categorical=mode)

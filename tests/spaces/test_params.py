@@ -13,7 +13,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from paretune import ConfigError
-from paretune.spaces import Categorical, Condition, Fixed, Float, Int
+from paretune.spaces import Categorical, Condition, Fixed, Float, Int, SearchSpace
 
 INVALID: list[tuple[Callable[[], Any], tuple[str, ...], str]] = [
     # (constructor, expected path, text the message must contain)
@@ -175,3 +175,17 @@ def test_categorical_rejects_a_bool_and_its_number(choices: tuple[object, ...]) 
     # Optuna stores True and 1 as one choice: the trial would record the wrong value.
     with pytest.raises(ConfigError, match="Optuna stores as the same choice"):
         Categorical("x", choices=choices)
+
+
+def test_ordered_categorical_from_yaml_and_its_validation() -> None:
+    space = SearchSpace.from_dict(
+        {"rank": {"type": "categorical", "choices": [0, 4, 8, 16], "ordered": True}}
+    )
+    assert space["rank"].ordered is True
+    assert space["rank"].to_optuna() == CategoricalDistribution((0, 4, 8, 16))
+    assert (
+        SearchSpace.from_dict({"a": {"type": "categorical", "choices": [1]}})["a"].ordered is False
+    )
+    with pytest.raises(ConfigError, match="`ordered` must be true or false") as info:
+        Categorical("rank", choices=[0, 4], ordered="yes")  # type: ignore[arg-type]
+    assert info.value.path == ("rank", "ordered")
