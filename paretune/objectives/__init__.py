@@ -14,12 +14,14 @@ from paretune.objectives._synthetic import (
     SyntheticProblem,
     VehicleSafety,
 )
+from paretune.objectives.finetune import Finetune
 
 __all__ = [
     "DTLZ2",
     "ZDT1",
     "BraninCurrin",
     "Direction",
+    "Finetune",
     "Metric",
     "Objective",
     "PeftLike",

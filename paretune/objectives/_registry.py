@@ -37,6 +37,7 @@ from typing import Any
 from paretune._errors import ConfigError, describe
 from paretune.objectives._protocol import Objective
 from paretune.objectives._synthetic import DTLZ2, ZDT1, BraninCurrin, PeftLike, VehicleSafety
+from paretune.objectives.finetune import Finetune
 
 __all__ = ["build_objective", "register_objective", "registered_objectives"]
 
@@ -260,6 +261,7 @@ def _register_builtins() -> None:
     register_objective("vehicle_safety", VehicleSafety)
     register_objective("zdt1", ZDT1)
     register_objective("peft_like", PeftLike)
+    register_objective("finetune", Finetune)
     register_objective("python", load_python_objective)
 
 

@@ -12,6 +12,9 @@ for encoders (BERT, RoBERTa, DistilBERT) and decoders (GPT-2, LLaMA-style models
    alone (the cost objective); :func:`materialize` builds the model to train, with exactly that
    many trainable parameters.
 
+With ``full_finetune=True`` the space also offers full fine-tuning (``method: full``), the
+reference a PEFT search is compared with.
+
 A candidate is valid iff at least one module is in at least one layer (:func:`is_valid`);
 :func:`materialize` raises :class:`InvalidPeftConfig` for the others before anything trains,
 and :func:`repair` maps one to a close valid candidate.
@@ -38,6 +41,8 @@ from paretune.spaces.peft._space import (
     LAYER_SELECTIONS,
     LORA_RANKS,
     LORA_TARGETS,
+    METHOD_PARAM,
+    METHODS,
     MODULES,
     lora_target_names,
     peft_space,
@@ -50,6 +55,8 @@ __all__ = [
     "LAYER_SELECTIONS",
     "LORA_RANKS",
     "LORA_TARGETS",
+    "METHODS",
+    "METHOD_PARAM",
     "MODULES",
     "InvalidPeftConfig",
     "ModelLayout",

@@ -28,6 +28,8 @@ class TrainableCount:
         lora: LoRA: ``r (in + out)`` per adapted projection (``A`` and ``B``, no bias).
         head: The task head (as passed to :func:`count_trainable`).
         backbone: All parameters of the base model, trainable or not.
+        full: The base model's parameters that train under full fine-tuning
+            (``method == "full"``): :attr:`backbone` then, else 0.
     """
 
     serial: int
@@ -36,15 +38,19 @@ class TrainableCount:
     lora: int
     head: int
     backbone: int
+    full: int = 0
 
     @property
     def total(self) -> int:
-        """All trainable parameters: PEFT modules plus the task head."""
-        return self.serial + self.parallel + self.prefix + self.lora + self.head
+        """All trainable parameters: PEFT modules (or the whole base model) plus the task head."""
+        return self.serial + self.parallel + self.prefix + self.lora + self.full + self.head
 
     @property
     def percent(self) -> float:
-        """:attr:`total` as a percentage of :attr:`backbone` (AutoPEFT's cost objective)."""
+        """:attr:`total` as a percentage of :attr:`backbone` (AutoPEFT's cost objective).
+
+        Full fine-tuning counts the head as well, so it is a little above 100.
+        """
         return 100.0 * self.total / self.backbone if self.backbone else float("inf")
 
 
@@ -56,7 +62,9 @@ def count_trainable(
     The count comes from the layout and the params alone, without building anything, and
     equals ``sum(p.numel() for p in model.parameters() if p.requires_grad)`` of the
     materialised model when ``head_params`` is the size of its task head. An invalid candidate
-    (no module in any layer) counts only its head.
+    (no module in any layer) counts only its head. Full fine-tuning (``method == "full"``)
+    counts the whole base model plus the head: every parameter of a model that consists of
+    its base model and its task head.
 
     Args:
         layout: The model's layout.
@@ -79,6 +87,9 @@ def count_trainable(
             path=("head_params",),
         )
     plan = params if isinstance(params, PeftPlan) else decode_params(params, layout)
+    if plan.full:
+        backbone = layout.backbone_params
+        return TrainableCount(0, 0, 0, 0, head=int(head_params), backbone=backbone, full=backbone)
     h = layout.hidden_size
 
     def adapter(size: int, layers: tuple[int, ...]) -> int:

@@ -55,6 +55,8 @@ def materialize(
     - ``requires_grad`` is true for exactly the PEFT modules' parameters and the task head's;
       :func:`trainable_parameters` lists them. Their number is
       :func:`~paretune.spaces.peft.count_trainable` with the head's size.
+    - Full fine-tuning (``method == "full"``, see ``peft_space(..., full_finetune=True)``)
+      adds nothing and makes every parameter of the model trainable.
 
     Without prefixes the materialised model computes what the backbone computes until it
     trains. New modules take the device and dtype of their layer; random initialisations use
@@ -115,6 +117,11 @@ def materialize(
     base_path = next(name for name, module in model.named_modules() if module is base)
     layers = _layers(base, layout)
     heads = _heads(model, base, task_head_names)
+    if plan.full:
+        for p in model.parameters():
+            p.requires_grad_(True)
+        setattr(model, _MARK, plan)
+        return model
     if plan.prefix_layers:
         implementation = getattr(getattr(model, "config", None), "_attn_implementation", None)
         if implementation not in ("eager", "sdpa"):

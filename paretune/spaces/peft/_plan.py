@@ -14,7 +14,14 @@ from paretune._errors import ConfigError, describe
 from paretune.spaces._params import Categorical, Fixed
 from paretune.spaces._space import SearchSpace
 from paretune.spaces.peft._layout import ModelLayout
-from paretune.spaces.peft._space import LORA_SWITCH, MODULES, SIZE_PARAMS, lora_target_names
+from paretune.spaces.peft._space import (
+    LORA_SWITCH,
+    METHOD_PARAM,
+    METHODS,
+    MODULES,
+    SIZE_PARAMS,
+    lora_target_names,
+)
 
 __all__ = ["InvalidPeftConfig", "PeftPlan", "decode_params", "is_valid", "repair"]
 
@@ -25,6 +32,8 @@ _LAYER_RANK = re.compile(r"lora_rank_(\d+)")
 
 class InvalidPeftConfig(ConfigError):
     """A PEFT candidate that puts no module into any layer, so it has nothing to train.
+
+    (A full fine-tuning candidate, ``method == "full"``, is always valid.)
 
     Raised by :func:`~paretune.spaces.peft.materialize` before the model is touched. It is a
     :class:`~paretune.ConfigError` (and so a ``ValueError``); a runner records the trial as
@@ -38,10 +47,11 @@ class PeftPlan:
     and the materialiser share.
 
     A module's ``*_layers`` is empty when the module is absent (size 0, switched off, or no
-    layer selected for it).
+    layer selected for it). A full fine-tuning plan (``full``) has no modules.
 
     Attributes:
         n_layers: Number of layers of the model.
+        full: Full fine-tuning (``method == "full"``): every parameter of the model trains.
         serial_size: Serial adapter bottleneck (0 = absent).
         serial_layers: Layers that get a serial adapter.
         parallel_size: Parallel adapter bottleneck (0 = absent).
@@ -65,6 +75,7 @@ class PeftPlan:
     lora_layers: tuple[int, ...] = ()
     lora_ranks: tuple[int, ...] = ()
     lora_alphas: tuple[float, ...] = ()
+    full: bool = False
 
     @property
     def active_modules(self) -> tuple[str, ...]:
@@ -79,11 +90,13 @@ class PeftPlan:
 
     @property
     def is_valid(self) -> bool:
-        """At least one module in at least one layer."""
-        return bool(self.active_modules)
+        """Full fine-tuning, or at least one module in at least one layer."""
+        return self.full or bool(self.active_modules)
 
     def describe(self) -> str:
         """A one-line summary for messages and logs."""
+        if self.full:
+            return "full fine-tuning (every parameter trains)"
         parts = []
         if self.serial_layers:
             parts.append(f"serial {self.serial_size} in layers {list(self.serial_layers)}")
@@ -102,8 +115,10 @@ def decode_params(params: Mapping[str, Any], layout: ModelLayout | int) -> PeftP
 
     Keys the PEFT space does not define (a learning rate, say) are ignored, so the params of a
     space that joins the PEFT parameters with others decode as well. Missing module sizes
-    count as 0. A module's layers are its own switches ``{module}_layer_{i}`` if there are any,
-    else the shared switches ``layer_{i}`` if there are any, else all layers.
+    count as 0. A module's layers are its own switches ``{module}_layer_{i}`` if there are
+    any, else the shared switches ``layer_{i}`` if there are any, else all layers.
+    ``method == "full"`` (``peft_space(..., full_finetune=True)``) decodes to a full
+    fine-tuning plan, whatever the other keys say; a missing ``method`` means ``"peft"``.
 
     Args:
         params: A params dict.
@@ -114,6 +129,13 @@ def decode_params(params: Mapping[str, Any], layout: ModelLayout | int) -> PeftP
             without ``lora_targets`` and an alpha; the path is the parameter's name.
     """
     n = layout.n_layers if isinstance(layout, ModelLayout) else layout
+    method = params.get(METHOD_PARAM, "peft")
+    if method not in METHODS:
+        raise ConfigError(
+            f"must be one of {list(METHODS)}, but got {describe(method)}.", path=(METHOD_PARAM,)
+        )
+    if method == "full":
+        return PeftPlan(n_layers=n, full=True)
     shared: list[int] | None = None
     per_module: dict[str, list[int]] = {}
     layer_ranks: dict[int, int] = {}
@@ -185,7 +207,8 @@ def is_valid(params: Mapping[str, Any], layout: ModelLayout | int | None = None)
 
     The rule, AutoPEFT's: at least one selected layer and at least one present module (size,
     rank or prefix length above 0), and, where layers are selected per module, at least one
-    module present in one of its selected layers.
+    module present in one of its selected layers. Full fine-tuning (``method == "full"``) is
+    always valid.
 
     Args:
         params: A params dict of :func:`peft_space`.

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from paretune._errors import ConfigError, describe
 from paretune.spaces._params import Categorical, Condition, Fixed, Parameter
@@ -17,6 +18,8 @@ __all__ = [
     "LAYER_SELECTIONS",
     "LORA_RANKS",
     "LORA_TARGETS",
+    "METHODS",
+    "METHOD_PARAM",
     "MODULES",
     "lora_target_names",
     "peft_space",
@@ -33,6 +36,10 @@ MODULES = ("serial", "parallel", "prefix", "lora")
 """The PEFT modules a space can search."""
 LAYER_SELECTIONS = ("shared", "per_module", "none")
 """How a space selects layers (see :func:`peft_space`)."""
+METHOD_PARAM = "method"
+"""The parameter that chooses PEFT or full fine-tuning (``peft_space(..., full_finetune=True)``)."""
+METHODS = ("peft", "full")
+"""Its values: the PEFT modules the other parameters describe, or full fine-tuning."""
 
 REFERENCE_HIDDEN = 768
 DEFAULT_ALPHA_RATIO = 2.0
@@ -115,6 +122,7 @@ def peft_space(
     lora_alpha_ratio: float | Sequence[float] | None = None,
     lora_targets: Sequence[str] = LORA_TARGETS,
     per_layer_lora_ranks: bool = False,
+    full_finetune: bool = False,
 ) -> SearchSpace:
     """The AutoPEFT search space (plus LoRA) for a model with ``layout``.
 
@@ -135,6 +143,14 @@ def peft_space(
       module is on (per-layer LoRA ranks select LoRA's layers themselves); with ``"none"``
       every module goes into every layer.
 
+    With ``full_finetune`` the space starts with a categorical ``method`` in ``("peft",
+    "full")`` and every parameter above is active only when ``method == "peft"`` (directly,
+    or through the module switch it already depends on). ``method == "full"`` is full
+    fine-tuning: every parameter of the model trains (:func:`~paretune.spaces.peft.is_valid`
+    holds, :func:`~paretune.spaces.peft.count_trainable` counts the whole model,
+    :func:`~paretune.spaces.peft.materialize` unfreezes everything); it is the reference row
+    a PEFT search is compared with (enqueue ``{"method": "full"}``).
+
     Sizes 0 mean the module is absent; for hidden size 768 AutoPEFT's list is
     :data:`AUTOPEFT_SIZES`, and with ``scale_to_hidden`` the lists are rescaled to
     ``layout.hidden_size`` by :func:`scale_sizes`.
@@ -151,9 +167,9 @@ def peft_space(
         modules: Which of ``"serial"``, ``"parallel"``, ``"prefix"``, ``"lora"`` to search;
             their order is the declaration order.
         sizes: Adapter bottleneck sizes (for a 768-wide model when ``scale_to_hidden``).
-        prefix_lengths: Prefix lengths; ``None`` uses ``sizes``.
-        scale_to_hidden: Rescale ``sizes`` and ``prefix_lengths`` from 768 to the model's
-            hidden size.
+        prefix_lengths: Prefix lengths in tokens, used as given; ``None`` uses the (rescaled)
+            adapter sizes, as AutoPEFT did.
+        scale_to_hidden: Rescale ``sizes`` from 768 to the model's hidden size.
         layer_selection: ``"shared"``, ``"per_module"`` or ``"none"``.
         lora_ranks: LoRA ranks, not rescaled; 0 means no LoRA.
         lora_alpha: LoRA alpha values (one value is fixed, several are searched); at most
@@ -162,6 +178,8 @@ def peft_space(
         lora_targets: LoRA target groups to choose from.
         per_layer_lora_ranks: Search one LoRA rank per layer instead of one for all layers
             (materialised with ``peft``'s ``rank_pattern``).
+        full_finetune: Add the ``method`` parameter that chooses between this PEFT space and
+            full fine-tuning.
 
     Returns:
         The space; its params decode with :func:`~paretune.spaces.peft.decode_params`.
@@ -184,16 +202,17 @@ def peft_space(
     for flag, value in (
         ("scale_to_hidden", scale_to_hidden),
         ("per_layer_lora_ranks", per_layer_lora_ranks),
+        ("full_finetune", full_finetune),
     ):
         if not isinstance(value, bool):
             raise ConfigError(
                 f"`{flag}` must be true or false, but got {describe(value)}.", path=(flag,)
             )
     adapter_sizes = _sizes(sizes, "sizes")
-    lengths = adapter_sizes if prefix_lengths is None else _sizes(prefix_lengths, "prefix_lengths")
     if scale_to_hidden:
         adapter_sizes = scale_sizes(adapter_sizes, layout.hidden_size)
-        lengths = scale_sizes(lengths, layout.hidden_size)
+    # A prefix length counts tokens, not hidden units: explicit lengths are used as given.
+    lengths = adapter_sizes if prefix_lengths is None else _sizes(prefix_lengths, "prefix_lengths")
     ranks = _sizes(lora_ranks, "lora_ranks")
     alpha_name, alphas = _alphas(lora_alpha, lora_alpha_ratio)
     targets = _targets(lora_targets, layout)
@@ -220,7 +239,7 @@ def peft_space(
                 on[module] = Condition(SIZE_PARAMS[module], nonzero) if 0 in choices else None
         if module == "lora" and module in on:
             params.append(_choice(alpha_name, alphas, on[module]))
-            params.append(_choice("lora_targets", targets, on[module]))
+            params.append(_choice("lora_targets", targets, on[module], ordered=False))
             if per_layer_lora_ranks:
                 params.extend(_choice(f"lora_rank_{i}", ranks, on[module]) for i in range(n))
     if layer_selection == "shared":
@@ -233,13 +252,30 @@ def peft_space(
                 Categorical(f"{module}_layer_{i}", choices=(False, True), condition=condition)
                 for i in range(n)
             )
+    if full_finetune:
+        # Parameters with a condition hang off a module switch, which now depends on the method.
+        peft_only = Condition(METHOD_PARAM, ("peft",))
+        params = [
+            Categorical(METHOD_PARAM, choices=METHODS),
+            *(p if p.condition is not None else _conditioned(p, peft_only) for p in params),
+        ]
     return SearchSpace(params)
 
 
-def _choice(name: str, choices: Sequence[Any], condition: Condition | None) -> Parameter:
+def _conditioned(param: Parameter, condition: Condition) -> Parameter:
+    """``param`` (a frozen dataclass, like every parameter) with ``condition``."""
+    out: Parameter = dataclasses.replace(cast(Any, param), condition=condition)
+    return out
+
+
+def _choice(
+    name: str, choices: Sequence[Any], condition: Condition | None, *, ordered: bool = True
+) -> Parameter:
+    """One value fixed, or a categorical: ordered (sizes, ranks, alphas) unless told otherwise,
+    so that model-based controllers see that neighbouring sizes behave alike."""
     if len(choices) == 1:
         return Fixed(name, value=choices[0], condition=condition)
-    return Categorical(name, choices=tuple(choices), condition=condition)
+    return Categorical(name, choices=tuple(choices), condition=condition, ordered=ordered)
 
 
 def _modules(modules: Any) -> tuple[str, ...]:

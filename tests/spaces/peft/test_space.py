@@ -93,14 +93,23 @@ def test_shared_space(bert):
         "serial_size", "parallel_size", "prefix_length", "lora_rank", "lora_alpha_ratio",
         "lora_targets", "layer_0", "layer_1", "layer_2",
     )  # fmt: skip
-    assert space["serial_size"] == Categorical("serial_size", choices=SIZES_32)
+    assert space["serial_size"] == Categorical("serial_size", choices=SIZES_32, ordered=True)
     assert space["prefix_length"].choices == SIZES_32
     assert space["lora_rank"].choices == (0, 1, 2, 4, 8, 16, 32, 64)
+    # Sizes and ranks are ordinal (neighbours behave alike); target groups and switches not.
+    assert space["prefix_length"].ordered and space["lora_rank"].ordered
+    assert not space["lora_targets"].ordered and not space["layer_1"].ordered
     ratio = space["lora_alpha_ratio"]
     assert isinstance(ratio, Fixed) and ratio.value == 2.0
     assert ratio.condition.parent == "lora_rank" and 0 not in ratio.condition.values
     assert space["lora_targets"].choices == ("qv", "qkvo", "qkvo+ffn")
     assert space["layer_1"] == Categorical("layer_1", choices=(False, True))
+
+
+def test_explicit_prefix_lengths_are_tokens_and_not_rescaled(bert):
+    space = peft_space(bert, prefix_lengths=[0, 5, 10, 20])
+    assert space["prefix_length"].choices == (0, 5, 10, 20)
+    assert space["serial_size"].choices == SIZES_32  # adapter sizes still follow the width
 
 
 def test_lora_settings_are_active_only_with_lora(bert):
