@@ -845,8 +845,12 @@ def _space(
             f"{describe(extra)}.",
             path=("extra_space",),
         )
+    from paretune.spaces._params import param_from_dict
+
     try:
-        added = SearchSpace.from_dict(extra)
+        # One parameter at a time, so that a condition may name a PEFT parameter (for example
+        # a learning rate searched only when `method` is "peft").
+        added = [param_from_dict(name, spec) for name, spec in extra.items()]
         return SearchSpace([*space, *added])
     except ConfigError as err:
         raise err.prefixed("extra_space") from None

@@ -226,6 +226,13 @@ def test_full_finetune_and_extra_space(objective, tiny_bert, sentiment_csv):
     with pytest.raises(ConfigError) as info:
         make(tiny_bert, sentiment_csv, extra_space={"lora_rank": {"type": "fixed", "value": 1}})
     assert info.value.path[0] == "extra_space"
+    # An extra parameter may hang off a PEFT one: a learning rate for PEFT candidates only.
+    conditional = {"learning_rate": {**extra["learning_rate"], "condition": {"method": ["peft"]}}}
+    space = make(
+        tiny_bert, sentiment_csv, space={"full_finetune": True}, extra_space=conditional
+    ).space
+    assert "learning_rate" not in space.active({"method": "full"})
+    assert "learning_rate" in space.active({"method": "peft"})
 
 
 def test_building_reads_only_the_config(tmp_path, sentiment_csv):
