@@ -851,7 +851,7 @@ def _space(
         # One parameter at a time, so that a condition may name a PEFT parameter (for example
         # a learning rate searched only when `method` is "peft").
         added = [param_from_dict(name, spec) for name, spec in extra.items()]
-        return SearchSpace([*space, *added])
+        return SearchSpace([*space, *added], rule=space.rule)
     except ConfigError as err:
         raise err.prefixed("extra_space") from None
 

@@ -72,9 +72,11 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
        feasibility; trials still RUNNING (other workers) are ``X_pending``, so the proposal
        goes elsewhere. Optimised with ``optimize_acqf`` on continuous spaces and
        ``optimize_acqf_mixed_alternating`` when integer or categorical columns are present.
-    4. **No duplicates.** A candidate whose decoded params equal those of an existing trial
-       (any state) is replaced by the best new point of a Sobol batch, scored at the valid
-       points the batch decodes to.
+    4. **No duplicates, nothing the space refuses.** A candidate whose decoded params equal
+       those of an existing trial (any state), or that the space's rule refuses
+       (:meth:`~paretune.spaces.SearchSpace.admits`, e.g. a PEFT candidate without a module),
+       is replaced by the best admitted new point of a Sobol batch, scored at the valid points
+       the batch decodes to. Start-up and fallback points obey the rule too.
 
     Reference point (several objectives): ``reference_point`` when given; otherwise BoTorch's
     ``infer_reference_point`` on the feasible observed Pareto front: the front's worst value
@@ -396,7 +398,7 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
                 model = problem.fit(X, Y, fit_maxiter=self._acq.fit_maxiter)
                 acq = self._acquisition(model, X, Y, n_obj, n_con, signs, X_pending, seed)
                 params = problem.decode(problem.optimize(acq, self._acq))
-                if avoid.has(params):
+                if avoid.has(params) or not problem.space.admits(params):
                     params = problem.best_distinct(acq, seed, avoid=avoid)
             finally:
                 random.setstate(py_state)
@@ -710,16 +712,17 @@ class _Problem:
     def sobol(self, number: int, *, seed: int, avoid: _Avoid) -> dict[str, Any]:
         """Point ``number`` of the seeded Sobol sequence, or a random new point if it exists."""
         params = self.decode(self.sobol_unit(1, skip=number, seed=seed))
-        if self.dim == 0 or not avoid.has(params):
+        if self.dim == 0 or (not avoid.has(params) and self.space.admits(params)):
             return params
         return self.random(_mix(seed, number), avoid=avoid)
 
     def random(self, seed: int, *, avoid: _Avoid) -> dict[str, Any]:
-        """A uniform random point that no trial has (the last draw if 100 all exist)."""
+        """A uniform random point that no trial has and the space's rule admits (the last
+        draw if 100 draws all fail that)."""
         rng = np.random.default_rng(seed)
         params = self.space.sample(rng)
         for _ in range(100):
-            if not avoid.has(params):
+            if not avoid.has(params) and self.space.admits(params):
                 break
             params = self.space.sample(rng)
         return params
@@ -727,7 +730,8 @@ class _Problem:
     def best_distinct(
         self, acq: AcquisitionFunction, seed: int, *, avoid: _Avoid
     ) -> dict[str, Any]:
-        """The best new point among 256 Sobol points, scored where they decode to.
+        """The best new point the space's rule admits among 256 Sobol points, scored where
+        they decode to.
 
         Raw Sobol points sit between grid values and categories; the acquisition is evaluated
         at the valid points they snap to, so the choice is among what would be proposed.
@@ -738,7 +742,7 @@ class _Problem:
         seen = _Avoid(self, ())
         for row in self.sobol_unit(256, skip=0, seed=seed):
             params = self.decode(row.unsqueeze(0))
-            if not avoid.has(params) and not seen.has(params):
+            if not avoid.has(params) and not seen.has(params) and self.space.admits(params):
                 seen.add(params)
                 candidates.append(params)
         if not candidates:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,6 +28,12 @@ class SearchSpace:
 
     Args:
         params: The parameters, in declaration order.
+        rule: A rule that params must satisfy beyond their ranges and conditions, for rules
+            that conditions cannot express (a PEFT candidate needs at least one module in at
+            least one layer): ``rule(params) -> bool`` on a params dict. :meth:`admits` applies
+            it; model-based controllers (``botorch``) never propose a candidate it refuses, and
+            objectives should refuse one early. It must be picklable (a module-level function
+            or an instance of a module-level class) for worker processes and Ray.
 
     Raises:
         ConfigError: Duplicate names, or a condition whose parent is unknown, declared later,
@@ -44,7 +50,15 @@ class SearchSpace:
         ['optimizer', 'lr']
     """
 
-    def __init__(self, params: Iterable[Parameter]) -> None:
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        *,
+        rule: Callable[[Mapping[str, Any]], bool] | None = None,
+    ) -> None:
+        if rule is not None and not callable(rule):
+            raise ConfigError(f"`rule` must be callable, but got {describe(rule)}.")
+        self.rule = rule
         if isinstance(params, (str, bytes, Mapping)) or not isinstance(params, Iterable):
             raise ConfigError(
                 "SearchSpace takes a list of parameters (use SearchSpace.from_dict for the "
@@ -243,6 +257,18 @@ class SearchSpace:
                     )
                 out[name] = param._canonical(value)
         return out
+
+    def admits(self, params: Mapping[str, Any]) -> bool:
+        """Whether ``params`` satisfies the space's :attr:`rule` (always, without one).
+
+        ``params`` is assumed valid (:meth:`validate`); a rule that raises on it refuses it.
+        """
+        if self.rule is None:
+            return True
+        try:
+            return bool(self.rule(params))
+        except Exception:
+            return False
 
     def sample(self, rng: np.random.Generator | int | None = None) -> dict[str, Any]:
         """A random valid params dict, drawn in declaration order (so conditions hold).

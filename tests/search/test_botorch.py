@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from paretune._errors import ConfigError
 from paretune.search import BoTorchSampler, run_search
-from paretune.spaces import Categorical, Int, SearchSpace
+from paretune.spaces import Categorical, Float, Int, SearchSpace
 from paretune.spec import load_spec
 from tests.conftest import counting_spec
 
@@ -476,6 +476,29 @@ def test_an_ordered_categorical_is_modelled_as_an_ordinal_dimension(caplog):
     study = optuna.create_study(sampler=s)
     study.optimize(objective, n_trials=12)
     assert study.best_value == 0  # size 24, act "b": found among 33 combinations in 12 trials
+    assert fallbacks(caplog) == []
+
+
+def _x_and_y_not_both_small(params):
+    return params["x"] + params["y"] >= 0.5
+
+
+def test_candidates_the_space_refuses_are_never_proposed(caplog):
+    # The objective is best at the origin, which the space's rule refuses: a sampler that
+    # ignored the rule would go there (and a runner would record failed trials).
+    space = SearchSpace(
+        [Float("x", low=0.0, high=1.0), Float("y", low=0.0, high=1.0)],
+        rule=_x_and_y_not_both_small,
+    )
+    study = optuna.create_study(sampler=sampler(search_space=space, n_startup_trials=4))
+
+    def objective(trial: optuna.Trial) -> float:
+        params = space.suggest(trial)
+        return params["x"] ** 2 + params["y"] ** 2
+
+    study.optimize(objective, n_trials=12)
+    assert all(space.admits(t.params) for t in study.trials)
+    assert study.best_value < 0.15  # near the rule's edge (0.25, 0.25): 0.125
     assert fallbacks(caplog) == []
 
 

@@ -301,3 +301,19 @@ def test_from_dict_rejects_non_mappings_and_non_string_names() -> None:
         SearchSpace.from_dict([1, 2])  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="quote"):
         SearchSpace.from_dict({1: {"type": "fixed", "value": 1}})  # type: ignore[dict-item]
+
+
+def _x_below_half(params):  # module level: picklable
+    return params["x"] < 0.5
+
+
+def test_a_rule_decides_what_the_space_admits() -> None:
+    import pickle
+
+    space = SearchSpace([Float("x", low=0.0, high=1.0)], rule=_x_below_half)
+    assert space.admits({"x": 0.2}) and not space.admits({"x": 0.7})
+    assert SearchSpace([Float("x", low=0.0, high=1.0)]).admits({"x": 0.7})  # no rule
+    assert not space.admits({"y": 1.0})  # a rule that raises refuses
+    assert pickle.loads(pickle.dumps(space)).admits({"x": 0.2})
+    with pytest.raises(ConfigError, match="`rule` must be callable"):
+        SearchSpace([Float("x", low=0.0, high=1.0)], rule=3)  # type: ignore[arg-type]

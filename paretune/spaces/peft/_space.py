@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from paretune._errors import ConfigError, describe
@@ -259,7 +259,23 @@ def peft_space(
             Categorical(METHOD_PARAM, choices=METHODS),
             *(p if p.condition is not None else _conditioned(p, peft_only) for p in params),
         ]
-    return SearchSpace(params)
+    return SearchSpace(params, rule=PeftRule(n))
+
+
+class PeftRule:
+    """The rule of a PEFT space: :func:`~paretune.spaces.peft.is_valid` for ``n_layers``
+    (picklable, unlike a closure)."""
+
+    def __init__(self, n_layers: int) -> None:
+        self.n_layers = n_layers
+
+    def __call__(self, params: Mapping[str, Any]) -> bool:
+        from paretune.spaces.peft._plan import is_valid
+
+        return is_valid(params, self.n_layers)
+
+    def __repr__(self) -> str:
+        return f"PeftRule(n_layers={self.n_layers})"
 
 
 def _conditioned(param: Parameter, condition: Condition) -> Parameter:

@@ -268,6 +268,17 @@ def test_is_valid(params, valid):
     assert is_valid(params) is valid
 
 
+def test_the_space_admits_exactly_the_valid_candidates(bert):
+    import pickle
+
+    space = peft_space(bert, full_finetune=True)
+    samples = [space.sample(seed) for seed in range(200)]
+    assert any(not is_valid(p, bert) for p in samples)  # the space holds invalid ones
+    assert all(space.admits(p) == is_valid(p, bert) for p in samples)
+    assert space.admits({"method": "full"})
+    assert pickle.loads(pickle.dumps(space)).admits({"method": "full"})
+
+
 def test_repair_switches_on_the_top_layer(bert):
     space = peft_space(bert)
     params = space.sample(0) | {
