@@ -11,7 +11,7 @@ space, the controller, the budget and the runner::
         - {name: f1, direction: minimize}
     controller: {name: tpe, seed: 0}
     budget: {trials: 40}
-    runner: {type: local, n_jobs: 1}
+    runner: {type: local, n_jobs: 1}   # or {type: ray, resources: {cpu: 1, gpu: 0.25}}
 
 :func:`load_spec` reads and validates a spec; every problem becomes a :class:`ConfigError` whose
 ``path`` names the field (``objective.metrics[0].direction``) and whose message names the value
@@ -24,7 +24,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
@@ -39,6 +39,8 @@ __all__ = [
     "MetricSpec",
     "ObjectiveSpec",
     "PrunerSpec",
+    "RayRunnerSpec",
+    "ResourcesSpec",
     "SearchSpec",
     "load_spec",
 ]
@@ -186,8 +188,98 @@ class LocalRunnerSpec(_Strict):
     n_jobs: int = Field(default=1, ge=1)
 
 
-# One runner type for now; a discriminated union on `type` when Ray's joins it.
-RunnerSpec = LocalRunnerSpec
+class ResourceRuleSpec(_Strict):
+    """Resources for the candidates whose ``params`` match (each value, or any of a list)."""
+
+    params: dict[str, Any] = Field(min_length=1)
+    cpu: float | None = Field(default=None, ge=0)
+    gpu: float | None = Field(default=None, ge=0)
+
+    def matches(self, params: Mapping[str, Any]) -> bool:
+        for name, wanted in self.params.items():
+            if name not in params:
+                return False
+            options = wanted if isinstance(wanted, list) else [wanted]
+            if params[name] not in options:
+                return False
+        return True
+
+
+class ResourcesSpec(_Strict):
+    """What one trial holds on a Ray worker: CPUs and a (fractional) share of GPUs.
+
+    ``when`` computes the request from the candidate: the first rule whose ``params`` match
+    overrides ``cpu``/``gpu`` (a proxy model gets a quarter GPU, the wide target a whole one)::
+
+        resources:
+          cpu: 1
+          gpu: 0.25
+          when:
+            - {params: {width: [1024, 2048]}, gpu: 1}
+    """
+
+    cpu: float = Field(default=1.0, ge=0)
+    gpu: float = Field(default=0.0, ge=0)
+    when: list[ResourceRuleSpec] = Field(default_factory=list)
+
+    def for_params(self, params: Mapping[str, Any]) -> dict[str, float]:
+        cpu, gpu = self.cpu, self.gpu
+        for rule in self.when:
+            if rule.matches(params):
+                cpu = rule.cpu if rule.cpu is not None else cpu
+                gpu = rule.gpu if rule.gpu is not None else gpu
+                break
+        return {"cpu": cpu, "gpu": gpu}
+
+    @model_validator(mode="after")
+    def _whole_or_fraction(self) -> ResourcesSpec:
+        gpus = [self.gpu] + [r.gpu for r in self.when if r.gpu is not None]
+        for gpu in gpus:
+            if gpu > 1 and gpu != int(gpu):
+                raise ValueError(
+                    f"a trial asks for a fraction of one GPU or for whole GPUs, but gpu={gpu}"
+                )
+        return self
+
+
+class RayRunnerSpec(_Strict):
+    """Evaluate trials on a Ray Tune worker pool (a local Ray cluster, or one at ``address``).
+
+    Attributes:
+        address: A running cluster to join (``auto``, ``ray://host:10001`` or ``host:6379``);
+            unset, the runner starts a local cluster for the search and stops it after.
+        num_cpus: CPUs of the local cluster (default: all of this machine's).
+        num_gpus: GPUs of the local cluster (default: those Ray detects).
+        max_concurrent: Trials running at once (default: as many as the resources allow).
+        resources: Per-trial resources, fixed or by candidate.
+        max_failures: How often a trial whose worker died is retried before it fails.
+        reuse_actors: Keep worker processes between trials (much less per-trial overhead);
+            not with ASHA, whose stopped trials Tune cannot reset.
+        scheduler: ``fifo``, or ``asha`` to stop poor trials early from what they report
+            (one optimised metric); ``scheduler_options`` are ``ASHAScheduler``'s arguments.
+    """
+
+    type: Literal["ray"]
+    address: str | None = None
+    num_cpus: int | None = Field(default=None, ge=1)
+    num_gpus: int | None = Field(default=None, ge=0)
+    max_concurrent: int | None = Field(default=None, ge=1)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    max_failures: int = Field(default=2, ge=0)
+    reuse_actors: bool = True
+    scheduler: Literal["fifo", "asha"] = "fifo"
+    scheduler_options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _local_or_joined(self) -> RayRunnerSpec:
+        if self.address is not None and (self.num_cpus is not None or self.num_gpus is not None):
+            raise ValueError(
+                "num_cpus/num_gpus size a local cluster; a joined cluster (address) has its own"
+            )
+        return self
+
+
+RunnerSpec = Annotated[LocalRunnerSpec | RayRunnerSpec, Field(discriminator="type")]
 
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -231,6 +323,14 @@ class SearchSpec(_Strict):
     _metrics: tuple[Any, ...] | None = PrivateAttr(default=None)
     _reference_point: dict[str, float] | None = PrivateAttr(default=None)
     _max_hypervolume: float | None = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _local_runner_by_default(cls, data: Any) -> Any:
+        runner = data.get("runner") if isinstance(data, Mapping) else None
+        if isinstance(runner, Mapping) and "type" not in runner:
+            data = {**data, "runner": {"type": "local", **runner}}
+        return data
 
     @model_validator(mode="after")
     def _valid_name(self) -> SearchSpec:
@@ -331,6 +431,19 @@ class SearchSpec(_Strict):
         if self.objective.metrics is not None or self.objective.reference_point is not None:
             max_hv = None  # only meaningful for the problem's own metrics and reference
 
+        if isinstance(self.runner, RayRunnerSpec) and self.runner.scheduler == "asha":
+            if len(metrics) > 1:
+                raise ConfigError(
+                    f"ASHA stops trials on one metric, but the spec optimises {names}; use "
+                    "`scheduler: fifo`",
+                    path=("runner", "scheduler"),
+                )
+            if self.pruner.name != "none":
+                raise ConfigError(
+                    "the spec has both an Optuna pruner and Ray's ASHA scheduler; choose one "
+                    "(`pruner: {name: none}` or `scheduler: fifo`)",
+                    path=("runner", "scheduler"),
+                )
         if self.pruner.name != "none" and len(metrics) > 1:
             raise ConfigError(
                 f"pruning needs a single optimised metric (Optuna prunes single-objective "
@@ -361,6 +474,8 @@ class SearchSpec(_Strict):
 def _format_validation_error(err: ValidationError) -> ConfigError:
     first = err.errors(include_url=False)[0]
     loc = tuple(first["loc"])
+    if loc[:1] == ("runner",) and len(loc) > 1 and loc[1] in ("local", "ray"):
+        loc = loc[:1] + loc[2:]  # the union's tag is not a field the user wrote
     msg = first["msg"]
     msg = msg.removeprefix("Value error, ")
     received = first.get("input")

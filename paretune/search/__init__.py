@@ -1,4 +1,5 @@
-"""Who proposes the next candidate (controllers, all Optuna samplers) and who runs it (runners).
+"""Who proposes the next candidate (controllers, all Optuna samplers) and who runs it (runners:
+:class:`LocalRunner` on this machine, :class:`RayRunner` on a Ray Tune worker pool).
 
 Controllers are chosen by name in the spec: ``random``, ``tpe``, ``nsga2``, ``gp`` (Optuna's
 samplers) and ``botorch`` (:class:`BoTorchSampler`, multi-objective Bayesian optimisation on
@@ -9,6 +10,7 @@ Pareto front, the baselines) again with several seeds, at the search's or at ful
 from paretune.search._botorch import BoTorchSampler
 from paretune.search._controllers import controller_names, make_sampler
 from paretune.search._local import LocalRunner
+from paretune.search._ray import RayRunner
 from paretune.search._reevaluate import Reevaluation, reevaluate
 from paretune.search._run import SearchResult, make_runner, open_store, run_search
 from paretune.search._runner import (
@@ -26,6 +28,7 @@ __all__ = [
     "Job",
     "LocalRunner",
     "Outcome",
+    "RayRunner",
     "Reevaluation",
     "Runner",
     "SearchInterrupted",

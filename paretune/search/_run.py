@@ -36,6 +36,10 @@ def make_runner(spec: SearchSpec) -> Runner:
     r = spec.runner
     if r.type == "local":
         return LocalRunner(n_jobs=r.n_jobs)
+    if r.type == "ray":
+        from paretune.search._ray import RayRunner  # Ray is imported only when used
+
+        return RayRunner(r)
     raise AssertionError(f"unhandled runner type {r.type!r}")  # the spec model forbids others
 
 

@@ -7,7 +7,7 @@ import logging
 import math
 import threading
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -142,10 +142,25 @@ def _connect_mlflow(job: Job, ctx: Any) -> None:
         _clients[job.tracking_uri] = MlflowClient(tracking_uri=job.tracking_uri)
     client = _clients[job.tracking_uri]
     run_id = job.mlflow_run_id
+    logged: set[tuple[str, int]] | None = None
+
+    def already_logged() -> set[tuple[str, int]]:
+        # A retried attempt (Ray after a worker died) reports the steps of the first attempt
+        # again: they are logged once. Looked up at the first report, so it costs nothing to
+        # objectives that report nothing.
+        run = client.get_run(run_id)
+        history = client.get_metric_history
+        return {(key, m.step) for key in run.data.metrics for m in history(run_id, key)}
 
     def to_mlflow(step: int, metrics: dict[str, float]) -> None:
+        nonlocal logged
         try:
-            MlflowLink.log_batch_to(client, run_id, metrics, step=step)
+            if logged is None:
+                logged = already_logged()
+            fresh = {k: v for k, v in metrics.items() if (k, step) not in logged}
+            if not fresh:
+                return
+            MlflowLink.log_batch_to(client, run_id, fresh, step=step)
         except Exception as err:  # tracking is best-effort: it must never fail a trial
             _log.warning(
                 "could not log step %d of trial %d to MLflow: %s", step, job.trial_number, err
@@ -219,11 +234,16 @@ def check_metrics(
     return out
 
 
-def evaluate(job: Job) -> Outcome:
+def evaluate(job: Job, *, sinks: Sequence[Callable[[int, dict[str, float]], None]] = ()) -> Outcome:
     """Run one trial's objective (in the driver or a worker) and classify the outcome.
 
     Exceptions of the objective become FAIL outcomes with the traceback; ``KeyboardInterrupt``
     propagates (the runner handles it).
+
+    Args:
+        job: The trial to evaluate.
+        sinks: More receivers of ``ctx.report(step, metrics)`` besides MLflow and Optuna (the
+            Ray runner streams reports to Tune).
     """
     import optuna
 
@@ -235,6 +255,8 @@ def evaluate(job: Job) -> Outcome:
     try:
         _connect_mlflow(job, ctx)
         _connect_optuna(job, ctx)
+        for sink in sinks:
+            ctx.add_sink(sink)
         objective = _objective(job)
         _objective_in_main_thread = threading.current_thread() is threading.main_thread()
         try:
