@@ -80,7 +80,13 @@ class RayRunner(Runner):
             if remaining <= 0:
                 return
         search = rt.StudySearch(
-            store, progress=progress, max_consecutive_duplicates=self.max_consecutive_duplicates
+            store,
+            progress=progress,
+            max_consecutive_duplicates=self.max_consecutive_duplicates,
+            # As with the local runner, the wall time stops new trials and lets running ones
+            # finish (Tune's time_budget_s would cut them off).
+            deadline=None if budget.wall_time is None else time.monotonic() + budget.wall_time,
+            early_stopping=self.spec.scheduler != "fifo",
         )
         resources = self.spec.resources
         request = rt.PerCandidate(resources) if resources.when else resources.for_params({})
@@ -98,7 +104,6 @@ class RayRunner(Runner):
                     # forever), so with ASHA every trial gets a fresh worker.
                     reuse_actors=self.spec.reuse_actors and self.spec.scheduler == "fifo",
                     scheduler=self._scheduler(store),
-                    time_budget_s=budget.wall_time,
                     trial_name_creator=rt.trial_name,
                     trial_dirname_creator=rt.trial_name,
                 ),

@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 from optuna.trial import TrialState
@@ -156,10 +157,20 @@ class StudySearch(OptunaSearch):
         store: The open store of the search.
         progress: Called as ``progress.update(store, frozen_trial)`` after each outcome.
         max_consecutive_duplicates: Stop after this many completed twins in a row.
+        deadline: ``time.monotonic()`` after which no trial starts (the wall-time budget).
+        early_stopping: Tune's scheduler stops trials early (ASHA): a trial that ends without
+            its final result is pruned at its last report. Otherwise such a trial was stopped
+            with the search and is queued again.
     """
 
     def __init__(
-        self, store: TrialsStore, *, progress: Any = None, max_consecutive_duplicates: int = 100
+        self,
+        store: TrialsStore,
+        *,
+        progress: Any = None,
+        max_consecutive_duplicates: int = 100,
+        deadline: float | None = None,
+        early_stopping: bool = False,
     ) -> None:
         spec = store.spec
         names = [m.name for m in spec.metrics]
@@ -175,6 +186,8 @@ class StudySearch(OptunaSearch):
         self.store: TrialsStore | None = store
         self.progress = progress
         self.max_consecutive_duplicates = max_consecutive_duplicates
+        self.deadline = deadline
+        self.early_stopping = early_stopping
         self.pending: dict[str, PendingTrial] = {}
         self.errored: dict[str, PendingTrial] = {}
         self._asked: dict[int, PendingTrial] = {}
@@ -211,6 +224,8 @@ class StudySearch(OptunaSearch):
                 self.duplicates_in_a_row,
             )
             return Searcher.FINISHED  # type: ignore[return-value]  # a str; Ray annotates dict
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return Searcher.FINISHED  # type: ignore[return-value]  # the wall-time budget
         config = super().suggest(trial_id)
         pending = self._asked.pop(self._ot_trials[trial_id].number)
         self.pending[trial_id] = pending
@@ -234,7 +249,7 @@ class StudySearch(OptunaSearch):
             return
         outcome = outcome_of(result)
         if outcome is None:
-            if stop_requested():
+            if stop_requested() or not self.early_stopping:
                 return  # stopped with the search: re-queued once Tune has returned
             outcome = last_report(result)  # stopped early by Tune's scheduler (ASHA)
         del self.pending[trial_id]

@@ -252,6 +252,21 @@ def test_asha_stops_poor_trials_early_and_they_are_pruned(tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
+def test_the_wall_time_stops_new_trials_and_lets_running_ones_finish(
+    tmp_path: Path, counting_objective
+) -> None:
+    data = counting_spec(tmp_path, counting_objective, sleep=1.5)
+    data["budget"] = {"wall_time": 15}
+    data["runner"] = {**RAY, "max_concurrent": 2}
+    result = run_search(load_spec(data))
+    assert not result.interrupted
+    counts = result.counts
+    assert counts["COMPLETE"] >= 2
+    assert counts["FAIL"] == counts["RUNNING"] == counts["WAITING"] == 0  # none cut off
+    assert len(result.store.study.trials) <= 2 * 15 / 1.5 + 2  # two at a time, then stopped
+
+
+@pytest.mark.slow
 def test_kill_9_of_the_driver_then_resume_finishes_without_rerunning(
     tmp_path: Path, counting_objective
 ) -> None:
