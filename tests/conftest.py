@@ -101,3 +101,24 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server on 127.0.0.1 for the whole session (Debian's binaries, started by
+    :mod:`tests.trials_store.postgres_server`, stopped by its pid); skips with the reason where
+    PostgreSQL or psycopg2 is not installed."""
+    from tests.trials_store import postgres_server as pg
+
+    reason = pg.unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    server = pg.start_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server, request: pytest.FixtureRequest) -> str:
+    """The SQLAlchemy URL (``postgresql+psycopg2://...``) of a fresh database for this test."""
+    return postgres_server.new_database(request.node.name)

@@ -110,6 +110,18 @@ SHARED_GPU = """
 
 
 @pytest.mark.slow
+def test_ray_workers_share_a_postgresql_study(tmp_path: Path, postgres_url: str) -> None:
+    spec = yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())
+    spec.update(run_dir=str(tmp_path / "run"), storage=postgres_url, budget={"trials": 8})
+    spec["runner"] = {**RAY, "max_concurrent": 2}
+    result = run_search(load_spec(spec))
+    assert result.counts["COMPLETE"] == 8
+    study = optuna.load_study(study_name="quickstart", storage=postgres_url)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 8
+    assert not (tmp_path / "run" / "study.db").exists()
+
+
+@pytest.mark.slow
 def test_fractional_gpus_run_four_trials_on_one_gpu(tmp_path: Path) -> None:
     """`gpu: 0.25` puts four trials on one GPU at once; a `when` rule gives the `target`
     candidates the whole GPU, so they run alone. (Ray schedules a declared GPU the same way
