@@ -250,7 +250,8 @@ class RayRunnerSpec(_Strict):
             unset, the runner starts a local cluster for the search and stops it after.
         num_cpus: CPUs of the local cluster (default: all of this machine's).
         num_gpus: GPUs of the local cluster (default: those Ray detects).
-        max_concurrent: Trials running at once (default: as many as the resources allow).
+        max_concurrent: Trials running at once (default: as many as the cluster's resources
+            hold when the search starts, from ``resources``' cpu and gpu).
         resources: Per-trial resources, fixed or by candidate.
         max_failures: How often a trial whose worker died is retried before it fails.
         reuse_actors: Keep worker processes between trials (much less per-trial overhead);

@@ -98,7 +98,7 @@ class RayRunner(Runner):
                 tune_config=tune.TuneConfig(
                     search_alg=search,
                     num_samples=-1 if remaining is None else remaining,
-                    max_concurrent_trials=self.spec.max_concurrent,
+                    max_concurrent_trials=self._concurrency(ray.cluster_resources()),
                     # Tune cannot reset a function trainable that its scheduler stopped
                     # mid-run (ray 2.60: "Could not re-use actor", and the loop then waits
                     # forever), so with ASHA every trial gets a fresh worker.
@@ -160,6 +160,23 @@ class RayRunner(Runner):
         ray.init(**kwargs)
         _log.info("Ray started in %.1f s: %s", time.monotonic() - t0, ray.cluster_resources())
         return True
+
+    def _concurrency(self, cluster: dict[str, float]) -> int:
+        """Trials at once: the spec's ``max_concurrent``, else as many as the cluster holds.
+
+        Bounded either way, so that Tune does not ask the study for candidates long before a
+        worker is free: the controller would propose them all at once, each blind to the
+        others' results.
+        """
+        if self.spec.max_concurrent is not None:
+            return self.spec.max_concurrent
+        wanted = self.spec.resources
+        fits = []
+        if wanted.cpu > 0:
+            fits.append(int(cluster.get("CPU", 0) // wanted.cpu))
+        if wanted.gpu > 0:
+            fits.append(int(cluster.get("GPU", 0) // wanted.gpu))
+        return max(1, min(fits)) if fits else 1
 
     def _scheduler(self, store: TrialsStore) -> Any:
         if self.spec.scheduler == "fifo":

@@ -431,3 +431,21 @@ def test_a_runner_section_without_type_is_the_local_runner(tmp_path, counting_ob
     data = counting_spec(tmp_path, counting_objective)
     data["runner"] = {"n_jobs": 2}
     assert load_spec(data).runner.type == "local"
+
+
+@pytest.mark.parametrize(
+    ("runner", "cluster", "expected"),
+    [
+        ({"resources": {"cpu": 1, "gpu": 0.25}}, {"CPU": 16.0, "GPU": 1.0}, 4),
+        ({"resources": {"cpu": 2}}, {"CPU": 16.0, "GPU": 1.0}, 8),
+        ({"resources": {"cpu": 4}}, {"CPU": 2.0}, 1),  # too big to fit: still one at a time
+        ({"max_concurrent": 3, "resources": {"cpu": 1}}, {"CPU": 16.0}, 3),
+    ],
+)
+def test_concurrency_defaults_to_what_the_cluster_holds(
+    tmp_path: Path, counting_objective, runner: dict, cluster: dict, expected: int
+) -> None:
+    from paretune.search import RayRunner
+
+    spec = load_spec(_ray_spec(tmp_path, counting_objective, **runner))
+    assert RayRunner(spec.runner)._concurrency(cluster) == expected
