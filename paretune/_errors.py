@@ -56,3 +56,21 @@ def describe(value: Any) -> str:
     """A short, quoted rendering of a user's value for an error message."""
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+# What a store's first-time setup raises when another process sets the same store up at the
+# same moment: PostgreSQL's CREATE TYPE/TABLE of Optuna's schema, MLflow's alembic migration of
+# a fresh database, two creations of one MLflow experiment, SQLite's lock.
+_SETUP_RACES = (
+    "already exists",
+    "uniqueviolation",
+    "integrityerror",
+    "online migration expected",
+    "database is locked",
+)
+
+
+def is_setup_race(err: BaseException) -> bool:
+    """Whether ``err`` looks like losing a race to set up a store, worth one more try."""
+    text = f"{type(err).__name__} {err}".lower()
+    return any(marker in text for marker in _SETUP_RACES)

@@ -8,12 +8,14 @@ attributes. A resumed search finds both again from storage alone.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
-from paretune._errors import StudyError
+from paretune._errors import StudyError, is_setup_race
 
 __all__ = ["MlflowLink"]
 
@@ -27,6 +29,34 @@ def _quiet_mlflow_logs() -> None:
     # Creating a SQLite store logs alembic migrations at INFO on every new run directory.
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def _setup_lock(tracking_uri: str) -> Iterator[None]:
+    """Serialise opening an SQLite tracking store among this machine's processes.
+
+    MLflow migrates a new SQLite database on first use, and two processes migrating one file
+    at once can leave it half-migrated (a stray ``_alembic_tmp_*`` table) for good. A lock file
+    beside the database makes the second wait for the first. Other stores need none.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: no lock
+        yield
+        return
+    path = Path(tracking_uri.removeprefix("sqlite:///").split("?", 1)[0])
+    if not path.is_absolute():
+        path = Path.cwd() / path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class MlflowLink:
@@ -47,19 +77,30 @@ class MlflowLink:
         _quiet_mlflow_logs()  # after the import: importing mlflow sets its loggers to INFO
 
         self.tracking_uri = tracking_uri
-        self._client = MlflowClient(tracking_uri=tracking_uri)
-        try:
-            found = self._client.get_experiment_by_name(experiment)
-            self.experiment_id = (
-                found.experiment_id
-                if found is not None
-                else self._client.create_experiment(experiment, artifact_location=artifact_location)
-            )
-        except Exception as err:  # MLflow raises many types for an unreachable/broken store
-            raise StudyError(
-                f"cannot open the MLflow tracking store {tracking_uri!r}: {err}. Check "
-                "`tracking_uri` in the spec (a sqlite:/// URL, a directory or an http server)."
-            ) from err
+        attempts = 5
+        for attempt in range(attempts):
+            try:
+                # A new SQLite store is migrated on first use; two drivers starting at once
+                # race on it, and on creating the experiment: the loser tries again.
+                with _setup_lock(tracking_uri):
+                    self._client = MlflowClient(tracking_uri=tracking_uri)
+                    found = self._client.get_experiment_by_name(experiment)
+                    self.experiment_id = (
+                        found.experiment_id
+                        if found is not None
+                        else self._client.create_experiment(
+                            experiment, artifact_location=artifact_location
+                        )
+                    )
+                break
+            except Exception as err:  # MLflow raises many types for an unreachable/broken store
+                if is_setup_race(err) and attempt + 1 < attempts:
+                    time.sleep(0.2 * (attempt + 1))
+                    continue
+                raise StudyError(
+                    f"cannot open the MLflow tracking store {tracking_uri!r}: {err}. Check "
+                    "`tracking_uri` in the spec (a sqlite:/// URL, a directory or an http server)."
+                ) from err
 
     @property
     def client(self) -> Any:

@@ -164,3 +164,42 @@ def test_a_missing_postgresql_database_is_a_study_error(postgres_server, tmp_pat
     data["storage"] = postgres_server.url("no_such_database")
     with pytest.raises(StudyError, match=r"cannot open the study storage .*no_such_database"):
         run_search(load_spec(data))
+
+
+OPEN_AT = """
+import sys, time
+from paretune.spec import load_spec
+from paretune.trials_store import TrialsStore
+
+start = float(sys.argv[2])
+time.sleep(max(0.0, start - time.time()))
+store = TrialsStore(load_spec(sys.argv[1]))
+print("opened", store.study.study_name)
+"""
+
+
+@pytest.mark.slow
+def test_two_drivers_opening_a_new_study_at_the_same_moment_both_succeed(
+    tmp_path: Path, counting_objective, postgres_url: str
+) -> None:
+    """Both create Optuna's tables in the empty database and the MLflow store in the run
+    directory at once: the loser of each race tries again instead of failing."""
+    data = counting_spec(tmp_path, counting_objective)
+    data["storage"] = postgres_url
+    path = _write(tmp_path, data)
+    start = time.time() + 8  # both processes have imported everything by then
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_AT, str(path), str(start)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-3000:]
+        assert "opened counting" in out
+    assert optuna.load_study(study_name="counting", storage=postgres_url).trials == []
