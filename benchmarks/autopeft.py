@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.metadata
-import json
 import math
 import os
 import platform
@@ -32,6 +31,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from _records import append_record  # benchmarks/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "autopeft.jsonl"
@@ -118,8 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "checks": checks,
             "machine": machine(),
         }
-        with RESULTS.open("a") as f:
-            f.write(json.dumps(record, default=str) + "\n")
+        append_record(RESULTS, record)
     return 0 if all(c["dominated_by"] for c in checks if c["required"]) else 1
 
 

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _records import append_record  # benchmarks/ is on sys.path when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from a checkout without installing paretune
@@ -356,20 +357,6 @@ def load_cache(path: Path) -> list[dict[str, Any]]:
                 # An interrupted write leaves a partial last line; the run is simply redone.
                 print(f"warning: {path}:{number} is not valid JSON; ignored", file=sys.stderr)
     return records
-
-
-def append_record(path: Path, record: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+b") as f:
-        # After an interrupted write the file ends in a partial line; start a new one.
-        f.seek(0, os.SEEK_END)
-        if f.tell():
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                f.write(b"\n")
-        f.write(json.dumps(record).encode() + b"\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def longest_runs(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -59,6 +59,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from _records import append_record  # benchmarks/ is on sys.path when run as a script
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from a checkout without installing paretune
     sys.path.insert(0, str(ROOT))
@@ -557,18 +559,6 @@ def versions() -> dict[str, str | None]:
     except (OSError, subprocess.CalledProcessError):
         out["paretune_git"] = None
     return out
-
-
-def append_record(path: Path, record: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+b") as f:
-        # After an interrupted write the file ends in a partial line; start a new one.
-        f.seek(0, os.SEEK_END)
-        if f.tell():
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                f.write(b"\n")
-        f.write(json.dumps(record).encode() + b"\n")
 
 
 if __name__ == "__main__":

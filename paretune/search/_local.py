@@ -10,8 +10,6 @@ import signal
 import time
 from typing import TYPE_CHECKING, Any
 
-from optuna.trial import TrialState
-
 from paretune.search._runner import (
     Job,
     Outcome,
@@ -19,6 +17,7 @@ from paretune.search._runner import (
     SearchInterrupted,
     clear_stop_request,
     evaluate,
+    record_outcome,
     stop_requested,
 )
 from paretune.trials_store._store import METRICS_ATTR
@@ -101,15 +100,7 @@ class LocalRunner(Runner):
             return budget.trials is None or store.n_finished(running=True) < budget.trials
 
         def record(pending: PendingTrial, outcome: Outcome) -> None:
-            frozen = store.tell(
-                pending,
-                state=TrialState[outcome.state],
-                metrics=outcome.metrics,
-                error=outcome.error,
-                final_step=0 if outcome.last_step is None else outcome.last_step + 1,
-            )
-            if progress is not None:
-                progress.update(store, frozen)
+            record_outcome(store, pending, outcome, progress)
 
         def new_pool() -> cf.ProcessPoolExecutor:
             return cf.ProcessPoolExecutor(

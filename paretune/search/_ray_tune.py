@@ -16,13 +16,12 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from optuna.trial import TrialState
 from ray import tune
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from paretune.search._local import _copy_of, _job
-from paretune.search._runner import Job, Outcome, evaluate, stop_requested
+from paretune.search._runner import Job, Outcome, evaluate, record_outcome, stop_requested
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
@@ -256,16 +255,7 @@ class StudySearch(OptunaSearch):
         self.record(pending, outcome)
 
     def record(self, pending: PendingTrial, outcome: Outcome) -> None:
-        store = self._live_store()
-        frozen = store.tell(
-            pending,
-            state=TrialState[outcome.state],
-            metrics=outcome.metrics,
-            error=outcome.error,
-            final_step=0 if outcome.last_step is None else outcome.last_step + 1,
-        )
-        if self.progress is not None:
-            self.progress.update(store, frozen)
+        record_outcome(self._live_store(), pending, outcome, self.progress)
 
     def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
         return  # the study is the record; Tune's restore is not used

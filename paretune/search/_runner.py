@@ -197,6 +197,25 @@ def _connect_optuna(job: Job, ctx: Any) -> None:
     ctx.set_pruner(trial.should_prune)
 
 
+def record_outcome(store: TrialsStore, pending: Any, outcome: Outcome, progress: Any) -> Any:
+    """Tell the store how a trial ended, then the progress display; returns the frozen trial.
+
+    The final metrics are logged to MLflow one step after the objective's last report.
+    """
+    from optuna.trial import TrialState
+
+    frozen = store.tell(
+        pending,
+        state=TrialState[outcome.state],
+        metrics=outcome.metrics,
+        error=outcome.error,
+        final_step=0 if outcome.last_step is None else outcome.last_step + 1,
+    )
+    if progress is not None:
+        progress.update(store, frozen)
+    return frozen
+
+
 def check_metrics(
     result: Any, names: tuple[str, ...], constraint_metrics: tuple[str, ...] = ()
 ) -> dict[str, float]:
