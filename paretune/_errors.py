@@ -8,8 +8,11 @@ not match its spec) are :class:`StudyError`, which is also a ``RuntimeError``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 __all__ = ["ConfigError", "ParetuneError", "StudyError"]
 
@@ -74,3 +77,16 @@ def is_setup_race(err: BaseException) -> bool:
     """Whether ``err`` looks like losing a race to set up a store, worth one more try."""
     text = f"{type(err).__name__} {err}".lower()
     return any(marker in text for marker in _SETUP_RACES)
+
+
+def retry_setup_race(open_store: Callable[[], T], *, attempts: int = 5) -> T:
+    """``open_store()``, tried again (with a short pause) while it loses a setup race to
+    another process; any other error, or the last attempt's, propagates."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return open_store()
+        except Exception as err:
+            if attempt == attempts or not is_setup_race(err):
+                raise
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable: the last attempt returns or raises")

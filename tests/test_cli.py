@@ -159,6 +159,19 @@ def test_quickstart_runs_end_to_end(tmp_path: Path) -> None:
     )
 
 
+def start_run(path: Path) -> subprocess.Popen:
+    """``paretune run SPEC`` in the background, in a session of its own (a test can signal the
+    driver alone or its whole group); stderr is kept for the test's messages."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "paretune.cli", "run", str(path), "--no-progress"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
 def _evaluations(counter: Path) -> list[dict]:
     if not counter.exists():
         return []
@@ -191,13 +204,7 @@ def test_kill_9_then_rerun_completes_budget_without_reevaluating(
     )
     path = write(tmp_path, spec)
     counter = counting_objective[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "paretune.cli", "run", str(path), "--no-progress"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # kill -9 the whole group: driver and its workers
-    )
+    proc = start_run(path)
     _wait_inside_objective(proc, counter, finished=budget // 2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -287,14 +294,7 @@ def test_ctrl_c_requeues_running_trials_and_resume_finishes(
     spec = counting_spec(tmp_path, counting_objective, trials=budget, n_jobs=n_jobs, sleep=0.5)
     path = write(tmp_path, spec)
     counter = counting_objective[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "paretune.cli", "run", str(path), "--no-progress"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    proc = start_run(path)
     _wait_inside_objective(proc, counter, finished=2)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
     _, err = proc.communicate(timeout=120)

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from paretune._errors import StudyError, is_setup_race
+from paretune._errors import StudyError, retry_setup_race
 
 __all__ = ["MlflowLink"]
 
@@ -77,30 +77,26 @@ class MlflowLink:
         _quiet_mlflow_logs()  # after the import: importing mlflow sets its loggers to INFO
 
         self.tracking_uri = tracking_uri
-        attempts = 5
-        for attempt in range(attempts):
-            try:
-                # A new SQLite store is migrated on first use; two drivers starting at once
-                # race on it, and on creating the experiment: the loser tries again.
-                with _setup_lock(tracking_uri):
-                    self._client = MlflowClient(tracking_uri=tracking_uri)
-                    found = self._client.get_experiment_by_name(experiment)
-                    self.experiment_id = (
-                        found.experiment_id
-                        if found is not None
-                        else self._client.create_experiment(
-                            experiment, artifact_location=artifact_location
-                        )
-                    )
-                break
-            except Exception as err:  # MLflow raises many types for an unreachable/broken store
-                if is_setup_race(err) and attempt + 1 < attempts:
-                    time.sleep(0.2 * (attempt + 1))
-                    continue
-                raise StudyError(
-                    f"cannot open the MLflow tracking store {tracking_uri!r}: {err}. Check "
-                    "`tracking_uri` in the spec (a sqlite:/// URL, a directory or an http server)."
-                ) from err
+
+        def open_link() -> tuple[Any, str]:
+            # A new SQLite store is migrated on first use; two drivers starting at once race
+            # on it, and on creating the experiment: the loser tries again.
+            with _setup_lock(tracking_uri):
+                client = MlflowClient(tracking_uri=tracking_uri)
+                found = client.get_experiment_by_name(experiment)
+                if found is not None:
+                    return client, found.experiment_id
+                return client, client.create_experiment(
+                    experiment, artifact_location=artifact_location
+                )
+
+        try:
+            self._client, self.experiment_id = retry_setup_race(open_link)
+        except Exception as err:  # MLflow raises many types for an unreachable/broken store
+            raise StudyError(
+                f"cannot open the MLflow tracking store {tracking_uri!r}: {err}. Check "
+                "`tracking_uri` in the spec (a sqlite:/// URL, a directory or an http server)."
+            ) from err
 
     @property
     def client(self) -> Any:

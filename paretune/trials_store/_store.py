@@ -22,7 +22,6 @@ import math
 import os
 import socket
 import threading
-import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from paretune._errors import StudyError, is_setup_race
+from paretune._errors import StudyError, retry_setup_race
 from paretune.trials_store._mlflow import CHILD_RUN_ATTR, PARENT_RUN_ATTR, MlflowLink
 from paretune.trials_store._pareto import pareto_mask
 
@@ -54,7 +53,6 @@ ENQUEUED_ATTR = "paretune.enqueued"
 BASELINE_ATTR = "paretune.baseline"  # trial attribute: enqueued by the spec
 LABEL_ATTR = "paretune.label"  # trial attribute: the baseline's label
 
-SETUP_ATTEMPTS = 5  # opening a store another process is creating at the same moment
 HEARTBEAT_INTERVAL_S = 30
 HEARTBEAT_GRACE_S = 120
 
@@ -202,20 +200,19 @@ def make_storage(
             "grace_period": HEARTBEAT_GRACE_S,
             "heartbeat_stale_trial_callback": heartbeat_stale_trial_callback,
         }
-    for attempt in range(SETUP_ATTEMPTS):
-        try:
-            with _quiet():
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
-        except Exception as err:  # SQLAlchemy raises many types for bad URLs and dead servers
-            if is_setup_race(err) and attempt + 1 < SETUP_ATTEMPTS:
-                # Another driver is creating the same tables right now; they exist next time.
-                time.sleep(0.2 * (attempt + 1))
-                continue
-            raise StudyError(
-                f"cannot open the study storage {url!r}: {err}. Check `storage` in the spec "
-                "(an SQLAlchemy URL such as sqlite:///path/study.db or postgresql://user@host/db)."
-            ) from err
-    raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def open_rdb() -> optuna.storages.RDBStorage:
+        with _quiet():
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+
+    try:
+        # Another driver may be creating the same tables right now: they exist next time.
+        return retry_setup_race(open_rdb)
+    except Exception as err:  # SQLAlchemy raises many types for bad URLs and dead servers
+        raise StudyError(
+            f"cannot open the study storage {url!r}: {err}. Check `storage` in the spec "
+            "(an SQLAlchemy URL such as sqlite:///path/study.db or postgresql://user@host/db)."
+        ) from err
 
 
 class TrialsStore:

@@ -11,8 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -25,17 +23,19 @@ from optuna.trial import TrialState
 from paretune.search import run_search
 from paretune.spec import load_spec
 from tests.conftest import counting_spec, loss_spec
-from tests.test_cli import ROOT, _evaluations, _mlflow_runs, _wait_inside_objective, run_cli
+from tests.test_cli import (
+    ROOT,
+    _evaluations,
+    _mlflow_runs,
+    _wait_inside_objective,
+    run_cli,
+    start_run,
+    write,
+)
 
 pytest.importorskip("ray.tune")
 
 RAY = {"type": "ray", "num_cpus": 2}
-
-
-def _write(tmp_path: Path, spec: dict) -> Path:
-    path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
 
 
 def _overlapping(trials: list) -> int:
@@ -285,15 +285,9 @@ def test_kill_9_of_the_driver_then_resume_finishes_without_rerunning(
     budget = 12
     spec = counting_spec(tmp_path, counting_objective, trials=budget, controller="tpe", sleep=1.0)
     spec["runner"] = {**RAY, "max_concurrent": 2}
-    path = _write(tmp_path, spec)
+    path = write(tmp_path, spec)
     counter = counting_objective[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "paretune.cli", "run", str(path), "--no-progress"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    proc = start_run(path)
     try:
         _wait_inside_objective(proc, counter, finished=budget // 2)
         os.kill(proc.pid, signal.SIGKILL)  # the driver only; Ray's processes are left alone
@@ -336,15 +330,8 @@ def test_ctrl_c_stops_the_pool_requeues_and_resume_finishes(
     budget = 8
     spec = counting_spec(tmp_path, counting_objective, trials=budget, sleep=1.5)
     spec["runner"] = {**RAY, "max_concurrent": 2}
-    path = _write(tmp_path, spec)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "paretune.cli", "run", str(path), "--no-progress"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    path = write(tmp_path, spec)
+    proc = start_run(path)
     try:
         _wait_inside_objective(proc, counting_objective[1], finished=2)
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
