@@ -22,6 +22,7 @@ import math
 import os
 import socket
 import threading
+import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,10 @@ BASELINE_ATTR = "paretune.baseline"  # trial attribute: enqueued by the spec
 LABEL_ATTR = "paretune.label"  # trial attribute: the baseline's label
 
 HEARTBEAT_INTERVAL_S = 30
+# Study system attribute: the time the driver that created the study started setting up its
+# MLflow parent run; other drivers wait up to _PARENT_WAIT_S for that run's id.
+_PARENT_PENDING_ATTR = "paretune.mlflow_parent_pending"
+_PARENT_WAIT_S = 120.0
 HEARTBEAT_GRACE_S = 120
 
 
@@ -248,13 +253,25 @@ class TrialsStore:
                 f"no study named {spec.study!r} in {self.storage_url}; start it with "
                 "`paretune run SPEC`"
             )
-        self.study = optuna.create_study(
-            storage=self.storage,
-            study_name=spec.study,
-            directions=spec.directions,
-            sampler=sampler,
-            load_if_exists=True,
-        )
+        # Exactly one of several drivers opening a new study at once creates it (the storage's
+        # unique study name decides); only that one creates the MLflow parent run (``start``).
+        self._created = False
+        try:
+            self.study = optuna.create_study(
+                storage=self.storage,
+                study_name=spec.study,
+                directions=spec.directions,
+                sampler=sampler,
+            )
+            self._created = True
+        except optuna.exceptions.DuplicatedStudyError:
+            self.study = optuna.load_study(
+                study_name=spec.study, storage=self.storage, sampler=sampler
+            )
+        if self._created and mlflow:
+            self.storage.set_study_system_attr(
+                self.storage.get_study_id_from_name(spec.study), _PARENT_PENDING_ATTR, time.time()
+            )
         stored = [d.name.lower() for d in self.study.directions]
         if stored != spec.directions:
             raise StudyError(
@@ -286,6 +303,8 @@ class TrialsStore:
         """
         if self.mlflow is not None:
             known = self.study.user_attrs.get(PARENT_RUN_ATTR)
+            if known is None and not self._created:
+                known = self._await_parent_run()
             self.parent_run_id = self.mlflow.start_parent(
                 study_name=self.spec.study,
                 run_id=known,
@@ -297,6 +316,24 @@ class TrialsStore:
         self._enqueue_baselines()
         self._heartbeat = _Heartbeat(self.storage)
         return recovered
+
+    def _await_parent_run(self) -> str | None:
+        """The parent run id that the driver which created this study is about to record.
+
+        Another driver created the study moments ago and marked it; it records its MLflow
+        parent run within seconds. Waiting for that id (rather than creating a second parent
+        run) keeps one parent run per study. ``None`` where no creator is at work: an
+        unmarked study, or a mark older than ``_PARENT_WAIT_S`` (that driver died).
+        """
+        study_id = self.storage.get_study_id_from_name(self.spec.study)
+        while True:
+            marked = self.storage.get_study_system_attrs(study_id).get(_PARENT_PENDING_ATTR)
+            if marked is None or time.time() - float(marked) > _PARENT_WAIT_S:
+                return None
+            known = self.storage.get_study_user_attrs(study_id).get(PARENT_RUN_ATTR)
+            if known is not None:
+                return str(known)
+            time.sleep(0.2)
 
     def close(self, *, status: str = "FINISHED") -> None:
         """Stop the heartbeat, tag the Pareto front and end the parent run."""

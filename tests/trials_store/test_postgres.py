@@ -174,7 +174,10 @@ from paretune.trials_store import TrialsStore
 start = float(sys.argv[2])
 time.sleep(max(0.0, start - time.time()))
 store = TrialsStore(load_spec(sys.argv[1]))
+store.start()
 print("opened", store.study.study_name)
+print("parent", store.parent_run_id)
+store.close()
 """
 
 
@@ -183,7 +186,10 @@ def test_two_drivers_opening_a_new_study_at_the_same_moment_both_succeed(
     tmp_path: Path, counting_objective, postgres_url: str
 ) -> None:
     """Both create Optuna's tables in the empty database and the MLflow store in the run
-    directory at once: the loser of each race tries again instead of failing."""
+    directory at once: the loser of each race tries again instead of failing. They share one
+    MLflow parent run: the driver that created the study made it, the other waited for it."""
+    from mlflow import MlflowClient
+
     data = counting_spec(tmp_path, counting_objective)
     data["storage"] = postgres_url
     path = _write(tmp_path, data)
@@ -198,8 +204,16 @@ def test_two_drivers_opening_a_new_study_at_the_same_moment_both_succeed(
         )
         for _ in range(2)
     ]
+    parents = set()
     for proc in procs:
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err[-3000:]
         assert "opened counting" in out
-    assert optuna.load_study(study_name="counting", storage=postgres_url).trials == []
+        parents.update(line.split()[1] for line in out.splitlines() if line.startswith("parent"))
+    study = optuna.load_study(study_name="counting", storage=postgres_url)
+    assert study.trials == []
+    assert parents == {study.user_attrs["paretune.mlflow_parent_run_id"]}
+    client = MlflowClient(f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("counting")
+    runs = client.search_runs([experiment.experiment_id])
+    assert [r.info.run_id for r in runs] == list(parents)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import optuna
 import pytest
@@ -12,8 +13,9 @@ from optuna.trial import TrialState
 from paretune import StudyError
 from paretune.search import open_store, run_search
 from paretune.spec import load_spec
+from paretune.trials_store import _store as store_module
 from paretune.trials_store import export_trials
-from paretune.trials_store._store import OWNER_ATTR, RETRY_OF_ATTR, owner_token
+from paretune.trials_store._store import OWNER_ATTR, RETRY_OF_ATTR, TrialsStore, owner_token
 from tests.conftest import counting_spec
 
 
@@ -143,6 +145,57 @@ def test_labelled_baselines_carry_their_label_to_the_study_mlflow_and_tables(
     table = pareto_table(result.store, [first, second])
     assert table.splitlines()[0].split()[:2] == ["trial", "baseline"]
     assert "corner" in table.splitlines()[2]
+
+
+def test_a_driver_that_did_not_create_the_study_uses_the_creators_mlflow_parent_run(
+    tmp_path, counting_objective
+):
+    """Two drivers open a new study together: the second waits for the parent run the first
+    (which created the study) is setting up, instead of making a second one."""
+    import threading
+
+    from mlflow import MlflowClient
+
+    spec = load_spec(counting_spec(tmp_path, counting_objective))
+    creator = TrialsStore(spec)
+    other = TrialsStore(spec)  # the study exists now: this driver loads it
+    started = threading.Event()
+
+    def start_other() -> None:
+        started.set()
+        other.start()
+
+    thread = threading.Thread(target=start_other)
+    thread.start()
+    started.wait()
+    time.sleep(1.0)  # the other driver is waiting: no parent run yet
+    assert thread.is_alive()
+    creator.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert other.parent_run_id == creator.parent_run_id
+    client = MlflowClient(creator.tracking_uri)
+    experiment = client.get_experiment_by_name("counting")
+    runs = client.search_runs([experiment.experiment_id])
+    assert [r.info.run_id for r in runs] == [creator.parent_run_id]
+    assert creator.study.user_attrs["paretune.mlflow_parent_run_id"] == creator.parent_run_id
+    other.close()
+    creator.close()
+
+
+def test_a_driver_stops_waiting_for_a_parent_run_whose_creator_died(
+    tmp_path, counting_objective, monkeypatch
+):
+    monkeypatch.setattr(store_module, "_PARENT_WAIT_S", 1.0)
+    spec = load_spec(counting_spec(tmp_path, counting_objective))
+    TrialsStore(spec)  # created the study, then "died" before starting its parent run
+    other = TrialsStore(spec)
+    begun = time.monotonic()
+    other.start()
+    assert time.monotonic() - begun < 10
+    assert other.parent_run_id is not None
+    assert other.study.user_attrs["paretune.mlflow_parent_run_id"] == other.parent_run_id
+    other.close()
 
 
 @pytest.mark.slow
