@@ -186,6 +186,8 @@ class LocalRunnerSpec(_Strict):
 
     type: Literal["local"] = "local"
     n_jobs: int = Field(default=1, ge=1)
+    # CPU threads of each worker process (n_jobs > 1); default: CPUs // n_jobs, at least 1.
+    threads: int | None = Field(default=None, ge=1)
 
 
 class ResourceRuleSpec(_Strict):

@@ -35,7 +35,7 @@ def make_runner(spec: SearchSpec) -> Runner:
     """The runner the spec's ``runner`` section describes."""
     r = spec.runner
     if r.type == "local":
-        return LocalRunner(n_jobs=r.n_jobs)
+        return LocalRunner(n_jobs=r.n_jobs, threads=r.threads)
     if r.type == "ray":
         from paretune.search._ray import RayRunner  # Ray is imported only when used
 

@@ -37,6 +37,35 @@ def test_workers_run_trials_concurrently_in_other_processes(tmp_path, counting_o
     assert overlaps >= 2
 
 
+THREADS_OBJECTIVE = """
+import torch
+
+def objective(params, ctx):
+    return {"loss": params["x"], "threads": float(torch.get_num_threads())}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("threads", [None, 1])
+def test_workers_share_the_cpus_instead_of_each_taking_all(tmp_path, threads):
+    """Without ``threads``, each of the n_jobs workers gets CPUs // n_jobs torch threads (at
+    least 1); with it, exactly that many."""
+    runner = {"n_jobs": 2} if threads is None else {"n_jobs": 2, "threads": threads}
+    data = loss_spec(tmp_path, THREADS_OBJECTIVE, study="threads", trials=2, runner=runner)
+    data["objective"]["metrics"] = [
+        {"name": "loss", "direction": "minimize"},
+        {"name": "threads", "direction": "minimize"},
+    ]
+    result = run_search(load_spec(data))
+    expected = max(1, (os.cpu_count() or 1) // 2) if threads is None else threads
+    assert [t.values[1] for t in result.store.study.trials] == [expected, expected]
+
+
+def test_threads_must_be_positive():
+    with pytest.raises(ValueError, match="threads >= 1"):
+        LocalRunner(n_jobs=2, threads=0)
+
+
 @pytest.mark.slow
 def test_duplicate_parameters_are_not_evaluated_again(tmp_path, counting_objective):
     data = counting_spec(tmp_path, counting_objective, trials=6)
