@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import numbers
@@ -9,7 +10,7 @@ import random
 import threading
 import warnings
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +44,10 @@ class _AcqOptions:
     fit_maxiter: int
 
 
-_DEFAULT = _AcqOptions(num_restarts=6, raw_samples=256, mc_samples=64, maxiter=100, fit_maxiter=200)
+# fit_maxiter: L-BFGS steps per GP fit. At 200 the fit took half of a DTLZ2 proposal at 35
+# trials, one output's lengthscale drifting along a flat likelihood ridge; 100 cut the median
+# proposal at trials 31-40 from 2.5 s to 1.4 s, with no loss over 5 seeds (benchmarks/README.md).
+_DEFAULT = _AcqOptions(num_restarts=6, raw_samples=256, mc_samples=64, maxiter=100, fit_maxiter=100)
 _FAST = _AcqOptions(num_restarts=2, raw_samples=64, mc_samples=32, maxiter=20, fit_maxiter=50)
 
 
@@ -117,9 +121,13 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
         mc_samples: Quasi-MC samples of the acquisition. Default 64 (32).
         maxiter: L-BFGS iterations per restart (continuous spaces); mixed spaces use
             ``maxiter // 8`` (at least 4) alternating steps. Default 100 (20).
-        fast: Fast mode: the smaller defaults above and at most 50 (instead of 200) L-BFGS
+        fast: Fast mode: the smaller defaults above and at most 50 (instead of 100) L-BFGS
             steps per GP fit; several times cheaper per proposal and less sample-efficient;
             for tests, smoke runs and cheap objectives. Explicit options win over it.
+        torch_threads: Torch's intra-op threads during a proposal, restored afterwards.
+            Default 1: the model and acquisition work on small matrices, where more threads
+            cost more than they bring (DTLZ2 at 40 trials on 2 cores: 1.8 s per proposal on
+            one thread, 3.6 s on two). ``None`` leaves torch's setting as it is.
 
     Example:
         >>> sampler = BoTorchSampler(seed=0)
@@ -140,6 +148,7 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
         mc_samples: int | None = None,
         maxiter: int | None = None,
         fast: bool = False,
+        torch_threads: int | None = 1,
     ) -> None:
         if search_space is not None and not isinstance(search_space, SearchSpace):
             if not isinstance(search_space, Mapping):
@@ -182,6 +191,9 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
                 f"`constraints_func` must be callable, but got {describe(constraints_func)}."
             )
         self._constraints_func = constraints_func
+        if torch_threads is not None:
+            _check_int("torch_threads", torch_threads, low=1)
+        self._torch_threads = torch_threads
         if not isinstance(fast, bool):
             raise ConfigError(f"`fast` must be True or False, but got {describe(fast)}.")
         base = _FAST if fast else _DEFAULT
@@ -265,9 +277,10 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
                 params = problem.sobol(trial.number, seed=self._seed, avoid=avoid)
             else:
                 try:
-                    params = self._propose(
-                        study, problem, complete, constraints, others, avoid, seed
-                    )
+                    with _torch_threads(self._torch_threads):
+                        params = self._propose(
+                            study, problem, complete, constraints, others, avoid, seed
+                        )
                 except Exception as err:  # numerical trouble must not stop a search
                     _log.warning(
                         "BoTorchSampler: proposal for trial %d failed (%s: %s); sampling at "
@@ -486,6 +499,10 @@ class _Column:
 _MAX_GRID_LEVELS = 256
 
 
+# Raw samples scored per acquisition call when choosing the restarts' starting points.
+_INIT_BATCH_LIMIT = 1024
+
+
 # Trial system attribute holding the proposal of a trial still running (see _Seen).
 _PROPOSAL_KEY = "paretune:botorch_proposal"
 
@@ -695,6 +712,9 @@ class _Problem:
             options={
                 "maxiter": opts.maxiter,
                 "batch_limit": opts.num_restarts,
+                # The raw samples in one batch: scored 6 at a time (batch_limit) they took
+                # two thirds of a proposal in ~90 small posterior calls (DTLZ2, 35 trials).
+                "init_batch_limit": _INIT_BATCH_LIMIT,
                 "sample_around_best": True,
             },
         )
@@ -751,6 +771,22 @@ class _Problem:
         with torch.no_grad():
             values = torch.cat([acq(x.unsqueeze(1)) for x in X.split(64)])
         return candidates[int(torch.argmax(values))]
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (as it is for ``None``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _grid_levels(param: Parameter) -> int:

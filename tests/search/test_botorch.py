@@ -150,6 +150,8 @@ def test_constructor_is_keyword_only():
         ({"reference_point": ["a", 1.0]}, "reference_point"),
         ({"reference_point": [True, 1.0]}, "reference_point"),
         ({"fast": "no"}, "fast"),
+        ({"torch_threads": 0}, "torch_threads"),
+        ({"torch_threads": True}, "torch_threads"),
     ],
     ids=lambda v: repr(v) if isinstance(v, dict) else None,
 )
@@ -289,6 +291,41 @@ def test_no_duplicate_suggestions_until_the_space_is_exhausted(search_space, cap
     study.optimize(bowl_on_a_grid, n_trials=18)
     assert distinct(study.trials) == 18
     assert fallbacks(caplog) == []
+
+
+# -- torch threads ---------------------------------------------------------------------------
+
+
+class _ThreadsSeen(BoTorchSampler):
+    """Records torch's thread count inside each model-based proposal."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.seen: list[int] = []
+
+    def _propose(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        import torch
+
+        self.seen.append(torch.get_num_threads())
+        return super()._propose(*args, **kwargs)
+
+
+@pytest.mark.parametrize(("torch_threads", "inside"), [(1, 1), (None, 2)])
+def test_proposals_run_on_torch_threads_and_restore_the_callers(torch_threads, inside):
+    import torch
+
+    threads_in_objective = []
+
+    def objective(trial: optuna.Trial) -> float:
+        threads_in_objective.append(torch.get_num_threads())
+        return (trial.suggest_float("x", 0.0, 1.0) - 0.3) ** 2
+
+    torch.set_num_threads(2)  # the one_torch_thread fixture restores it
+    s = _ThreadsSeen(seed=0, n_startup_trials=3, fast=True, torch_threads=torch_threads)
+    optuna.create_study(sampler=s).optimize(objective, n_trials=5)
+    assert s.seen == [inside, inside]  # trials 3 and 4 are model-based
+    assert threads_in_objective == [2] * 5
+    assert torch.get_num_threads() == 2
 
 
 # -- pickling --------------------------------------------------------------------------------
