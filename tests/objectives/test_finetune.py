@@ -309,6 +309,36 @@ def test_hub_name_is_passed_to_from_pretrained(sentiment_csv, monkeypatch):
 # --- settings -----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("has_bf16_instructions", [True, False])
+def test_auto_precision_uses_bf16_only_where_the_cpu_computes_it(
+    monkeypatch, has_bf16_instructions
+):
+    from paretune.objectives import finetune
+
+    monkeypatch.setattr(finetune, "_cpu_has_bf16_instructions", lambda: has_bf16_instructions)
+    expected = "bf16" if has_bf16_instructions else "fp32"
+    assert finetune.resolve_precision("auto", "cpu") == expected
+    # Explicit settings are kept whatever the CPU.
+    assert finetune.resolve_precision("bf16", "cpu") == "bf16"
+    assert finetune.resolve_precision("fp32", "cpu") == "fp32"
+    if not torch.cuda.is_available():
+        assert finetune.resolve_precision("auto", "cuda:0") == "fp32"
+
+
+def test_cpu_bf16_detection_reads_this_machines_flags():
+    from paretune.objectives.finetune import _cpu_has_bf16_instructions
+
+    try:
+        flags = next(
+            line
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("flags")
+        ).split()
+    except (OSError, StopIteration):
+        pytest.skip("no /proc/cpuinfo flags on this machine")
+    assert _cpu_has_bf16_instructions() == bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
 @pytest.mark.parametrize(
     ("settings", "path"),
     [
