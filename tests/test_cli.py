@@ -236,15 +236,15 @@ def test_kill_9_then_rerun_completes_budget_without_reevaluating(
     assert after, "the rerun evaluated nothing"
     for line in after:
         assert line["params"] not in done_before
-    # Every interrupted trial was retried once, with the same parameters where it had drawn
-    # them: a kill between the ask and the draw leaves a trial without params, whose retry
-    # draws new ones.
+    # Every interrupted trial was retried once, with the parameters it had drawn: a kill
+    # between the ask and the end of the draw leaves a trial with some or none of them, and
+    # its retry draws the rest.
     failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     assert failed
     for t in failed:
         retry = [r for r in study.trials if r.user_attrs.get("paretune.retry_of") == t.number]
         assert len(retry) == 1
-        assert retry[0].params == t.params or not t.params
+        assert t.params.items() <= retry[0].params.items()
     assert any(t.params for t in failed)  # the kill came inside an objective
 
     parents, children = _mlflow_runs(f"sqlite:///{tmp_path}/run/mlflow.db", "counting")
