@@ -43,17 +43,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _records import append_record
+from mobo import parse_ints  # the same --seeds syntax as mobo.py
 
 DEFAULT_CACHE = Path(__file__).resolve().parent / "results" / "async_anchor.jsonl"
 PROBLEMS = {"BraninCurrin": ("BraninCurrin", {}), "DTLZ2": ("DTLZ2", {"dim": 6})}
-
-
-def parse_ints(text: str) -> list[int]:
-    out: list[int] = []
-    for part in text.split(","):
-        lo, sep, hi = part.partition("-")
-        out.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
-    return out
 
 
 def run(problem_name: str, seed: int, width: int, n_trials: int, opts: dict[str, int]) -> dict:

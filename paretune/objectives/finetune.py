@@ -86,6 +86,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -686,6 +687,7 @@ def resolve_precision(precision: str, device: str) -> str:
     return "bf16" if device.startswith("cpu") and _cpu_has_bf16_instructions() else "fp32"
 
 
+@functools.cache
 def _cpu_has_bf16_instructions() -> bool:
     """Whether this machine's CPU flags (Linux ``/proc/cpuinfo``) list AVX512-BF16 or AMX-BF16."""
     try:
