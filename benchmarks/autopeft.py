@@ -50,7 +50,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--skip-search", action="store_true")
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="torch threads of the search driver and of each re-evaluation worker (default: "
+        "torch's, and the spec's runner threads)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=None,
+        help="re-evaluations at once (default: the spec's local runner n_jobs)",
     )
     parser.add_argument("--no-record", action="store_true", help="do not append to the results")
     args = parser.parse_args(argv)
@@ -78,6 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         search_s = time.monotonic() - t0
         print(f"search: {result.counts} in {search_s:.0f} s", flush=True)
 
+    from paretune.search._reevaluate import reevaluation_workers
+
+    n_jobs, threads = reevaluation_workers(spec, args.jobs, args.threads)
     t0 = time.monotonic()
 
     def progress(done: int, total: int, r: Any, seed: int, outcome: Any, secs: float) -> None:
@@ -93,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         baselines=True,
         seeds=args.seeds,
         full_fidelity=not args.search_fidelity,
+        n_jobs=n_jobs,
+        threads=threads,
         progress=progress,
     )
     reeval_s = time.monotonic() - t0
@@ -103,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows, checks = report_rows(results, pareto)
     print()
     print(render(spec, rows, checks, counts, search_s, reeval_s, args))
+    print(f"Re-evaluation: {n_jobs} worker process(es) x {threads} thread(s)")
     if not args.no_record:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         record = {
@@ -114,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "full_fidelity": not args.search_fidelity,
             "search_s": search_s,
             "reevaluate_s": reeval_s,
+            "reevaluate_workers": {"n_jobs": n_jobs, "threads": threads},
             "counts": counts,
             "rows": rows,
             "checks": checks,
@@ -121,6 +138,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         append_record(RESULTS, record)
     return 0 if all(c["dominated_by"] for c in checks if c["required"]) else 1
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, but got {text!r}")
+    return value
 
 
 # The baselines the issue requires a dominating Pareto trial for (labels of examples/autopeft.yaml).

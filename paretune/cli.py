@@ -229,6 +229,8 @@ def _cmd_reevaluate(args: argparse.Namespace) -> int:
         baselines=(args.pareto and not args.no_baselines) or args.baselines,
         seeds=args.seeds,
         full_fidelity=args.full_fidelity,
+        n_jobs=args.jobs,
+        threads=args.threads,
         progress=progress,
     )
     print()
@@ -399,6 +401,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--full-fidelity",
         action="store_true",
         help="at the objective's full fidelity (its `full_fidelity` settings)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=None,
+        help="evaluations at once, in worker processes (default: the spec's local runner "
+        "n_jobs, else 1)",
+    )
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="CPU threads per worker process (default: the spec's local runner threads, else "
+        "the CPUs shared evenly)",
     )
     p.add_argument("-o", "--output", default=None, help="also write every run as CSV")
     _add_set(p)

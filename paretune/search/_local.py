@@ -48,6 +48,78 @@ def default_threads(n_jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // n_jobs)
 
 
+class WorkerPool:
+    """Evaluations of :class:`Job` in up to ``n_jobs`` worker processes started with ``spawn``.
+
+    Each worker sets ``OMP_NUM_THREADS`` (and MKL's and OpenBLAS's) to ``threads`` before the
+    objective imports torch and ignores Ctrl-C (the driver decides what happens to trials).
+    Workers start with the first submission and serve the next ones. When a worker dies (out of
+    memory, a segfault), every evaluation of its pool fails (the pool cannot tell which one
+    killed it) and the next submission starts a new pool. Used by :class:`LocalRunner` and by
+    :func:`paretune.search.reevaluate`.
+    """
+
+    def __init__(self, n_jobs: int, threads: int) -> None:
+        self.n_jobs = n_jobs
+        self.threads = threads
+        self._executor: cf.ProcessPoolExecutor | None = None
+        self._pool_of: dict[cf.Future[Outcome], cf.ProcessPoolExecutor] = {}
+
+    def _new(self) -> cf.ProcessPoolExecutor:
+        return cf.ProcessPoolExecutor(
+            max_workers=self.n_jobs,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(self.threads,),
+        )
+
+    def _retire(self, broken: cf.ProcessPoolExecutor) -> None:
+        if broken is self._executor:  # not a newer, healthy pool
+            _kill_workers(broken)
+            self._executor = None
+
+    def submit(self, job: Job) -> cf.Future[Outcome]:
+        if self._executor is None:
+            self._executor = self._new()
+        try:
+            future = self._executor.submit(evaluate, job)
+        except cf.process.BrokenProcessPool:
+            # The pool broke since the last check; its running evaluations fail on their own.
+            self._retire(self._executor)
+            self._executor = self._new()
+            future = self._executor.submit(evaluate, job)
+        self._pool_of[future] = self._executor
+        return future
+
+    def outcome(self, future: cf.Future[Outcome]) -> Outcome:
+        """The finished ``future``'s outcome; a dead worker or a lost result is a FAIL.
+
+        ``KeyboardInterrupt`` raised by the objective in the worker propagates.
+        """
+        pool = self._pool_of.pop(future, None)
+        try:
+            return future.result()
+        except cf.process.BrokenProcessPool as err:
+            if pool is not None:
+                self._retire(pool)
+            return Outcome("FAIL", error=f"the worker process died: {err}", lost=True)
+        except Exception as err:  # e.g. an objective result that does not unpickle
+            return Outcome("FAIL", error=f"the worker's result was lost: {err!r}")
+
+    def kill(self) -> None:
+        """Stop every worker now (what they were running is lost)."""
+        if self._executor is not None:
+            _kill_workers(self._executor)
+            self._executor = None
+        self._pool_of.clear()
+
+    def close(self) -> None:
+        """Wait for the workers to exit."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+
 def _kill_workers(executor: cf.ProcessPoolExecutor) -> None:
     kill = getattr(executor, "kill_workers", None)  # Python >= 3.14
     if kill is not None:
@@ -112,8 +184,7 @@ class LocalRunner(Runner):
         started = time.monotonic()
         duplicates_in_a_row = 0
         in_flight: dict[Any, PendingTrial] = {}
-        pool_of: dict[Any, cf.ProcessPoolExecutor] = {}
-        executor: cf.ProcessPoolExecutor | None = None
+        pool = WorkerPool(self.n_jobs, self.threads)
 
         def more() -> bool:
             if duplicates_in_a_row >= self.max_consecutive_duplicates:
@@ -126,48 +197,9 @@ class LocalRunner(Runner):
         def record(pending: PendingTrial, outcome: Outcome) -> None:
             record_outcome(store, pending, outcome, progress)
 
-        def new_pool() -> cf.ProcessPoolExecutor:
-            return cf.ProcessPoolExecutor(
-                max_workers=self.n_jobs,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
-                initargs=(self.threads,),
-            )
-
-        def retire_pool(broken: cf.ProcessPoolExecutor | None) -> None:
-            nonlocal executor
-            if broken is not None and broken is executor:  # not a newer, healthy pool
-                _kill_workers(broken)
-                executor = None
-
-        def submit(job: Job) -> cf.Future[Outcome]:
-            nonlocal executor
-            if executor is None:
-                executor = new_pool()
-            try:
-                future = executor.submit(evaluate, job)
-            except cf.process.BrokenProcessPool:
-                # The pool broke since the last check; its running trials fail on their own.
-                retire_pool(executor)
-                executor = new_pool()
-                future = executor.submit(evaluate, job)
-            pool_of[future] = executor
-            return future
-
         def collect(future: Any) -> None:
-            pending = in_flight.pop(future)
-            pool = pool_of.pop(future)
-            try:
-                outcome = future.result()
-            except cf.process.BrokenProcessPool as err:
-                # A worker died (OOM killer, segfault, os._exit). The pool fails every trial
-                # it was running, since it cannot tell which one killed it; the search goes
-                # on with a new pool.
-                outcome = Outcome("FAIL", error=f"the worker process died: {err}")
-                retire_pool(pool)
-            except Exception as err:  # e.g. an objective result that does not unpickle
-                outcome = Outcome("FAIL", error=f"the worker's result was lost: {err!r}")
-            record(pending, outcome)
+            record(in_flight[future], pool.outcome(future))
+            del in_flight[future]  # only now: a trial whose record failed is re-queued below
 
         clear_stop_request()
         try:
@@ -186,7 +218,7 @@ class LocalRunner(Runner):
                         del in_flight[None]
                         record(pending, outcome)
                         continue
-                    in_flight[submit(job)] = pending
+                    in_flight[pool.submit(job)] = pending
                 if stop_requested():
                     raise KeyboardInterrupt
                 if not in_flight:
@@ -207,11 +239,9 @@ class LocalRunner(Runner):
             # (Ctrl-C, SIGTERM) or a failure of the driver itself (storage, tracking) loses no
             # completed result and leaves nothing RUNNING.
             for future in [f for f in in_flight if f is not None and f.done()]:
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(BaseException):
                     collect(future)
-            if executor is not None:
-                _kill_workers(executor)
-                executor = None
+            pool.kill()
             requeued = []
             reason = "stopped by the user" if isinstance(err, KeyboardInterrupt) else repr(err)
             for pending in in_flight.values():
@@ -222,8 +252,7 @@ class LocalRunner(Runner):
                 raise SearchInterrupted(sorted(requeued)) from None
             raise
         finally:
-            if executor is not None:
-                executor.shutdown(wait=True)
+            pool.close()
 
 
 def _job(store: TrialsStore, pending: PendingTrial) -> Job:

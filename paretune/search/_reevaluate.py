@@ -12,6 +12,8 @@ is nested under the study's parent run (tags ``paretune.reevaluation_of``, ``par
 ``paretune.fidelity``). Evaluations that completed are kept: running the command again after a
 crash or Ctrl-C does only what is missing, and asking for more seeds adds only the new ones.
 
+Evaluations run one at a time in this process, or ``n_jobs`` at a time in spawned worker
+processes (the spec's local runner settings by default) while this process keeps the records.
 Seeds are ``0, 1, ..., n - 1`` for every candidate, so candidates are compared on the same
 seeds. Full fidelity builds the objective with the setting ``use_full_fidelity: true``; an
 objective type supports it by accepting that setting (``finetune`` does).
@@ -19,6 +21,8 @@ objective type supports it by accepting that setting (``finetune`` does).
 
 from __future__ import annotations
 
+import concurrent.futures as cf
+import contextlib
 import logging
 import math
 import statistics
@@ -28,7 +32,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from paretune._errors import ConfigError
-from paretune.search._runner import Job, Outcome, evaluate, stop_requested
+from paretune.search._runner import (
+    Job,
+    Outcome,
+    clear_stop_request,
+    evaluate,
+    stop_requested,
+)
 from paretune.trials_store._mlflow import CHILD_RUN_ATTR, PARENT_RUN_ATTR
 from paretune.trials_store._store import (
     BASELINE_ATTR,
@@ -53,6 +63,7 @@ __all__ = [
     "dominates",
     "reevaluate",
     "reevaluation_study_name",
+    "reevaluation_workers",
     "select_trials",
 ]
 
@@ -159,6 +170,8 @@ def reevaluate(
     baselines: bool = False,
     seeds: int = 3,
     full_fidelity: bool = False,
+    n_jobs: int | None = None,
+    threads: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> list[Reevaluation]:
     """Evaluate chosen trials of a finished (or running) search again, with ``seeds`` seeds.
@@ -170,6 +183,12 @@ def reevaluate(
         baselines: Add the trials the spec enqueued (baselines).
         seeds: Seeds per trial (``0 .. seeds - 1``).
         full_fidelity: Build the objective with ``use_full_fidelity: true``.
+        n_jobs: Evaluations at once: 1 runs them in this process, more in that many spawned
+            worker processes (:class:`~paretune.search._local.WorkerPool`; this process
+            keeps the records). Default: the spec's ``runner.n_jobs`` for a local runner,
+            else 1.
+        threads: CPU threads per worker process (``n_jobs > 1``). Default: the spec's
+            ``runner.threads`` for a local runner, else this machine's CPUs shared evenly.
         progress: Called after each evaluation as
             ``progress(done, total, reevaluation, seed, outcome, seconds)``.
 
@@ -180,8 +199,8 @@ def reevaluate(
     Raises:
         ConfigError: Bad arguments, or an objective without a full-fidelity mode.
         StudyError: The study does not exist.
-        KeyboardInterrupt: Stopped; the evaluation that was running is failed and redone by
-            the next call.
+        KeyboardInterrupt: Stopped; the evaluations that were running are failed and redone by
+            the next call (those that had finished are kept).
     """
     import optuna
     from optuna.trial import TrialState
@@ -191,6 +210,8 @@ def reevaluate(
 
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         raise ConfigError(f"`seeds` must be an integer >= 1, but got {seeds!r}")
+    n_jobs, threads = reevaluation_workers(spec, n_jobs, threads)
+    clear_stop_request()  # a stop of an earlier search or re-evaluation in this process
     settings = dict(spec.objective.settings)
     if full_fidelity:
         settings[FULL_FIDELITY_SETTING] = True
@@ -236,20 +257,85 @@ def reevaluate(
             else:
                 todo.append((result, seed))
     parent = store.study.user_attrs.get(PARENT_RUN_ATTR)
-    for i, (result, seed) in enumerate(todo, 1):
-        if stop_requested():
-            raise KeyboardInterrupt  # Ctrl-C between two evaluations
-        t0 = time.monotonic()
-        outcome = _evaluate_one(
-            spec, store, companion, result, seed, settings, parent, full_fidelity=full_fidelity
+    todo_left = list(reversed(todo))
+    done_count = 0
+
+    def start() -> _Started:
+        result, seed = todo_left.pop()
+        return _start(
+            spec,
+            store,
+            companion,
+            result,
+            seed,
+            settings,
+            parent,
+            full_fidelity=full_fidelity,
         )
-        if outcome.state == "COMPLETE":
-            assert outcome.metrics is not None
-            result.runs[seed] = outcome.metrics
-        else:
-            result.failed[seed] = outcome.error or outcome.state
+
+    def finish(started: _Started, outcome: Outcome) -> None:
+        nonlocal done_count
+        _finish(spec, store, companion, started, outcome)
+        done_count += 1
         if progress is not None:
-            progress(i, len(todo), result, seed, outcome, time.monotonic() - t0)
+            progress(
+                done_count,
+                len(todo),
+                started.result,
+                started.seed,
+                outcome,
+                time.monotonic() - started.t0,
+            )
+
+    def abandon(started: _Started) -> None:
+        with contextlib.suppress(Exception):  # the stop or the error that got here matters more
+            _abandon(store, companion, started)
+
+    if n_jobs == 1:
+        while todo_left:
+            if stop_requested():
+                raise KeyboardInterrupt  # Ctrl-C between two evaluations
+            started = start()
+            try:
+                finish(started, evaluate(started.job))
+            except BaseException:
+                if not started.finished:
+                    abandon(started)
+                raise
+        return list(results.values())
+
+    from paretune.search._local import WorkerPool
+
+    pool = WorkerPool(n_jobs, threads)
+    in_flight: dict[Any, _Started] = {}
+    try:
+        while todo_left or in_flight:
+            while todo_left and len(in_flight) < n_jobs and not stop_requested():
+                started = start()
+                try:
+                    in_flight[pool.submit(started.job)] = started
+                except BaseException:
+                    abandon(started)
+                    raise
+            if stop_requested():
+                raise KeyboardInterrupt
+            ready, _ = cf.wait(list(in_flight), timeout=0.5, return_when=cf.FIRST_COMPLETED)
+            for future in ready:
+                finish(in_flight[future], pool.outcome(future))
+                del in_flight[future]
+    except BaseException:
+        # Keep what finished; what was still running fails and is done by the next call.
+        for future, started in in_flight.items():
+            if future.done() and not started.finished:
+                with contextlib.suppress(BaseException):
+                    finish(started, pool.outcome(future))
+        pool.kill()
+        for started in in_flight.values():
+            if not started.finished:
+                abandon(started)
+        raise
+    finally:
+        pool.close()
     return list(results.values())
 
 
@@ -273,7 +359,20 @@ def _earlier(companion: optuna.Study, number: int) -> dict[int, FrozenTrial]:
     return out
 
 
-def _evaluate_one(
+@dataclass
+class _Started:
+    """One evaluation handed to the objective: its companion trial, MLflow run and job."""
+
+    result: Reevaluation
+    seed: int
+    trial: optuna.Trial
+    run_id: str | None
+    job: Job
+    t0: float = field(default_factory=time.monotonic)
+    finished: bool = False  # its outcome is recorded (or it was abandoned)
+
+
+def _start(
     spec: SearchSpec,
     store: TrialsStore,
     companion: optuna.Study,
@@ -283,9 +382,8 @@ def _evaluate_one(
     parent: str | None,
     *,
     full_fidelity: bool,
-) -> Outcome:
-    from optuna.trial import TrialState
-
+) -> _Started:
+    """Record the evaluation of ``result``'s trial with ``seed`` as RUNNING and build its job."""
     source = result.source
     attrs: dict[str, Any] = {SOURCE_ATTR: source.number, REEVAL_SEED_ATTR: seed}
     if result.label is not None:
@@ -326,18 +424,40 @@ def _evaluate_one(
         tracking_uri=store.tracking_uri if run_id else None,
         mlflow_run_id=run_id,
     )
-    try:
-        outcome = evaluate(job)
-    except KeyboardInterrupt:
-        companion.tell(trial, state=TrialState.FAIL)
-        if run_id is not None and store.mlflow is not None:
-            store.mlflow.finish_child(
-                run_id, state="FAIL", tags={"paretune.fail_reason": "interrupted"}
-            )
-        raise
+    return _Started(result, seed, trial, run_id, job)
+
+
+def _abandon(store: TrialsStore, companion: optuna.Study, started: _Started) -> None:
+    """An evaluation stopped part-way (Ctrl-C): FAIL, so that the next call does it again."""
+    from optuna.trial import TrialState
+
+    started.finished = True
+    with _quiet():
+        companion.tell(started.trial, state=TrialState.FAIL)
+    if started.run_id is not None and store.mlflow is not None:
+        store.mlflow.finish_child(
+            started.run_id, state="FAIL", tags={"paretune.fail_reason": "interrupted"}
+        )
+
+
+def _finish(
+    spec: SearchSpec,
+    store: TrialsStore,
+    companion: optuna.Study,
+    started: _Started,
+    outcome: Outcome,
+) -> None:
+    """Record ``outcome`` in the companion study, in MLflow and in ``started.result``.
+
+    An evaluation lost with its worker process (``outcome.lost``: that worker or another one
+    of its pool died) is failed without an error, so that the next call does it again.
+    """
+    from optuna.trial import TrialState
+
+    trial, run_id, result = started.trial, started.run_id, started.result
     if outcome.metrics is not None:
         trial.set_user_attr(METRICS_ATTR, outcome.metrics)
-    if outcome.error is not None:
+    if outcome.error is not None and not outcome.lost:
         trial.set_user_attr(ERROR_ATTR, outcome.error[-2000:])
     values = None
     state = TrialState.FAIL
@@ -346,6 +466,7 @@ def _evaluate_one(
         values = [outcome.metrics[m.name] for m in spec.metrics]
         state = TrialState.COMPLETE
     companion.tell(trial, values=values, state=state)
+    started.finished = True
     if run_id is not None and store.mlflow is not None:
         tags = {}
         if outcome.error:
@@ -359,8 +480,33 @@ def _evaluate_one(
                 step=0 if outcome.last_step is None else outcome.last_step + 1,
             )
         except Exception as err:  # tracking is best-effort
-            _log.warning("MLflow: re-evaluation of trial %d not finished: %s", source.number, err)
-    return outcome
+            _log.warning(
+                "MLflow: re-evaluation of trial %d not finished: %s", result.source.number, err
+            )
+    if outcome.state == "COMPLETE":
+        assert outcome.metrics is not None
+        result.runs[started.seed] = outcome.metrics
+    else:
+        result.failed[started.seed] = outcome.error or outcome.state
+
+
+def reevaluation_workers(
+    spec: SearchSpec, n_jobs: int | None, threads: int | None
+) -> tuple[int, int]:
+    """``(n_jobs, threads)``: the arguments, else the spec's local runner, else 1 job."""
+    from paretune.search._local import default_threads
+
+    runner = spec.runner
+    local = getattr(runner, "type", None) == "local"
+    if n_jobs is None:
+        n_jobs = int(getattr(runner, "n_jobs", 1)) if local else 1
+    if threads is None and local:
+        threads = getattr(runner, "threads", None)
+    for name, value in (("n_jobs", n_jobs), ("threads", threads)):
+        bad = not isinstance(value, int) or isinstance(value, bool) or value < 1
+        if value is not None and bad:
+            raise ConfigError(f"`{name}` must be an integer >= 1, but got {value!r}")
+    return n_jobs, default_threads(n_jobs) if threads is None else threads
 
 
 def dominates(

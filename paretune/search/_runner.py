@@ -104,13 +104,16 @@ class Outcome:
     """What came of a job: ``state`` is COMPLETE, PRUNED or FAIL.
 
     ``last_step`` is the step of the objective's last ``ctx.report`` (``None``: it reported
-    nothing); the final metrics are logged to MLflow after it.
+    nothing); the final metrics are logged to MLflow after it. ``lost``: a FAIL because the
+    worker process running it (or another one of its pool) died, so the job itself may not be
+    at fault.
     """
 
     state: str
     metrics: dict[str, float] | None = None
     error: str | None = None
     last_step: int | None = None
+    lost: bool = False
 
 
 _objectives: dict[tuple[str, str], Any] = {}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 import statistics
 import textwrap
 from pathlib import Path
@@ -16,7 +18,7 @@ from mlflow import MlflowClient
 
 from paretune import ConfigError
 from paretune.cli import main
-from paretune.search import open_store, run_search
+from paretune.search import handle_stop_signal, open_store, run_search
 from paretune.search._reevaluate import (
     Reevaluation,
     dominates,
@@ -27,15 +29,26 @@ from paretune.spec import load_spec
 
 NOISY_OBJECTIVE = '''
 import json
+import os
+import time
 
 def objective(params, ctx):
     """f0 = x, f1 = 1 - x, plus a seed-dependent offset, plus 0.5 at the search's fidelity."""
     if ctx.settings.get("interrupt_seed") == ctx.seed:
         raise KeyboardInterrupt
+    if ctx.settings.get("die_seed") == ctx.seed:
+        os._exit(3)  # the worker process dies (as under the OOM killer)
+    time.sleep(ctx.settings.get("sleep_per_seed", 0.0) * ctx.seed)
     offset = 0.0 if ctx.settings.get("use_full_fidelity") else 0.5
     noise = 0.01 * ctx.seed
+    line = {
+        "x": params["x"],
+        "seed": ctx.seed,
+        "pid": os.getpid(),
+        "threads": os.environ.get("OMP_NUM_THREADS"),
+    }
     with open(ctx.settings["log"], "a") as f:
-        f.write(json.dumps({"x": params["x"], "seed": ctx.seed}) + "\\n")
+        f.write(json.dumps(line) + "\\n")
     return {"f0": params["x"] + noise + offset, "f1": 1.0 - params["x"] + noise + offset}
 '''
 
@@ -157,6 +170,94 @@ def test_an_interrupted_reevaluation_is_finished_by_the_next_call(
     assert [e["seed"] for e in evaluations(tmp_path)][-2:] == [1, 2]
 
 
+def _running(spec: Any, *, full_fidelity: bool = False) -> list[int]:
+    storage = f"sqlite:///{spec.resolved_run_dir / 'study.db'}"
+    name = reevaluation_study_name(spec.study, full_fidelity=full_fidelity)
+    companion = optuna.load_study(study_name=name, storage=storage)
+    return [t.number for t in companion.trials if t.state == optuna.trial.TrialState.RUNNING]
+
+
+@pytest.mark.slow
+def test_the_spec_local_workers_run_reevaluations_with_the_same_results(
+    tmp_path: Path, searched: dict[str, Any]
+) -> None:
+    sequential = reevaluate(load_spec(searched), numbers=[1, 2, 3], seeds=2)
+    assert {e["pid"] for e in evaluations(tmp_path)} == {os.getpid()}  # in this process
+    data = yaml.safe_load(yaml.safe_dump(searched))
+    data["runner"] = {"type": "local", "n_jobs": 2, "threads": 3}
+    before = len(evaluations(tmp_path))
+    parallel = reevaluate(load_spec(data), numbers=[1, 2, 3], seeds=2, full_fidelity=True)
+    new = evaluations(tmp_path)[before:]
+    assert len(new) == 6
+    assert os.getpid() not in {e["pid"] for e in new}  # the spec's two worker processes
+    assert {e["threads"] for e in new} == {"3"}  # the spec's threads per worker
+    for a, b in zip(sequential, parallel, strict=True):
+        assert a.source.number == b.source.number and sorted(b.runs) == [0, 1]
+        # Full fidelity drops the search's 0.5 offset and nothing else.
+        assert b.values("f0") == pytest.approx([v - 0.5 for v in a.values("f0")])
+    assert _running(load_spec(data), full_fidelity=True) == []
+
+
+@pytest.mark.slow
+def test_a_dead_worker_fails_its_evaluations_and_the_rest_go_on(
+    tmp_path: Path, searched: dict[str, Any]
+) -> None:
+    data = yaml.safe_load(yaml.safe_dump(searched))
+    data["objective"]["settings"]["die_seed"] = 1
+    results = reevaluate(load_spec(data), numbers=[2], seeds=4, n_jobs=2, threads=1)
+    r = results[0]
+    assert 1 in r.failed and "worker process died" in r.failed[1]
+    # The seeds that shared the broken pool failed with it; the call went on to the end.
+    assert set(r.runs) | set(r.failed) == {0, 1, 2, 3}
+    assert _running(load_spec(data)) == []
+    # Lost with a worker, not failed by the objective: the next call does them again.
+    before = len(evaluations(tmp_path))
+    again = reevaluate(load_spec(searched), numbers=[2], seeds=4, n_jobs=2, threads=1)
+    assert sorted(again[0].runs) == [0, 1, 2, 3] and not again[0].failed
+    redone = sorted(e["seed"] for e in evaluations(tmp_path)[before:])
+    assert redone == sorted(r.failed)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_workers_and_the_next_call_does_the_rest(
+    tmp_path: Path, searched: dict[str, Any]
+) -> None:
+    data = yaml.safe_load(yaml.safe_dump(searched))
+    data["objective"]["settings"]["sleep_per_seed"] = 5.0  # seed 1 still runs when 0 is done
+
+    def stop_after_the_first(done: int, *args: Any) -> None:
+        handle_stop_signal(signal.SIGINT, None)  # what Ctrl-C does in `paretune reevaluate`
+
+    with pytest.raises(KeyboardInterrupt):
+        reevaluate(
+            load_spec(data),
+            numbers=[4],
+            seeds=4,
+            n_jobs=2,
+            threads=1,
+            progress=stop_after_the_first,
+        )
+    assert [e["seed"] for e in evaluations(tmp_path)][-1:] == [0]
+    assert _running(load_spec(data)) == []  # seed 1 was killed and failed, 2 and 3 never began
+    data["objective"]["settings"]["sleep_per_seed"] = 0.0
+    results = reevaluate(load_spec(data), numbers=[4], seeds=4, n_jobs=2, threads=1)
+    assert sorted(results[0].runs) == [0, 1, 2, 3]
+    assert sorted(e["seed"] for e in evaluations(tmp_path)[-3:]) == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_an_interrupt_in_a_worker_fails_what_ran_and_the_next_call_finishes(
+    tmp_path: Path, searched: dict[str, Any]
+) -> None:
+    data = yaml.safe_load(yaml.safe_dump(searched))
+    data["objective"]["settings"]["interrupt_seed"] = 1
+    with pytest.raises(KeyboardInterrupt):
+        reevaluate(load_spec(data), numbers=[3], seeds=3, n_jobs=2, threads=1)
+    assert _running(load_spec(data)) == []  # nothing left RUNNING
+    results = reevaluate(load_spec(searched), numbers=[3], seeds=3, n_jobs=2, threads=1)
+    assert sorted(results[0].runs) == [0, 1, 2] and not results[0].failed
+
+
 @pytest.mark.slow
 def test_reevaluations_are_mlflow_runs_under_the_study_parent(
     searched: dict[str, Any],
@@ -185,6 +286,10 @@ def test_bad_selections_say_what_exists(searched: dict[str, Any]) -> None:
         reevaluate(spec, numbers=[42])
     with pytest.raises(ConfigError, match="seeds"):
         reevaluate(spec, numbers=[0], seeds=0)
+    with pytest.raises(ConfigError, match="`n_jobs` must be an integer >= 1"):
+        reevaluate(spec, numbers=[0], n_jobs=0)
+    with pytest.raises(ConfigError, match="`threads` must be an integer >= 1"):
+        reevaluate(spec, numbers=[0], n_jobs=2, threads=0)
 
 
 @pytest.mark.slow
@@ -209,6 +314,7 @@ def test_cli_prints_mean_and_spread_and_which_trials_beat_the_baselines(
     path.write_text(yaml.safe_dump(searched))
     out_csv = tmp_path / "re.csv"
     args = ["reevaluate", str(path), "--pareto", "--seeds", "2", "--full-fidelity"]
+    args += ["--jobs", "2", "--threads", "1"]
     assert main([*args, "-o", str(out_csv)]) == 0
     out = capsys.readouterr().out
     front = open_store(load_spec(searched), create=False, mlflow=False).pareto_trials()
@@ -217,6 +323,7 @@ def test_cli_prints_mean_and_spread_and_which_trials_beat_the_baselines(
     assert "f0 mean ± std" in out
     # x = 0.5 is on the front: no trial is better in both metrics.
     assert "far: not dominated by any re-evaluated search trial" in out
+    assert os.getpid() not in {e["pid"] for e in evaluations(tmp_path)[-total:]}  # --jobs 2
     rows = list(csv.DictReader(out_csv.open()))
     assert len(rows) == total and {r["seed"] for r in rows} == {"0", "1"}
     with pytest.raises(SystemExit) as info:
