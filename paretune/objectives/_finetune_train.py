@@ -11,8 +11,8 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -55,6 +55,8 @@ class Hyper:
     max_grad_norm: float
     group_by_length: bool
     precision: str = "fp32"
+    # Learning-rate factor per kind of module (paretune.spaces.peft.module_kind); 1 if absent.
+    lr_multipliers: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,25 @@ def epoch_batches(
         part = part[np.argsort(-lengths[part], kind="stable")]
         batches.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def param_groups(
+    model: torch.nn.Module, learning_rate: float, multipliers: Mapping[str, float]
+) -> list[dict[str, Any]]:
+    """The trainable parameters in one optimiser group per module kind with a multiplier
+    (``lr = learning_rate * multiplier``; kinds without one share a group at
+    ``learning_rate``), in the model's parameter order within each group."""
+    from paretune.spaces.peft import module_kind
+
+    groups: dict[float, list[Any]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            factor = float(multipliers.get(module_kind(name), 1.0))
+            groups.setdefault(factor, []).append(p)
+    return [
+        {"params": params, "lr": learning_rate * factor, "lr_multiplier": factor}
+        for factor, params in groups.items()
+    ]
 
 
 def linear_schedule(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
@@ -273,7 +294,9 @@ def train(
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
-        trainable, lr=hyper.learning_rate, weight_decay=hyper.weight_decay
+        param_groups(model, hyper.learning_rate, hyper.lr_multipliers),
+        lr=hyper.learning_rate,
+        weight_decay=hyper.weight_decay,
     )
     steps_per_epoch = math.ceil(len(train_data) / hyper.batch_size)
     total_steps = max(1, math.ceil(epochs * steps_per_epoch))

@@ -28,7 +28,7 @@ Model (``model``):
     with ``AutoModelForSequenceClassification``; a tokenizer without a padding token pads with
     its end-of-sequence token, which becomes the model's ``pad_token_id`` (decoders classify
     from the last token that is not padding). Building the objective reads only the model's
-    config (``AutoConfig``), so ``paretune validate`` stays fast; the tokenizer and the weights
+    config (``AutoConfig``), so building a search stays fast; the tokenizer and the weights
     are loaded by the first trial of a process and kept for the next ones.
 
 Data:
@@ -62,8 +62,9 @@ Training:
     AdamW on the trainable parameters only, linear warmup over ``warmup_ratio`` of the steps
     and linear decay to 0, gradient clipping at ``max_grad_norm``, right padding to the longest
     row of a batch (rows of similar length are batched together with ``group_by_length``).
-    The learning rate is ``learning_rate`` for PEFT candidates and ``full_learning_rate`` for
-    full fine-tuning (``method: full``). Parameters of the searched space override the
+    The learning rate is ``learning_rate`` for PEFT candidates (times the factor of each
+    module kind in ``learning_rate_multipliers``, one AdamW parameter group per factor) and
+    ``full_learning_rate`` for full fine-tuning (``method: full``). Parameters of the searched space override the
     settings of the same name: add ``learning_rate`` (or ``batch_size``, ``weight_decay``,
     ``warmup_ratio``, ``lora_dropout``) to the space with ``extra_space`` to search it. torch,
     numpy and ``random`` are seeded with ``ctx.seed`` (the head's initialisation, dropout, batch
@@ -193,6 +194,12 @@ class Finetune:
             PEFT parameters (e.g. ``{learning_rate: {type: float, low: 1e-4, high: 1e-2,
             log: true}}``).
         learning_rate: Peak learning rate of PEFT candidates.
+        learning_rate_multipliers: Factors on ``learning_rate`` per kind of module:
+            ``lora``, ``serial``, ``parallel``, ``prefix``, ``head`` (the task head); kinds
+            left out train at ``learning_rate``. Module types train well at rates far apart
+            (prefixes at ~30 times LoRA's rate, parallel adapters at a tenth, in
+            ``examples/autopeft.yaml``), so one searched rate with fixed factors keeps every
+            candidate near its modules' good range. Not used by full fine-tuning.
         full_learning_rate: Peak learning rate of full fine-tuning.
         batch_size: Training batch size.
         eval_batch_size: Evaluation batch size.
@@ -247,6 +254,7 @@ class Finetune:
         space: Mapping[str, Any] | None = None,
         extra_space: Mapping[str, Mapping[str, Any]] | None = None,
         learning_rate: float = 1e-3,
+        learning_rate_multipliers: Mapping[str, float] | None = None,
         full_learning_rate: float = 5e-5,
         batch_size: int = 32,
         eval_batch_size: int = 128,
@@ -265,6 +273,7 @@ class Finetune:
             name: value for name, value in locals().items() if name not in ("self", "__class__")
         }
         self.learning_rate = _positive(learning_rate, "learning_rate")
+        self.learning_rate_multipliers = _multipliers(learning_rate_multipliers)
         self.full_learning_rate = _positive(full_learning_rate, "full_learning_rate")
         self.batch_size = _count(batch_size, "batch_size")
         self.eval_batch_size = _count(eval_batch_size, "eval_batch_size")
@@ -546,7 +555,7 @@ class Finetune:
         setup_seconds = time.perf_counter() - started
         _log.info(
             "trial %d: %s; %d trainable parameters (%.3f%%); %d train examples, %.2f epochs, "
-            "lr %g, on %s",
+            "lr %g%s, on %s",
             ctx.trial_number,
             plan.describe(),
             count.total,
@@ -554,6 +563,11 @@ class Finetune:
             len(train_data),
             fid.epochs,
             hyper["learning_rate"],
+            ""
+            if plan.full or not self.learning_rate_multipliers
+            else " (x "
+            + ", ".join(f"{k} {v:g}" for k, v in self.learning_rate_multipliers.items())
+            + ")",
             device,
         )
 
@@ -564,6 +578,7 @@ class Finetune:
             max_grad_norm=self.max_grad_norm,
             group_by_length=self.group_by_length,
             precision=precision,
+            lr_multipliers={} if plan.full else self.learning_rate_multipliers,
             **hyper,
         )
         try:
@@ -1017,6 +1032,27 @@ def _fidelity(value: Any, setting: str, base: Fidelity) -> Fidelity:
 
 def _path(name: str, path: Sequence[str | int] | None) -> tuple[str | int, ...]:
     return tuple(path) if path is not None else (name,)
+
+
+def _multipliers(value: Any) -> dict[str, float]:
+    from paretune.spaces.peft import MODULE_KINDS
+
+    name = "learning_rate_multipliers"
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"`{name}` must map module kinds ({', '.join(MODULE_KINDS)}) to positive factors, "
+            f"but got {describe(value)}.",
+            path=(name,),
+        )
+    unknown = sorted(str(k) for k in value if k not in MODULE_KINDS)
+    if unknown:
+        raise ConfigError(
+            f"`{name}` has unknown module kind(s) {unknown}; allowed: {', '.join(MODULE_KINDS)}.",
+            path=(name, unknown[0]),
+        )
+    return {str(k): _positive(v, str(k), path=(name, str(k))) for k, v in value.items()}
 
 
 def _positive(value: Any, name: str, *, path: Sequence[str | int] | None = None) -> float:

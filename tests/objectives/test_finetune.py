@@ -236,7 +236,7 @@ def test_full_finetune_and_extra_space(objective, tiny_bert, sentiment_csv):
 
 
 def test_building_reads_only_the_config(tmp_path, sentiment_csv):
-    # A directory with a config and nothing else: enough for the space (paretune validate).
+    # A directory with a config and nothing else: enough to build the objective and its space.
     transformers.BertConfig(
         hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64
     ).save_pretrained(tmp_path)
@@ -355,6 +355,9 @@ def test_cpu_bf16_detection_reads_this_machines_flags():
         ({"split_fractions": {"train": 0.9, "dev": 0.1}}, ("split_fractions", "dev")),
         ({"split_fractions": {"train": 1.0, "validation": 0.0}}, ("split_fractions", "validation")),
         ({"data_seed": 1.5}, ("data_seed",)),
+        ({"learning_rate_multipliers": 2.0}, ("learning_rate_multipliers",)),
+        ({"learning_rate_multipliers": {"adapter": 2.0}}, ("learning_rate_multipliers", "adapter")),
+        ({"learning_rate_multipliers": {"lora": 0.0}}, ("learning_rate_multipliers", "lora")),
         ({"text_column": ""}, ("text_column",)),
         ({"train": "x.csv"}, ("data",)),  # both data and split files
     ],
@@ -623,6 +626,40 @@ def test_searched_hyperparameters_win_over_settings(objective, caplog):
     with pytest.raises(ConfigError) as info:
         objective({**LORA, "learning_rate": -1.0}, ctx())
     assert info.value.path == ("learning_rate",)
+
+
+def test_each_module_kind_trains_at_its_multiple_of_the_learning_rate(objective, tiny_bert):
+    from paretune.objectives._finetune_train import param_groups
+    from paretune.spaces.peft import decode_params, materialize, module_kind
+
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(tiny_bert)
+    params = {**LORA, "serial_size": 1, "prefix_length": 5}
+    materialize(model, decode_params(params, objective.layout))
+    groups = param_groups(model, 1e-3, {"prefix": 30.0, "lora": 2.0})
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert len(lr_of) == len(trainable)  # every trainable parameter once, nothing else
+    expected = {"prefix": 3e-2, "lora": 2e-3, "serial": 1e-3, "head": 1e-3}
+    assert {module_kind(n) for n, _ in trainable} == set(expected)
+    for name, p in trainable:
+        assert lr_of[id(p)] == pytest.approx(expected[module_kind(name)]), name
+    # One group per factor: the kinds without one (serial, head) share the base rate.
+    assert sorted(g["lr_multiplier"] for g in groups) == [1.0, 2.0, 30.0]
+
+
+def test_multipliers_change_training_and_are_logged(objective, caplog):
+    scaled = Finetune(**{**objective.settings, "learning_rate_multipliers": {"lora": 3.0}})
+    scaled._shared = objective._shared
+    with caplog.at_level(logging.INFO, logger="paretune.objectives.finetune"):
+        out = scaled(dict(LORA), ctx())
+    assert "lr 0.01 (x lora 3)" in caplog.text
+    plain = objective(dict(LORA), ctx())
+    assert out["loss"] != plain["loss"]  # the validation loss after the last update
+    # Full fine-tuning keeps full_learning_rate for every weight.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="paretune.objectives.finetune"):
+        scaled({"method": "full"}, ctx())
+    assert "(x lora" not in caplog.text
 
 
 def test_budget_scales_the_training_examples(objective):

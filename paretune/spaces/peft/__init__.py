@@ -34,7 +34,13 @@ materialising a model do.
 
 from paretune.spaces.peft._count import TrainableCount, count_trainable
 from paretune.spaces.peft._layout import ModelLayout, Projection, describe_model
-from paretune.spaces.peft._materialize import DEFAULT_HEAD_NAMES, materialize, trainable_parameters
+from paretune.spaces.peft._materialize import (
+    DEFAULT_HEAD_NAMES,
+    MODULE_KINDS,
+    materialize,
+    module_kind,
+    trainable_parameters,
+)
 from paretune.spaces.peft._plan import InvalidPeftConfig, PeftPlan, decode_params, is_valid, repair
 from paretune.spaces.peft._space import (
     AUTOPEFT_SIZES,
@@ -58,6 +64,7 @@ __all__ = [
     "METHODS",
     "METHOD_PARAM",
     "MODULES",
+    "MODULE_KINDS",
     "InvalidPeftConfig",
     "ModelLayout",
     "PeftPlan",
@@ -69,6 +76,7 @@ __all__ = [
     "is_valid",
     "lora_target_names",
     "materialize",
+    "module_kind",
     "peft_space",
     "repair",
     "scale_sizes",

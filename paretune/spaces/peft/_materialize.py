@@ -16,7 +16,13 @@ from paretune.spaces.peft._space import lora_target_names
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DEFAULT_HEAD_NAMES", "materialize", "trainable_parameters"]
+__all__ = [
+    "DEFAULT_HEAD_NAMES",
+    "MODULE_KINDS",
+    "materialize",
+    "module_kind",
+    "trainable_parameters",
+]
 
 DEFAULT_HEAD_NAMES = ("pre_classifier", "classifier", "score", "qa_outputs")
 """Names of the top-level task heads that train by default (new, randomly initialised layers
@@ -151,6 +157,27 @@ def materialize(
 def trainable_parameters(model: torch.nn.Module) -> dict[str, int]:
     """Names and sizes of the parameters of ``model`` that have ``requires_grad``."""
     return {name: p.numel() for name, p in model.named_parameters() if p.requires_grad}
+
+
+MODULE_KINDS = ("lora", "serial", "parallel", "prefix", "head")
+"""What :func:`module_kind` calls the trainable parameters of a materialised model."""
+
+
+def module_kind(name: str) -> str:
+    """The kind of PEFT module a parameter of a materialised model belongs to, by its name:
+    ``"lora"`` (peft's LoRA matrices), ``"serial"`` / ``"parallel"`` (bottleneck adapters),
+    ``"prefix"``, or ``"head"`` for everything else (the task head; the backbone under full
+    fine-tuning)."""
+    parts = name.split(".")
+    if _PREFIX in parts:
+        return "prefix"
+    if _ADAPTERS in parts:
+        after = parts[parts.index(_ADAPTERS) + 1 :]
+        if after and after[0] in ("serial", "parallel"):
+            return after[0]
+    if any(part.startswith("lora_") for part in parts):
+        return "lora"
+    return "head"
 
 
 def _sizes_note(params: Mapping[str, Any] | PeftPlan) -> str:

@@ -16,12 +16,14 @@ from peft.tuners.lora import LoraLayer
 from paretune import ConfigError
 from paretune.spaces.peft import (
     DEFAULT_HEAD_NAMES,
+    MODULE_KINDS,
     InvalidPeftConfig,
     count_trainable,
     decode_params,
     describe_model,
     is_valid,
     materialize,
+    module_kind,
     peft_space,
     repair,
     trainable_parameters,
@@ -66,8 +68,14 @@ def test_random_candidates_count_train_and_start_as_the_backbone(family, n, seed
     for params in candidates(layout, n, seed):
         model = materialize(copy.deepcopy(backbone), params, layout)
         trainable = trainable_parameters(model)
-        # The analytic count is exact.
-        assert sum(trainable.values()) == count_trainable(layout, params, head_params=head).total
+        # The analytic count is exact, module by module: module_kind (which sets each
+        # module's learning rate) names every trainable parameter's module right.
+        count = count_trainable(layout, params, head_params=head)
+        assert sum(trainable.values()) == count.total
+        by_kind = dict.fromkeys(MODULE_KINDS, 0)
+        for name, size in trainable.items():
+            by_kind[module_kind(name)] += size
+        assert by_kind == {k: getattr(count, k) for k in MODULE_KINDS}, params
         # Only PEFT modules and the head train.
         assert all(
             "lora_" in name or "paretune_" in name or name.split(".")[0] in DEFAULT_HEAD_NAMES
