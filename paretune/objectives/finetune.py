@@ -59,21 +59,21 @@ Fidelity:
     training examples (at least one), for the same number of epochs.
 
 Training:
-    AdamW on the trainable parameters only, linear warmup over ``warmup_ratio`` of the steps
-    and linear decay to 0, gradient clipping at ``max_grad_norm``, right padding to the longest
-    row of a batch (rows of similar length are batched together with ``group_by_length``).
-    The learning rate is ``learning_rate`` for PEFT candidates (times the factor of each
-    module kind in ``learning_rate_multipliers``, one AdamW parameter group per factor) and
-    ``full_learning_rate`` for full fine-tuning (``method: full``). Parameters of the searched space override the
-    settings of the same name: add ``learning_rate`` (or ``batch_size``, ``weight_decay``,
-    ``warmup_ratio``, ``lora_dropout``) to the space with ``extra_space`` to search it. torch,
-    numpy and ``random`` are seeded with ``ctx.seed`` (the head's initialisation, dropout, batch
-    order), so a trial with the same seed and parameters gives the same result on the same
-    machine. Each evaluation goes to ``ctx.report(step, {"accuracy", "loss", "train_loss"})``
-    (``step`` counts optimiser steps) and to the log of this module; when ``ctx.should_prune()``
-    the trial raises :class:`~paretune.objectives.TrialPruned`. Computation runs on the
-    ``device`` setting or else ``ctx.device``; the objective does not change torch's number of
-    threads.
+    AdamW on the trainable parameters only, linear warmup over ``warmup_ratio`` of the steps and
+    linear decay to 0, gradient clipping at ``max_grad_norm``, right padding to the longest row
+    of a batch (rows of similar length are batched together with ``group_by_length``). The
+    learning rate is ``learning_rate`` for PEFT candidates (times the factor of each module kind
+    in ``learning_rate_multipliers``, one AdamW parameter group per factor) and
+    ``full_learning_rate`` for full fine-tuning (``method: full``). Parameters of the searched
+    space override the settings of the same name: add ``learning_rate`` (or ``batch_size``,
+    ``weight_decay``, ``warmup_ratio``, ``lora_dropout``) to the space with ``extra_space`` to
+    search it. torch, numpy and ``random`` are seeded with ``ctx.seed`` (the head's
+    initialisation, dropout, batch order), so a trial with the same seed and parameters gives
+    the same result on the same machine. Each evaluation goes to ``ctx.report(step, {"accuracy",
+    "loss", "train_loss"})`` (``step`` counts optimiser steps) and to the log of this module;
+    when ``ctx.should_prune()`` the trial raises :class:`~paretune.objectives.TrialPruned`.
+    Computation runs on the ``device`` setting or else ``ctx.device``; the objective does not
+    change torch's number of threads.
 
 Candidates that put no PEFT module into any layer raise
 :class:`~paretune.spaces.peft.InvalidPeftConfig` before anything is loaded or trained (the
