@@ -495,13 +495,13 @@ def reevaluation_workers(
 ) -> tuple[int, int]:
     """``(n_jobs, threads)``: the arguments, else the spec's local runner, else 1 job."""
     from paretune.search._local import default_threads
+    from paretune.spec import LocalRunnerSpec
 
-    runner = spec.runner
-    local = getattr(runner, "type", None) == "local"
+    local = spec.runner if isinstance(spec.runner, LocalRunnerSpec) else None
     if n_jobs is None:
-        n_jobs = int(getattr(runner, "n_jobs", 1)) if local else 1
-    if threads is None and local:
-        threads = getattr(runner, "threads", None)
+        n_jobs = local.n_jobs if local is not None else 1
+    if threads is None and local is not None:
+        threads = local.threads
     for name, value in (("n_jobs", n_jobs), ("threads", threads)):
         bad = not isinstance(value, int) or isinstance(value, bool) or value < 1
         if value is not None and bad:

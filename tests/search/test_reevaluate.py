@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import os
@@ -25,7 +26,7 @@ from paretune.search._reevaluate import (
     reevaluate,
     reevaluation_study_name,
 )
-from paretune.spec import load_spec
+from paretune.spec import SearchSpec, load_spec
 
 NOISY_OBJECTIVE = '''
 import json
@@ -156,18 +157,11 @@ def test_dominance_is_judged_on_the_means_over_seeds() -> None:
     assert not dominates(result(5, [], []), base, names, directions)  # nothing completed
 
 
-@pytest.mark.slow
-def test_an_interrupted_reevaluation_is_finished_by_the_next_call(
-    tmp_path: Path, searched: dict[str, Any]
-) -> None:
-    data = yaml.safe_load(yaml.safe_dump(searched))
-    data["objective"]["settings"]["interrupt_seed"] = 1
-    with pytest.raises(KeyboardInterrupt):
-        reevaluate(load_spec(data), numbers=[3], seeds=3)
-    assert [e["seed"] for e in evaluations(tmp_path)][-1] == 0
-    results = reevaluate(load_spec(searched), numbers=[3], seeds=3)
-    assert sorted(results[0].runs) == [0, 1, 2]
-    assert [e["seed"] for e in evaluations(tmp_path)][-2:] == [1, 2]
+def variant(searched: dict[str, Any], **settings: Any) -> SearchSpec:
+    """The searched spec with more objective settings (faults of the noisy objective)."""
+    data = copy.deepcopy(searched)
+    data["objective"]["settings"].update(settings)
+    return load_spec(data)
 
 
 def _running(spec: Any, *, full_fidelity: bool = False) -> list[int]:
@@ -183,7 +177,7 @@ def test_the_spec_local_workers_run_reevaluations_with_the_same_results(
 ) -> None:
     sequential = reevaluate(load_spec(searched), numbers=[1, 2, 3], seeds=2)
     assert {e["pid"] for e in evaluations(tmp_path)} == {os.getpid()}  # in this process
-    data = yaml.safe_load(yaml.safe_dump(searched))
+    data = copy.deepcopy(searched)
     data["runner"] = {"type": "local", "n_jobs": 2, "threads": 3}
     before = len(evaluations(tmp_path))
     parallel = reevaluate(load_spec(data), numbers=[1, 2, 3], seeds=2, full_fidelity=True)
@@ -202,14 +196,12 @@ def test_the_spec_local_workers_run_reevaluations_with_the_same_results(
 def test_a_dead_worker_fails_its_evaluations_and_the_rest_go_on(
     tmp_path: Path, searched: dict[str, Any]
 ) -> None:
-    data = yaml.safe_load(yaml.safe_dump(searched))
-    data["objective"]["settings"]["die_seed"] = 1
-    results = reevaluate(load_spec(data), numbers=[2], seeds=4, n_jobs=2, threads=1)
+    results = reevaluate(variant(searched, die_seed=1), numbers=[2], seeds=4, n_jobs=2, threads=1)
     r = results[0]
     assert 1 in r.failed and "worker process died" in r.failed[1]
     # The seeds that shared the broken pool failed with it; the call went on to the end.
     assert set(r.runs) | set(r.failed) == {0, 1, 2, 3}
-    assert _running(load_spec(data)) == []
+    assert _running(load_spec(searched)) == []
     # Lost with a worker, not failed by the objective: the next call does them again.
     before = len(evaluations(tmp_path))
     again = reevaluate(load_spec(searched), numbers=[2], seeds=4, n_jobs=2, threads=1)
@@ -222,15 +214,13 @@ def test_a_dead_worker_fails_its_evaluations_and_the_rest_go_on(
 def test_ctrl_c_stops_the_workers_and_the_next_call_does_the_rest(
     tmp_path: Path, searched: dict[str, Any]
 ) -> None:
-    data = yaml.safe_load(yaml.safe_dump(searched))
-    data["objective"]["settings"]["sleep_per_seed"] = 5.0  # seed 1 still runs when 0 is done
 
     def stop_after_the_first(done: int, *args: Any) -> None:
         handle_stop_signal(signal.SIGINT, None)  # what Ctrl-C does in `paretune reevaluate`
 
     with pytest.raises(KeyboardInterrupt):
         reevaluate(
-            load_spec(data),
+            variant(searched, sleep_per_seed=5.0),  # seed 1 still runs when seed 0 is done
             numbers=[4],
             seeds=4,
             n_jobs=2,
@@ -238,24 +228,27 @@ def test_ctrl_c_stops_the_workers_and_the_next_call_does_the_rest(
             progress=stop_after_the_first,
         )
     assert [e["seed"] for e in evaluations(tmp_path)][-1:] == [0]
-    assert _running(load_spec(data)) == []  # seed 1 was killed and failed, 2 and 3 never began
-    data["objective"]["settings"]["sleep_per_seed"] = 0.0
-    results = reevaluate(load_spec(data), numbers=[4], seeds=4, n_jobs=2, threads=1)
+    assert _running(load_spec(searched)) == []  # seed 1 was killed and failed, 2, 3 never began
+    results = reevaluate(load_spec(searched), numbers=[4], seeds=4, n_jobs=2, threads=1)
     assert sorted(results[0].runs) == [0, 1, 2, 3]
     assert sorted(e["seed"] for e in evaluations(tmp_path)[-3:]) == [1, 2, 3]
 
 
 @pytest.mark.slow
-def test_an_interrupt_in_a_worker_fails_what_ran_and_the_next_call_finishes(
-    tmp_path: Path, searched: dict[str, Any]
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_an_interrupted_reevaluation_is_finished_by_the_next_call(
+    tmp_path: Path, searched: dict[str, Any], n_jobs: int
 ) -> None:
-    data = yaml.safe_load(yaml.safe_dump(searched))
-    data["objective"]["settings"]["interrupt_seed"] = 1
+    # With workers, KeyboardInterrupt raised in one (seed 1) stops the call the same way.
     with pytest.raises(KeyboardInterrupt):
-        reevaluate(load_spec(data), numbers=[3], seeds=3, n_jobs=2, threads=1)
-    assert _running(load_spec(data)) == []  # nothing left RUNNING
-    results = reevaluate(load_spec(searched), numbers=[3], seeds=3, n_jobs=2, threads=1)
+        reevaluate(variant(searched, interrupt_seed=1), numbers=[3], seeds=3, n_jobs=n_jobs)
+    assert _running(load_spec(searched)) == []  # nothing left RUNNING
+    if n_jobs == 1:
+        assert [e["seed"] for e in evaluations(tmp_path)][-1] == 0
+    results = reevaluate(load_spec(searched), numbers=[3], seeds=3, n_jobs=n_jobs)
     assert sorted(results[0].runs) == [0, 1, 2] and not results[0].failed
+    if n_jobs == 1:
+        assert [e["seed"] for e in evaluations(tmp_path)][-2:] == [1, 2]
 
 
 @pytest.mark.slow
