@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -326,6 +326,7 @@ class SearchSpec(_Strict):
     _metrics: tuple[Any, ...] | None = PrivateAttr(default=None)
     _reference_point: dict[str, float] | None = PrivateAttr(default=None)
     _max_hypervolume: float | None = PrivateAttr(default=None)
+    _objective: Any = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
@@ -374,6 +375,19 @@ class SearchSpec(_Strict):
         """The problem's known optimal hypervolume (synthetic problems), if any."""
         self._resolve()
         return self._max_hypervolume
+
+    @property
+    def known_metrics(self) -> dict[str, Callable[[dict[str, Any]], float]]:
+        """Optimised metrics the objective computes from the params alone, before training
+        (its ``known_metrics`` and ``known_values``; e.g. ``finetune``'s trainable
+        percentage), as one function of the params each."""
+        self._resolve()
+        names = set(getattr(self._objective, "known_metrics", ()) or ())
+        if not callable(getattr(self._objective, "known_values", None)):
+            return {}
+        return {
+            m.name: KnownMetric(self._objective, m.name) for m in self.metrics if m.name in names
+        }
 
     @property
     def resolved_run_dir(self) -> Path:
@@ -464,6 +478,7 @@ class SearchSpec(_Strict):
             raise ConfigError(f"enqueue labels must be unique, but got {labels}", path=("enqueue",))
 
         self._space = space
+        self._objective = objective
         self._reference_point = dict(reference) if reference is not None else None
         self._max_hypervolume = max_hv
         self._metrics = metrics
@@ -472,6 +487,20 @@ class SearchSpec(_Strict):
         """The seed handed to the objective of trial ``trial_number`` (stable across resumes)."""
         base = self.controller.seed if self.controller.seed is not None else 0
         return (base * 1_000_003 + trial_number) % (2**31 - 1)
+
+
+class KnownMetric:
+    """One metric of an objective's ``known_values(params)``, as a function of the params."""
+
+    def __init__(self, objective: Any, name: str) -> None:
+        self.objective = objective
+        self.name = name
+
+    def __call__(self, params: dict[str, Any]) -> float:
+        return float(self.objective.known_values(params)[self.name])
+
+    def __repr__(self) -> str:
+        return f"KnownMetric({self.name!r})"
 
 
 def _format_validation_error(err: ValidationError) -> ConfigError:

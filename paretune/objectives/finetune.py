@@ -235,6 +235,9 @@ class Finetune:
     """
 
     reference_point: dict[str, float] | None = None
+    #: The metrics :meth:`known_values` gives before training (a controller may use them
+    #: exactly instead of modelling them).
+    known_metrics: tuple[str, ...] = ("trainable_params", "trainable_percent")
 
     def __init__(
         self,
@@ -472,6 +475,19 @@ class Finetune:
                 self.layout.hidden_size,
             )
         return shared.base_model
+
+    def known_values(self, params: Mapping[str, Any]) -> dict[str, float]:
+        """``trainable_params`` and ``trainable_percent`` of a candidate, as its trial will
+        report them, from the params alone (the analytic count; nothing is trained or built).
+
+        The first call reads the tokenizer and the labels (the task head's size depends on
+        them); later calls take microseconds.
+        """
+        from paretune.spaces.peft import count_trainable, decode_params
+
+        layout, head_params = self._counting()
+        count = count_trainable(layout, decode_params(params, self.layout), head_params=head_params)
+        return {"trainable_params": float(count.total), "trainable_percent": count.percent}
 
     # -- one trial --------------------------------------------------------------------------
 

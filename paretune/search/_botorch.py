@@ -124,6 +124,14 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
         fast: Fast mode: the smaller defaults above and at most 50 (instead of 100) L-BFGS
             steps per GP fit; several times cheaper per proposal and less sample-efficient;
             for tests, smoke runs and cheap objectives. Explicit options win over it.
+        known_objectives: Objectives computable from the params alone, by position: ``{i:
+            f}`` with ``f(params) -> float`` giving objective ``i`` in its own units (the
+            value the trial will report), e.g. the trainable-parameter count of a PEFT
+            candidate. Such an objective is not modelled: the GP learns the others, and the
+            acquisition computes it exactly at every candidate it scores (points the space's
+            rule refuses count as worse than the reference point there), so the search does
+            not spend trials learning what is known. At least one objective must be left to
+            model. A warning is logged when ``f`` disagrees with a completed trial's value.
         torch_threads: Torch's intra-op threads during a proposal, restored afterwards.
             Default 1: the model and acquisition work on small matrices, where more threads
             cost more than they bring (DTLZ2 at 40 trials on 2 cores: 1.8 s per proposal on
@@ -148,6 +156,7 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
         mc_samples: int | None = None,
         maxiter: int | None = None,
         fast: bool = False,
+        known_objectives: Mapping[int, Callable[[dict[str, Any]], float]] | None = None,
         torch_threads: int | None = 1,
     ) -> None:
         if search_space is not None and not isinstance(search_space, SearchSpace):
@@ -191,6 +200,22 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
                 f"`constraints_func` must be callable, but got {describe(constraints_func)}."
             )
         self._constraints_func = constraints_func
+        self._known: dict[int, Callable[[dict[str, Any]], float]] = {}
+        if known_objectives is not None:
+            if not isinstance(known_objectives, Mapping) or not all(
+                isinstance(i, numbers.Integral) and not isinstance(i, bool) and i >= 0
+                and callable(f)
+                for i, f in known_objectives.items()
+            ):  # fmt: skip
+                raise ConfigError(
+                    "`known_objectives` must map objective positions (ints >= 0) to functions "
+                    f"of the params, but got {describe(known_objectives)}."
+                )
+            self._known = {int(i): f for i, f in known_objectives.items()}
+        # Signed known values (None: refused by the space's rule) by params key, across
+        # proposals: completed trials are scored at every acquisition call.
+        self._known_cache: dict[tuple[Any, ...], tuple[float, ...] | None] = {}
+        self._known_mismatch_logged = False
         if torch_threads is not None:
             _check_int("torch_threads", torch_threads, low=1)
         self._torch_threads = torch_threads
@@ -257,6 +282,13 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
             raise ConfigError(
                 f"`reference_point` has {len(self._reference)} values but the study has "
                 f"{len(study.directions)} objectives; give one value per objective."
+            )
+        n_obj = len(study.directions)
+        if self._known and (max(self._known) >= n_obj or len(self._known) == n_obj):
+            raise ConfigError(
+                f"`known_objectives` names positions {sorted(self._known)} but the study has "
+                f"{n_obj} objectives; give positions below {n_obj} and leave at least one "
+                "objective to model."
             )
         problem = self._problem(search_space)
         with self._lock:
@@ -388,12 +420,16 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
             dtype=torch.float64,
         )
         n_obj = len(signs)
+        modelled = [i for i in range(n_obj) if i not in self._known]
         X = problem.to_unit(problem.encoding.encode([t.params for t in complete], partial=True))
-        Y = torch.tensor([t.values for t in complete], dtype=torch.float64) * signs
-        n_con = 0
+        Y_obj = torch.tensor([t.values for t in complete], dtype=torch.float64) * signs
+        if self._known:
+            self._check_known(complete)
+        # The model's outputs: the objectives that are not known, then the constraints.
+        Y = Y_obj[:, modelled]
+        C = None
         if constraints is not None:
             C = torch.tensor(constraints, dtype=torch.float64)
-            n_con = C.shape[-1]
             Y = torch.cat([Y, C], dim=-1)
         running = [t for t in others if t.state == TrialState.RUNNING]
         X_pending = None
@@ -409,7 +445,7 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
             try:
                 _quiet_botorch_warnings()
                 model = problem.fit(X, Y, fit_maxiter=self._acq.fit_maxiter)
-                acq = self._acquisition(model, X, Y, n_obj, n_con, signs, X_pending, seed)
+                acq = self._acquisition(model, problem, X, Y_obj, C, signs, X_pending, seed)
                 params = problem.decode(problem.optimize(acq, self._acq))
                 if avoid.has(params) or not problem.space.admits(params):
                     params = problem.best_distinct(acq, seed, avoid=avoid)
@@ -417,13 +453,33 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
                 random.setstate(py_state)
         return params
 
+    def _check_known(self, complete: Sequence[FrozenTrial]) -> None:
+        """Log once when a known objective's function disagrees with a trial's value."""
+        if self._known_mismatch_logged:
+            return
+        for t in complete:
+            assert t.values is not None
+            for i, f in self._known.items():
+                value = float(f(dict(t.params)))
+                if not math.isclose(value, t.values[i], rel_tol=1e-6, abs_tol=1e-9):
+                    _log.warning(
+                        "BoTorchSampler: known objective %d gives %r for the params of trial "
+                        "%d, which reported %r; the proposals use the function's values.",
+                        i,
+                        value,
+                        t.number,
+                        t.values[i],
+                    )
+                    self._known_mismatch_logged = True
+                    return
+
     def _acquisition(
         self,
         model: Model,
+        problem: _Problem,
         X: torch.Tensor,
-        Y: torch.Tensor,
-        n_obj: int,
-        n_con: int,
+        Y_obj: torch.Tensor,
+        C: torch.Tensor | None,
         signs: torch.Tensor,
         X_pending: torch.Tensor | None,
         seed: int,
@@ -435,13 +491,17 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
         )
         from botorch.acquisition.multi_objective.objective import (
             IdentityMCMultiOutputObjective,
+            MCMultiOutputObjective,
         )
         from botorch.acquisition.objective import GenericMCObjective
         from botorch.sampling.normal import SobolQMCNormalSampler
 
+        n_obj = Y_obj.shape[-1]
+        n_con = 0 if C is None else C.shape[-1]
+        n_modelled = n_obj - len(self._known)
         sampler = SobolQMCNormalSampler(torch.Size([self._acq.mc_samples]), seed=seed)
         constraints: list[Callable[[torch.Tensor], torch.Tensor]] | None = [
-            _Column(n_obj + i) for i in range(n_con)
+            _Column(n_modelled + i) for i in range(n_con)
         ] or None
         if n_obj == 1:
             return qLogNoisyExpectedImprovement(
@@ -453,22 +513,25 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
                 X_pending=X_pending,
                 prune_baseline=True,
             )
-        ref = self._reference_point(Y, n_obj, n_con, signs)
+        ref = self._reference_point(Y_obj, C, signs)
+        objective: MCMultiOutputObjective | None = None
+        if self._known:
+            objective = _known_objective(self, problem, signs, ref)
+        elif n_con:
+            objective = IdentityMCMultiOutputObjective(outcomes=list(range(n_obj)))
         return qLogNoisyExpectedHypervolumeImprovement(
             model=model,
             ref_point=ref.tolist(),
             X_baseline=X,
             sampler=sampler,
-            objective=IdentityMCMultiOutputObjective(outcomes=list(range(n_obj)))
-            if n_con
-            else None,
+            objective=objective,
             constraints=constraints,
             X_pending=X_pending,
             prune_baseline=True,
         )
 
     def _reference_point(
-        self, Y: torch.Tensor, n_obj: int, n_con: int, signs: torch.Tensor
+        self, Y_obj: torch.Tensor, C: torch.Tensor | None, signs: torch.Tensor
     ) -> torch.Tensor:
         import torch
         from botorch.utils.multi_objective.hypervolume import infer_reference_point
@@ -476,11 +539,10 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
 
         if self._reference is not None:
             return torch.tensor(self._reference, dtype=torch.float64) * signs
-        obj = Y[:, :n_obj]
         feasible = (
-            (Y[:, n_obj:] <= 0).all(dim=-1) if n_con else torch.ones(len(Y), dtype=torch.bool)
+            (C <= 0).all(dim=-1) if C is not None else torch.ones(len(Y_obj), dtype=torch.bool)
         )
-        pool = obj[feasible] if feasible.any() else obj
+        pool = Y_obj[feasible] if feasible.any() else Y_obj
         return infer_reference_point(pool[is_non_dominated(pool)])
 
 
@@ -492,6 +554,68 @@ class _Column:
 
     def __call__(self, Z: torch.Tensor, X: torch.Tensor | None = None) -> torch.Tensor:
         return Z[..., self.i]
+
+
+def _known_objective(
+    sampler: BoTorchSampler, problem: _Problem, signs: torch.Tensor, ref: torch.Tensor
+) -> Any:
+    """The acquisition's objectives: the model's samples and the known objectives, as a
+    BoTorch ``MCMultiOutputObjective`` (``objectives x`` maximised).
+
+    ``forward(samples, X)``: the modelled objectives come from ``samples`` (``... x q x m``;
+    the constraint outputs after them are BoTorch's business), the known ones are computed
+    at the params each row of ``X`` snaps to (as a proposal would) and broadcast over the MC
+    samples. Rows the space's rule refuses get a value far below the reference point, so they
+    add no hypervolume. Known values carry no gradient: they depend on the discrete columns,
+    which the mixed optimiser moves by enumeration.
+    """
+    import torch
+    from botorch.acquisition.multi_objective.objective import MCMultiOutputObjective
+
+    n_obj = len(signs)
+    known = sorted(sampler._known)
+    modelled = [i for i in range(n_obj) if i not in sampler._known]
+    # Far below the reference point (objectives are maximised here): no hypervolume.
+    refused = tuple(float(ref[i] - 1e3 * (1.0 + abs(ref[i]))) for i in known)
+    cache = sampler._known_cache
+
+    def values_at(X: torch.Tensor) -> torch.Tensor:
+        flat = X.detach().reshape(-1, X.shape[-1])
+        rows, inverse = torch.unique(flat, dim=0, return_inverse=True)
+        out = []
+        for params in problem.decode_rows(rows):
+            key = problem.key(params)
+            if key not in cache:
+                if len(cache) >= _KNOWN_CACHE_SIZE:
+                    cache.clear()
+                cache[key] = (
+                    tuple(float(signs[i]) * float(sampler._known[i](params)) for i in known)
+                    if problem.space.admits(params)
+                    else None
+                )
+            value = cache[key]
+            out.append(refused if value is None else value)
+        table = torch.tensor(out, dtype=X.dtype, device=X.device)
+        return table[inverse].reshape(*X.shape[:-1], len(known))
+
+    class WithKnown(MCMultiOutputObjective):
+        def forward(self, samples: torch.Tensor, X: torch.Tensor | None = None) -> torch.Tensor:
+            if X is None:
+                raise ValueError("known objectives need the candidates X")
+            fixed = values_at(X).expand(*samples.shape[:-1], len(known))
+            columns = []
+            for i in range(n_obj):
+                if i in sampler._known:
+                    columns.append(fixed[..., known.index(i)])
+                else:
+                    columns.append(samples[..., modelled.index(i)])
+            return torch.stack(columns, dim=-1)
+
+    return WithKnown()
+
+
+# Known-objective values kept across proposals (then dropped and recomputed).
+_KNOWN_CACHE_SIZE = 100_000
 
 
 # Grids with more levels are optimised as continuous columns and rounded when decoded: BoTorch
@@ -632,11 +756,15 @@ class _Problem:
         return (X_enc[:, self.free] - lower) / span
 
     def decode(self, X_unit: torch.Tensor) -> dict[str, Any]:
+        return self.decode_rows(X_unit)[0]
+
+    def decode_rows(self, X_unit: torch.Tensor) -> list[dict[str, Any]]:
+        """The params each row of an ``n x dim`` unit-cube tensor snaps to."""
         X = np.tile(self.lower, (X_unit.shape[0], 1))
         X[:, self.free] = (
             X_unit.detach().cpu().numpy() * self.span[self.free] + self.lower[self.free]
         )
-        return self.encoding.decode(X)[0]
+        return self.encoding.decode(X)
 
     def bounds(self) -> torch.Tensor:
         import torch

@@ -51,6 +51,13 @@ def _botorch(spec: SearchSpec, seed: int | None, **options: Any) -> optuna.sampl
         "constraints_func": _constraints(spec),
         "reference_point": None if ref is None else [ref[m.name] for m in spec.metrics],
     }
+    # Metrics the objective computes before training (finetune's trainable percentage) are
+    # given to the acquisition exactly instead of being modelled; `known_objectives: {}` in
+    # the options turns that off.
+    known = spec.known_metrics
+    positions = {i: known[m.name] for i, m in enumerate(spec.metrics) if m.name in known}
+    if positions and len(positions) < len(spec.metrics):
+        kwargs["known_objectives"] = positions
     kwargs.update(options)
     return BoTorchSampler(seed=seed, **kwargs)
 

@@ -564,6 +564,36 @@ def test_the_analytic_count_is_the_materialised_count(objective, tiny_bert):
     count = count_trainable(layout, LORA, head_params=head)
     assert out["trainable_percent"] == pytest.approx(count.percent)
     assert count.total == trainable == 2 * 2 * 4 * (32 + 32) + (32 * 2 + 2)
+    # What a controller gets before training: the same numbers, for the same params.
+    known = objective.known_values(dict(LORA))
+    assert known == {k: out[k] for k in objective.known_metrics}
+
+
+def test_the_botorch_controller_gets_the_trainable_percent_as_a_known_objective(
+    tmp_path, tiny_bert, sentiment_csv
+):
+    from paretune.search import make_sampler
+    from paretune.spec import load_spec
+
+    raw = {
+        "study": "finetune-known",
+        "run_dir": str(tmp_path / "run"),
+        "objective": {
+            "type": "finetune",
+            "settings": {"model": str(tiny_bert), "data": str(sentiment_csv), "fidelity": FAST},
+        },
+        "controller": {"name": "botorch", "seed": 0},
+        "budget": {"trials": 3},
+    }
+    spec = load_spec(raw)
+    sampler = make_sampler(spec)
+    assert [m.name for m in spec.metrics] == ["accuracy", "trainable_percent"]
+    assert list(sampler._known) == [1]  # accuracy is modelled
+    built = Finetune(model=str(tiny_bert), data=str(sentiment_csv), fidelity=FAST)
+    params = {**LORA, "layer_1": False, "lora_rank": 8}
+    assert sampler._known[1](params) == built.known_values(params)["trainable_percent"]
+    raw["controller"]["options"] = {"known_objectives": {}}  # turned off
+    assert make_sampler(load_spec(raw))._known == {}
 
 
 def test_full_finetuning_trains_every_parameter(objective, tiny_bert, caplog):

@@ -152,6 +152,9 @@ def test_constructor_is_keyword_only():
         ({"fast": "no"}, "fast"),
         ({"torch_threads": 0}, "torch_threads"),
         ({"torch_threads": True}, "torch_threads"),
+        ({"known_objectives": [len]}, "known_objectives"),
+        ({"known_objectives": {1: 3}}, "known_objectives"),
+        ({"known_objectives": {-1: len}}, "known_objectives"),
     ],
     ids=lambda v: repr(v) if isinstance(v, dict) else None,
 )
@@ -268,6 +271,108 @@ def test_a_reference_point_of_the_wrong_length_stops_the_first_trial():
     )
     with pytest.raises(ConfigError, match="`reference_point` has 1 values but the study has 2"):
         study.optimize(front, n_trials=5)
+
+
+# -- known objectives ------------------------------------------------------------------------
+
+# The cost of each of 32 sizes, scrambled so that no smooth model of `n` predicts it from a
+# few points: only size 11 is free.
+_SCRAMBLED = [(7 * n) % 32 for n in range(32)]
+_SCRAMBLED = [(c + 32 - _SCRAMBLED[11]) % 32 for c in _SCRAMBLED]
+
+
+def scrambled_cost(params: dict[str, Any]) -> float:
+    return float(_SCRAMBLED[params["n"]])
+
+
+def score_and_scrambled_cost(trial: optuna.Trial) -> tuple[float, float]:
+    """The score does not depend on the size; the cost is known before the trial runs."""
+    x = trial.suggest_float("x", 0.0, 1.0)
+    n = trial.suggest_int("n", 0, 31)
+    return 1.0 - (x - 0.6) ** 2, scrambled_cost({"n": n})
+
+
+def test_a_known_objective_is_computed_at_the_candidates_not_learned(caplog):
+    # After 4 Sobol points the model has seen 4 of the 32 costs. Knowing the cost, the
+    # acquisition sees that size 11 (free) adds hypervolume for any x and goes there first,
+    # then stays among the cheap sizes; a GP of the cost cannot tell where they are.
+    space = SearchSpace([Float("x", low=0.0, high=1.0), Int("n", low=0, high=31)])
+
+    def model_based_costs(known: dict[int, Any] | None) -> list[float]:
+        s = sampler(search_space=space, n_startup_trials=4, reference_point=[0.0, 32.0],
+                    known_objectives=known)  # fmt: skip
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=s)
+        study.optimize(score_and_scrambled_cost, n_trials=9)
+        assert all(t.state == TrialState.COMPLETE for t in study.trials)
+        assert all(t.params["n"] != 11 for t in study.trials[:4])  # not found by chance
+        return [t.values[1] for t in study.trials[4:]]
+
+    known = model_based_costs({1: scrambled_cost})
+    learned = model_based_costs(None)
+    assert known[0] == 0.0, known
+    assert sorted(known)[2] <= 2.0, known  # the median: among the 3 cheapest of 32 sizes
+    assert sum(known) < sum(learned) / 2, (known, learned)
+    assert fallbacks(caplog) == []
+
+
+def test_candidates_the_space_refuses_add_nothing_through_a_known_objective(caplog):
+    # The known cost is lowest where the rule refuses (n < 4, as a PEFT candidate without
+    # modules counts only its head): there the acquisition must see no gain, not the best cost.
+    import torch
+
+    from paretune.search._botorch import _known_objective
+
+    space = SearchSpace(
+        [Float("x", low=0.0, high=1.0), Int("n", low=0, high=15)],
+        rule=lambda params: params["n"] >= 4,
+    )
+    s = sampler(search_space=space, n_startup_trials=4, reference_point=[0.0, 16.0],
+                known_objectives={1: lambda params: float(params["n"])})  # fmt: skip
+    problem = s._problem(space.distributions())
+    signs = torch.tensor([1.0, -1.0], dtype=torch.float64)
+    ref = torch.tensor([0.0, -16.0], dtype=torch.float64)  # maximised: -cost
+    objective = _known_objective(s, problem, signs, ref)
+    X = torch.tensor([[[0.5, 0.0]], [[0.5, 4 / 15]], [[0.2, 9 / 15]]], dtype=torch.float64)
+    samples = torch.tensor([0.9, 0.8, 0.7], dtype=torch.float64).reshape(1, 3, 1, 1)
+    out = objective(samples, X)  # 1 MC sample x 3 candidates x q=1 x 2 objectives
+    assert out.shape == (1, 3, 1, 2)
+    assert out[0, :, 0, 0].tolist() == [0.9, 0.8, 0.7]  # the model's, untouched
+    assert out[0, 1, 0, 1] == -4.0 and out[0, 2, 0, 1] == -9.0  # the known costs, signed
+    assert out[0, 0, 0, 1] < -1000  # n = 0 is refused: far below the reference point
+
+    def search(trial: optuna.Trial) -> tuple[float, float]:
+        params = space.suggest(trial)
+        return 1.0 - (params["x"] - 0.6) ** 2, float(params["n"])
+
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=s)
+    study.optimize(search, n_trials=8)
+    assert all(t.params["n"] >= 4 for t in study.trials)
+    assert fallbacks(caplog) == []
+
+
+def test_a_known_objective_that_disagrees_with_the_trials_is_reported_once(caplog):
+    space = SearchSpace([Float("x", low=0.0, high=1.0), Int("n", low=0, high=31)])
+    s = sampler(search_space=space, n_startup_trials=3,
+                known_objectives={1: lambda params: scrambled_cost(params) + 1.0})  # fmt: skip
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=s)
+    with caplog.at_level(logging.WARNING, logger=_BOTORCH_LOGGER):
+        study.optimize(score_and_scrambled_cost, n_trials=5)
+    warned = [m for m in fallbacks(caplog) if "known objective 1 gives" in m]
+    assert len(warned) == 1 and "which reported" in warned[0]
+    assert fallbacks(caplog) == warned  # the proposals still ran
+
+
+@pytest.mark.parametrize(
+    ("known", "message"),
+    [({2: scrambled_cost}, r"positions \[2\] but the study has 2"),
+     ({0: scrambled_cost, 1: scrambled_cost}, "at least one objective to model")],
+)  # fmt: skip
+def test_known_objectives_must_fit_the_study(known, message):
+    space = SearchSpace([Float("x", low=0.0, high=1.0), Int("n", low=0, high=31)])
+    s = sampler(search_space=space, known_objectives=known)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=s)
+    with pytest.raises(ConfigError, match=message):
+        study.optimize(score_and_scrambled_cost, n_trials=1)
 
 
 # -- duplicates ------------------------------------------------------------------------------
