@@ -132,6 +132,9 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
             rule refuses count as worse than the reference point there), so the search does
             not spend trials learning what is known. At least one objective must be left to
             model. A warning is logged when ``f`` disagrees with a completed trial's value.
+            Known values carry no gradient: a function of discrete parameters (sizes, layer
+            switches) is explored by the mixed optimiser's enumeration; one of continuous
+            parameters is exact at every scored point but not followed by the gradient steps.
         torch_threads: Torch's intra-op threads during a proposal, restored afterwards.
             Default 1: the model and acquisition work on small matrices, where more threads
             cost more than they bring (DTLZ2 at 40 trials on 2 cores: 1.8 s per proposal on
