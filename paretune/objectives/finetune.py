@@ -120,7 +120,7 @@ if TYPE_CHECKING:
     import torch
 
     from paretune.spaces import SearchSpace
-    from paretune.spaces.peft import ModelLayout, PeftPlan
+    from paretune.spaces.peft import ModelLayout, PeftPlan, TrainableCount
 
 __all__ = ["Fidelity", "Finetune"]
 
@@ -483,11 +483,17 @@ class Finetune:
         The first call reads the tokenizer and the labels (the task head's size depends on
         them); later calls take microseconds.
         """
-        from paretune.spaces.peft import count_trainable, decode_params
+        from paretune.spaces.peft import decode_params
+
+        count = self._count(decode_params(params, self.layout))
+        return {"trainable_params": float(count.total), "trainable_percent": count.percent}
+
+    def _count(self, plan: PeftPlan) -> TrainableCount:
+        """The analytic trainable count of a plan on the classifier (head included)."""
+        from paretune.spaces.peft import count_trainable
 
         layout, head_params = self._counting()
-        count = count_trainable(layout, decode_params(params, self.layout), head_params=head_params)
-        return {"trainable_params": float(count.total), "trainable_percent": count.percent}
+        return count_trainable(layout, plan, head_params=head_params)
 
     # -- one trial --------------------------------------------------------------------------
 
@@ -534,7 +540,6 @@ class Finetune:
 
         from paretune.spaces.peft import (
             InvalidPeftConfig,
-            count_trainable,
             decode_params,
             materialize,
             trainable_parameters,
@@ -548,8 +553,7 @@ class Finetune:
             )
         hyper = self._hyper(params, plan)
         fid = self.trial_fidelity(ctx.budget)
-        layout, head_params = self._counting()
-        count = count_trainable(layout, plan, head_params=head_params)
+        count = self._count(plan)
         device = self.device or ctx.device
         precision = resolve_precision(self.precision, device)
 
@@ -560,7 +564,7 @@ class Finetune:
         model = copy.deepcopy(base)
         _reset_heads(model)
         model.to(device)
-        materialize(model, plan, layout, lora_dropout=hyper.pop("lora_dropout"))
+        materialize(model, plan, self._counting()[0], lora_dropout=hyper.pop("lora_dropout"))
         materialised = sum(trainable_parameters(model).values())
         if materialised != count.total:
             raise RuntimeError(

@@ -601,18 +601,16 @@ def _known_objective(
         table = torch.tensor(out, dtype=X.dtype, device=X.device)
         return table[inverse].reshape(*X.shape[:-1], len(known))
 
+    # Objective i's column in cat([modelled samples, known values]).
+    order = torch.tensor([(modelled + known).index(i) for i in range(n_obj)])
+
     class WithKnown(MCMultiOutputObjective):
         def forward(self, samples: torch.Tensor, X: torch.Tensor | None = None) -> torch.Tensor:
             if X is None:
                 raise ValueError("known objectives need the candidates X")
             fixed = values_at(X).expand(*samples.shape[:-1], len(known))
-            columns = []
-            for i in range(n_obj):
-                if i in sampler._known:
-                    columns.append(fixed[..., known.index(i)])
-                else:
-                    columns.append(samples[..., modelled.index(i)])
-            return torch.stack(columns, dim=-1)
+            both = torch.cat([samples[..., : len(modelled)], fixed], dim=-1)
+            return both[..., order]
 
     return WithKnown()
 
