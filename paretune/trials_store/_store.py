@@ -9,14 +9,15 @@ The Optuna study is the system of record. This module adds what Optuna lacks:
   again, so a search continues from storage alone and no completed trial is evaluated twice.
 
 Ownership of a RUNNING trial is decided two ways. A trial records the process that runs it
-(``paretune.owner`` = host, pid, process start time); on the same host a dead owner is detected
-at once. Other hosts are covered by Optuna's heartbeat: a trial whose heartbeat is older than
-the grace period is stale.
+(``paretune.owner`` = host, pid, process start time) from the moment it becomes RUNNING (see
+:class:`_OwningStorage`); on the same host a dead owner is detected at once. Other hosts are
+covered by Optuna's heartbeat: a trial whose heartbeat is older than the grace period is stale.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import math
 import os
@@ -45,6 +46,8 @@ _log = logging.getLogger(__name__)
 
 METRICS_ATTR = "paretune.metrics"
 OWNER_ATTR = "paretune.owner"
+# Trial system attribute prefix: a process that tried to claim the WAITING trial (+ its token).
+CLAIM_ATTR_PREFIX = "paretune.claim:"
 SEED_ATTR = "paretune.seed"
 ERROR_ATTR = "paretune.error"
 INTERRUPTED_ATTR = "paretune.interrupted"
@@ -128,6 +131,20 @@ def _owner_is_dead(token: str) -> bool:
     return started != "?" and _process_start_time(pid) != started
 
 
+def _is_orphaned(trial: FrozenTrial) -> bool:
+    """Whether a RUNNING trial's process is known to be gone (see :class:`_OwningStorage`).
+
+    Its owner died, or it has none and every process that tried to claim it died (a driver
+    killed between claiming a queued trial and recording itself). A trial with neither record
+    was made RUNNING by something other than paretune and is left alone.
+    """
+    token = trial.user_attrs.get(OWNER_ATTR)
+    if token is not None:
+        return _owner_is_dead(token)
+    claims = [v for k, v in trial.system_attrs.items() if k.startswith(CLAIM_ATTR_PREFIX)]
+    return bool(claims) and all(_owner_is_dead(str(c)) for c in claims)
+
+
 def constraint_violations(spec: SearchSpec, metrics: Mapping[str, float] | None) -> list[float]:
     """Optuna-style constraint values for ``metrics``: feasible iff every value is ``<= 0``.
 
@@ -187,6 +204,64 @@ def _tracking_uri(spec: SearchSpec) -> str:
     return f"sqlite:///{spec.resolved_run_dir / 'mlflow.db'}"
 
 
+class _OwningStorage(optuna.storages.RDBStorage):
+    """An RDB storage whose trials are owned by the process that made them RUNNING.
+
+    ``Study.ask`` creates a trial (or claims a WAITING one) and only then hands it to paretune,
+    which records its owner. A driver killed in between would leave a RUNNING trial that no
+    recovery could ever attribute to a dead process: it would stay RUNNING and take a place in
+    the budget for good. Here the owner is written in the transaction that creates the trial.
+    A WAITING trial is claimed by a state change that several drivers may attempt at once, so
+    each first records its claim under a key of its own (a system attribute; no claimant can
+    overwrite another's), and the winner records itself as the owner after the claim. A RUNNING
+    trial without an owner whose claimants are all dead was orphaned in between. With
+    heartbeats on, a new RUNNING trial's first beat follows at once, so a driver on another
+    host that dies then is found stale too.
+    """
+
+    def _create_new_trial(
+        self, study_id: int, template_trial: FrozenTrial | None = None
+    ) -> FrozenTrial:
+        # Optuna's _CachedStorage calls this, RDBStorage.create_new_trial too.
+        if template_trial is None:  # a trial asked for now (enqueued trials bring a template)
+            template_trial = FrozenTrial(
+                number=-1,
+                state=TrialState.RUNNING,
+                value=None,
+                datetime_start=datetime.datetime.now(),
+                datetime_complete=None,
+                params={},
+                distributions={},
+                user_attrs={OWNER_ATTR: owner_token()},
+                system_attrs={},
+                intermediate_values={},
+                trial_id=-1,
+            )
+        frozen = super()._create_new_trial(study_id, template_trial)
+        if frozen.state == TrialState.RUNNING:
+            self._first_beat(frozen._trial_id)
+        return frozen
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        if state != TrialState.RUNNING:
+            return super().set_trial_state_values(trial_id, state=state, values=values)
+        # Claiming a WAITING trial (Study.ask pops the queue this way).
+        token = owner_token()
+        self.set_trial_system_attr(trial_id, CLAIM_ATTR_PREFIX + token, token)
+        if not super().set_trial_state_values(trial_id, state=state, values=values):
+            return False  # another process claimed it first
+        self.set_trial_user_attr(trial_id, OWNER_ATTR, token)
+        self._first_beat(trial_id)
+        return True
+
+    def _first_beat(self, trial_id: int) -> None:
+        if self.heartbeat_interval is not None:
+            with contextlib.suppress(Exception):  # the heartbeat thread beats it again
+                self.record_heartbeat(trial_id)
+
+
 def make_storage(
     url: str, *, heartbeat_stale_trial_callback: Any = None
 ) -> optuna.storages.RDBStorage:
@@ -208,7 +283,7 @@ def make_storage(
 
     def open_rdb() -> optuna.storages.RDBStorage:
         with _quiet():
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+            return _OwningStorage(url, engine_kwargs=engine_kwargs, **kwargs)
 
     try:
         # Another driver may be creating the same tables right now: they exist next time.
@@ -373,8 +448,7 @@ class TrialsStore:
         with _quiet():
             optuna.storages.fail_stale_trials(self.study)
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            token = t.user_attrs.get(OWNER_ATTR)
-            if token is not None and _owner_is_dead(token):
+            if _is_orphaned(t):
                 self.fail_interrupted(t, reason="its process died")
                 self._recovered.append(t.number)
         return sorted(self._recovered)
@@ -519,6 +593,13 @@ class TrialsStore:
     def _requeue(self, frozen: FrozenTrial) -> None:
         kept = (BASELINE_ATTR, LABEL_ATTR, SEED_ATTR)
         keep = {k: v for k, v in frozen.user_attrs.items() if k in kept}
+        fixed = frozen.system_attrs.get("fixed_params")  # Optuna's record of a queued trial
+        if fixed is not None:
+            # Taken from the queue; perhaps never prepared, so its params may still be empty.
+            self.study.enqueue_trial(
+                {**fixed, **frozen.params}, user_attrs={**keep, RETRY_OF_ATTR: frozen.number}
+            )
+            return
         self.study.add_trial(
             optuna.create_trial(
                 state=TrialState.WAITING,

@@ -307,8 +307,9 @@ def test_kill_9_of_the_driver_then_resume_finishes_without_rerunning(
 
         study = optuna.load_study(study_name="counting", storage=storage)
         complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-        assert len(complete) == budget
-        assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+        states = [(t.number, t.state.name, sorted(t.user_attrs)) for t in study.trials]
+        assert len(complete) == budget, states
+        assert not [t for t in study.trials if t.state == TrialState.RUNNING], states
         after = _evaluations(counter)[n_lines:]
         assert after
         for line in after:  # nothing completed before the kill ran again

@@ -15,7 +15,13 @@ from paretune.search import open_store, run_search
 from paretune.spec import load_spec
 from paretune.trials_store import _store as store_module
 from paretune.trials_store import export_trials
-from paretune.trials_store._store import OWNER_ATTR, RETRY_OF_ATTR, TrialsStore, owner_token
+from paretune.trials_store._store import (
+    CLAIM_ATTR_PREFIX,
+    OWNER_ATTR,
+    RETRY_OF_ATTR,
+    TrialsStore,
+    owner_token,
+)
 from tests.conftest import counting_spec
 
 
@@ -248,3 +254,59 @@ def test_a_constraint_on_a_metric_the_objective_never_returns_fails_the_trial(
     assert result.counts["FAIL"] == 2
     error = result.store.study.trials[0].user_attrs["paretune.error"]
     assert "constrains metric(s) ['params_pct']" in error and "'extra'" in error
+
+
+_ASK_AND_DIE = """
+import os, signal, sys
+import optuna
+from paretune.trials_store._store import make_storage
+study = optuna.load_study(study_name="counting", storage=make_storage(sys.argv[1]))
+trial = study.ask()  # Optuna has made it RUNNING; paretune has not prepared it yet
+print(trial.number, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("queued", [False, True], ids=["new", "queued"])
+def test_a_driver_killed_right_after_asking_leaves_a_trial_that_is_recovered(
+    tmp_path, counting_objective, queued
+):
+    spec = load_spec(counting_spec(tmp_path, counting_objective, trials=3))
+    store = open_store(spec, mlflow=False)
+    if queued:
+        store.study.enqueue_trial({"x": 0.25, "y": 0.5})
+    proc = subprocess.run([sys.executable, "-c", _ASK_AND_DIE, store.storage_url],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == -9, proc.stderr
+    number = int(proc.stdout)
+    assert store.study.trials[number].state == TrialState.RUNNING
+
+    assert store.recover() == [number]
+
+    trials = store.study.get_trials(deepcopy=False)
+    assert trials[number].state == TrialState.FAIL
+    assert store.n_finished(running=True) == 0  # the orphan holds no place in the budget
+    if queued:  # its parameters are queued again, and the next trial runs them
+        retry = store.ask()
+        assert retry.params == {"x": 0.25, "y": 0.5}
+        assert retry.trial.user_attrs[RETRY_OF_ATTR] == number
+
+
+def test_an_unowned_trial_is_recovered_once_every_process_that_claimed_it_is_dead(
+    tmp_path, counting_objective
+):
+    spec = load_spec(counting_spec(tmp_path, counting_objective, trials=3))
+    store = open_store(spec, mlflow=False)
+    # Plain Optuna makes trials RUNNING without paretune's records.
+    plain = optuna.load_study(study_name="counting", storage=store.storage_url)
+    claimed = plain.ask()  # claimed by a live and a dead process, the owner not yet recorded
+    for token in (_dead_owner(), owner_token()):
+        store.storage.set_trial_system_attr(claimed._trial_id, CLAIM_ATTR_PREFIX + token, token)
+    foreign = plain.ask()
+    orphan = plain.ask()  # its only claimant died before recording itself as the owner
+    dead = _dead_owner()
+    store.storage.set_trial_system_attr(orphan._trial_id, CLAIM_ATTR_PREFIX + dead, dead)
+
+    assert store.recover() == [orphan.number]
+    assert store.study.trials[claimed.number].state == TrialState.RUNNING
+    assert store.study.trials[foreign.number].state == TrialState.RUNNING
