@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["ConfigError", "ParetuneError", "StudyError"]
+__all__ = ["ConfigError", "ParetuneError", "SearchFailed", "StudyError"]
 
 
 class ParetuneError(Exception):
@@ -42,6 +42,10 @@ class ConfigError(ParetuneError, ValueError):
 
 class StudyError(ParetuneError, RuntimeError):
     """A problem of the running system: storage, tracking server, a study that does not fit."""
+
+
+class SearchFailed(ParetuneError, RuntimeError):
+    """A search stopped because its trials kept failing (``budget.max_failures_in_a_row``)."""
 
 
 def format_path(path: Sequence[str | int]) -> str:

@@ -135,10 +135,16 @@ class BudgetSpec(_Strict):
 
     Finished means COMPLETE, PRUNED, or FAIL because the objective raised. Trials failed by a
     crash or Ctrl-C are re-queued and do not count.
+
+    ``max_failures_in_a_row``: a search whose trials fail one after another (a data path, a
+    package or a device that every trial needs is missing) stops starting trials after this
+    many, lets the running ones finish and ends with an error that quotes the last failure,
+    instead of spending the rest of the budget on the same error. ``null``: never stop so.
     """
 
     trials: int | None = Field(default=None, ge=1)
     wall_time: float | None = Field(default=None, gt=0)
+    max_failures_in_a_row: int | None = Field(default=10, ge=1)
 
     @model_validator(mode="after")
     def _some_limit(self) -> BudgetSpec:

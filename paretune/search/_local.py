@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from paretune.search._runner import (
+    FailureStreak,
     Job,
     Outcome,
     Runner,
@@ -183,11 +184,12 @@ class LocalRunner(Runner):
         budget = store.spec.budget
         started = time.monotonic()
         duplicates_in_a_row = 0
+        failures = FailureStreak(budget.max_failures_in_a_row)
         in_flight: dict[Any, PendingTrial] = {}
         pool = WorkerPool(self.n_jobs, self.threads)
 
         def more() -> bool:
-            if duplicates_in_a_row >= self.max_consecutive_duplicates:
+            if duplicates_in_a_row >= self.max_consecutive_duplicates or failures.reached:
                 return False
             if budget.wall_time is not None and time.monotonic() - started >= budget.wall_time:
                 return False
@@ -196,6 +198,7 @@ class LocalRunner(Runner):
 
         def record(pending: PendingTrial, outcome: Outcome) -> None:
             record_outcome(store, pending, outcome, progress)
+            failures.update(pending.number, outcome)
 
         def collect(future: Any) -> None:
             record(in_flight[future], pool.outcome(future))
@@ -253,6 +256,8 @@ class LocalRunner(Runner):
             raise
         finally:
             pool.close()
+        if failures.reached:
+            raise failures.error()
 
 
 def _job(store: TrialsStore, pending: PendingTrial) -> Job:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from optuna.trial import TrialState
 
 from paretune.search._runner import (
+    FailureStreak,
     Outcome,
     Runner,
     SearchInterrupted,
@@ -87,6 +88,7 @@ class RayRunner(Runner):
             # finish (Tune's time_budget_s would cut them off).
             deadline=None if budget.wall_time is None else time.monotonic() + budget.wall_time,
             early_stopping=self.spec.scheduler != "fifo",
+            failures=FailureStreak(budget.max_failures_in_a_row),
         )
         resources = self.spec.resources
         request = rt.PerCandidate(resources) if resources.when else resources.for_params({})
@@ -133,6 +135,8 @@ class RayRunner(Runner):
         requeued = self._requeue_unfinished(store, search, "stopped by the user")
         if stop_requested() or requeued:
             raise SearchInterrupted(requeued)
+        if search.failures.reached:
+            raise search.failures.error()
 
     def _start_ray(self, ray: Any) -> bool:
         """Join ``address`` or start a local cluster, unless Ray is already initialised."""

@@ -21,7 +21,14 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from paretune.search._local import _copy_of, _job
-from paretune.search._runner import Job, Outcome, evaluate, record_outcome, stop_requested
+from paretune.search._runner import (
+    FailureStreak,
+    Job,
+    Outcome,
+    evaluate,
+    record_outcome,
+    stop_requested,
+)
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
@@ -157,6 +164,7 @@ class StudySearch(OptunaSearch):
         progress: Called as ``progress.update(store, frozen_trial)`` after each outcome.
         max_consecutive_duplicates: Stop after this many completed twins in a row.
         deadline: ``time.monotonic()`` after which no trial starts (the wall-time budget).
+        failures: Counts the trials that failed in a row; none starts once it is reached.
         early_stopping: Tune's scheduler stops trials early (ASHA): a trial that ends without
             its final result is pruned at its last report. Otherwise such a trial was stopped
             with the search and is queued again.
@@ -170,6 +178,7 @@ class StudySearch(OptunaSearch):
         max_consecutive_duplicates: int = 100,
         deadline: float | None = None,
         early_stopping: bool = False,
+        failures: FailureStreak | None = None,
     ) -> None:
         spec = store.spec
         names = [m.name for m in spec.metrics]
@@ -187,6 +196,7 @@ class StudySearch(OptunaSearch):
         self.max_consecutive_duplicates = max_consecutive_duplicates
         self.deadline = deadline
         self.early_stopping = early_stopping
+        self.failures = failures or FailureStreak(None)
         self.pending: dict[str, PendingTrial] = {}
         self.errored: dict[str, PendingTrial] = {}
         self._asked: dict[int, PendingTrial] = {}
@@ -225,6 +235,8 @@ class StudySearch(OptunaSearch):
             return Searcher.FINISHED  # type: ignore[return-value]  # a str; Ray annotates dict
         if self.deadline is not None and time.monotonic() >= self.deadline:
             return Searcher.FINISHED  # type: ignore[return-value]  # the wall-time budget
+        if self.failures.reached:
+            return Searcher.FINISHED  # type: ignore[return-value]  # RayRunner raises
         config = super().suggest(trial_id)
         pending = self._asked.pop(self._ot_trials[trial_id].number)
         self.pending[trial_id] = pending
@@ -256,6 +268,7 @@ class StudySearch(OptunaSearch):
 
     def record(self, pending: PendingTrial, outcome: Outcome) -> None:
         record_outcome(self._live_store(), pending, outcome, self.progress)
+        self.failures.update(pending.number, outcome)
 
     def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
         return  # the study is the record; Tune's restore is not used

@@ -11,10 +11,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from paretune._errors import SearchFailed
+
 if TYPE_CHECKING:
     from paretune.trials_store import TrialsStore
 
 __all__ = [
+    "FailureStreak",
     "Job",
     "Outcome",
     "Runner",
@@ -198,6 +201,41 @@ def _connect_optuna(job: Job, ctx: Any) -> None:
 
     ctx.add_sink(to_optuna)
     ctx.set_pruner(trial.should_prune)
+
+
+class FailureStreak:
+    """Counts the trials that failed in a row (in the order their outcomes are recorded).
+
+    Args:
+        limit: ``budget.max_failures_in_a_row``; ``None`` never stops a search.
+    """
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.count = 0
+        self.last_error: str | None = None
+        self.last_trial: int | None = None
+
+    def update(self, number: int, outcome: Outcome) -> None:
+        if outcome.state == "FAIL":
+            self.count += 1
+            self.last_error, self.last_trial = outcome.error, number
+        else:
+            self.count = 0
+
+    @property
+    def reached(self) -> bool:
+        return self.limit is not None and self.count >= self.limit
+
+    def error(self) -> SearchFailed:
+        lines = (self.last_error or "no error message").strip().splitlines() or ["?"]
+        return SearchFailed(
+            f"stopped: {self.count} trials failed in a row (budget.max_failures_in_a_row = "
+            f"{self.limit}); the last, trial {self.last_trial}, with: {lines[-1][:500]}\n"
+            "The failed trials stay in the study with their errors (`paretune export` shows "
+            "them); fix the cause, then continue with `paretune resume` (failed trials count "
+            "against the trial budget)."
+        )
 
 
 def record_outcome(store: TrialsStore, pending: Any, outcome: Outcome, progress: Any) -> Any:

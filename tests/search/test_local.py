@@ -9,9 +9,11 @@ import time
 import pytest
 from optuna.trial import TrialState
 
+from paretune import SearchFailed
 from paretune.search import LocalRunner, open_store, run_search
 from paretune.spec import load_spec
 from tests.conftest import counting_spec, loss_spec
+from tests.test_cli import run_cli, write
 
 
 def test_n_jobs_must_be_positive():
@@ -166,3 +168,39 @@ def test_an_exhausted_space_stops_a_wall_time_search(tmp_path, counting_objectiv
     trials = store.study.trials
     assert len(trials) == 4 and len(counting_objective[1].read_text().splitlines()) == 1
     assert all("paretune.duplicate_of" in t.user_attrs for t in trials[1:])
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_a_search_whose_trials_keep_failing_stops_with_the_last_error(
+    tmp_path, counting_objective, n_jobs
+):
+    spec = counting_spec(tmp_path, counting_objective, trials=30, n_jobs=n_jobs, fail_above=-1.0)
+    spec["budget"]["max_failures_in_a_row"] = 3
+    with pytest.raises(SearchFailed, match=r"[34] trials failed in a row.*x too large") as caught:
+        run_search(load_spec(spec))
+    assert "paretune resume" in str(caught.value)
+    store = open_store(load_spec(spec), create=False, mlflow=False)
+    states = [t.state for t in store.study.trials]
+    # No trial is started after the third failure; those already running finish.
+    assert states.count(TrialState.FAIL) == len(states)
+    assert 3 <= len(states) <= 2 + n_jobs
+
+
+def test_failures_in_a_row_are_counted_anew_after_each_success(tmp_path, counting_objective):
+    # About half of the trials fail (x > 0.5), never two in a row... and never 8.
+    spec = counting_spec(tmp_path, counting_objective, trials=12, fail_above=0.5)
+    spec["budget"]["max_failures_in_a_row"] = 8
+    result = run_search(load_spec(spec))
+    assert result.counts["COMPLETE"] + result.counts["FAIL"] == 12
+    assert result.counts["FAIL"] >= 2
+
+
+def test_the_cli_reports_a_search_stopped_by_failures_and_exits_non_zero(
+    tmp_path, counting_objective
+):
+    spec = counting_spec(tmp_path, counting_objective, trials=30, fail_above=-1.0)
+    spec["budget"]["max_failures_in_a_row"] = 2
+    path = write(tmp_path, spec)
+    proc = run_cli("run", str(path), "--no-progress")
+    assert proc.returncode == 1
+    assert "2 trials failed in a row" in proc.stderr and "x too large" in proc.stderr

@@ -20,6 +20,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from paretune import SearchFailed
 from paretune.search import run_search
 from paretune.spec import load_spec
 from tests.conftest import counting_spec, loss_spec
@@ -437,3 +438,17 @@ def test_concurrency_defaults_to_what_the_cluster_holds(
 
     spec = load_spec(_ray_spec(tmp_path, counting_objective, **runner))
     assert RayRunner(spec.runner)._concurrency(cluster) == expected
+
+
+@pytest.mark.slow
+def test_a_ray_search_whose_trials_keep_failing_stops_with_the_last_error(
+    tmp_path: Path, counting_objective
+) -> None:
+    spec = counting_spec(tmp_path, counting_objective, trials=30, fail_above=-1.0)
+    spec["budget"]["max_failures_in_a_row"] = 3
+    spec["runner"] = {**RAY, "max_concurrent": 2}
+    with pytest.raises(SearchFailed, match=r"[34] trials failed in a row.*x too large"):
+        run_search(load_spec(spec))
+    study = optuna.load_study(study_name="counting", storage=f"sqlite:///{tmp_path}/run/study.db")
+    assert all(t.state == TrialState.FAIL for t in study.trials)
+    assert 3 <= len(study.trials) <= 4  # none started after the third; the running one finished
