@@ -249,12 +249,12 @@ def test_asha_stops_poor_trials_early_and_they_are_pruned(tmp_path: Path) -> Non
         "scheduler": "asha",
         "scheduler_options": {"max_t": 10, "grace_period": 1, "reduction_factor": 3},
     }
-    data = loss_spec(tmp_path, source, study="asha", trials=10, runner=runner)
+    data = loss_spec(tmp_path, source, study="asha", trials=6, runner=runner)
     result = run_search(load_spec(data))
     trials = result.store.study.trials
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert pruned and complete and len(pruned) + len(complete) == 10
+    assert pruned and complete and len(pruned) + len(complete) == 6
     for t in pruned:
         # Stopped early, recorded at its last report (intermediate values at the objective's
         # own steps).
