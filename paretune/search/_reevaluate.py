@@ -45,10 +45,8 @@ from paretune.trials_store._store import (
     ERROR_ATTR,
     LABEL_ATTR,
     METRICS_ATTR,
-    OWNER_ATTR,
-    _owner_is_dead,
+    _is_orphaned,
     _quiet,
-    owner_token,
 )
 
 if TYPE_CHECKING:
@@ -348,8 +346,7 @@ def _earlier(companion: optuna.Study, number: int) -> dict[int, FrozenTrial]:
         if t.user_attrs.get(SOURCE_ATTR) != number:
             continue
         if t.state == TrialState.RUNNING:
-            owner = t.user_attrs.get(OWNER_ATTR)
-            if owner is None or _owner_is_dead(owner):
+            if _is_orphaned(t):
                 # Left by a process that died: failed here, and evaluated again.
                 with _quiet():
                     companion.tell(t.number, state=TrialState.FAIL)
@@ -390,8 +387,7 @@ def _start(
         attrs[LABEL_ATTR] = result.label
     with _quiet():
         companion.enqueue_trial(dict(source.params), user_attrs=attrs)
-        trial = companion.ask()
-    trial.set_user_attr(OWNER_ATTR, owner_token())
+        trial = companion.ask()  # owned by this process from here (the store's storage)
     params = spec.search_space.suggest(trial)
     run_id = None
     if store.mlflow is not None and parent is not None:

@@ -484,12 +484,12 @@ class TrialsStore:
     def prepare(self, trial: optuna.Trial) -> PendingTrial:
         """Make a freshly asked trial of this study ready to evaluate.
 
-        Records this process as its owner and its seed, draws its parameters from the spec's
-        space, starts its heartbeat and its MLflow child run, and looks for a completed twin.
-        :meth:`ask` calls it; a runner whose trials are asked by someone else (Ray Tune's
-        ``OptunaSearch``) calls it on theirs.
+        Records its seed, draws its parameters from the spec's space, starts its heartbeat and
+        its MLflow child run, and looks for a completed twin (its owner is this process since
+        the store's storage made it RUNNING). :meth:`ask` calls it; a runner whose trials are
+        asked by someone else on this store's storage (Ray Tune's ``OptunaSearch``) calls it
+        on theirs.
         """
-        trial.set_user_attr(OWNER_ATTR, owner_token())
         # A retried trial keeps the seed of the attempt it repeats.
         seed = trial.user_attrs.get(SEED_ATTR, self.spec.trial_seed(trial.number))
         trial.set_user_attr(SEED_ATTR, seed)
