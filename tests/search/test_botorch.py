@@ -155,6 +155,12 @@ def test_constructor_is_keyword_only():
         ({"known_objectives": [len]}, "known_objectives"),
         ({"known_objectives": {1: 3}}, "known_objectives"),
         ({"known_objectives": {-1: len}}, "known_objectives"),
+        ({"local_share": 1.5}, "local_share"),
+        ({"local_share": -0.1}, "local_share"),
+        ({"local_share": "half"}, "local_share"),
+        ({"local_share": True}, "local_share"),
+        ({"local_radius": 0}, "local_radius"),
+        ({"local_radius": 2.0}, "local_radius"),
     ],
     ids=lambda v: repr(v) if isinstance(v, dict) else None,
 )
@@ -312,6 +318,50 @@ def test_a_known_objective_is_computed_at_the_candidates_not_learned(caplog):
     assert known[0] == 0.0, known
     assert sorted(known)[2] <= 2.0, known  # the median: among the 3 cheapest of 32 sizes
     assert sum(known) < sum(learned) / 2, (known, learned)
+    assert fallbacks(caplog) == []
+
+
+_SWITCHES = 8
+
+
+def switches_and_width(trial: optuna.Trial) -> tuple[float, float]:
+    """AutoPEFT in miniature: layer switches and a width; more of either scores more, costs
+    more, and the middle layers score most."""
+    on = [trial.suggest_categorical(f"layer_{i}", [False, True]) for i in range(_SWITCHES)]
+    width = trial.suggest_float("width", 0.0, 1.0)
+    gain = sum(1.0 - abs(i - 3.5) / 4 for i in range(_SWITCHES) if on[i])
+    return gain * (0.5 + width) / (1.0 + 0.1 * gain), sum(on) * (1.0 + width)
+
+
+def _changed(a: dict[str, Any], b: dict[str, Any]) -> int:
+    return sum(a[k] != b[k] for k in a)
+
+
+@pytest.mark.parametrize("local_share", [1.0, 0.0])
+def test_local_proposals_change_at_most_radius_params_of_a_front_trial(local_share, caplog):
+    # With local_share=1 every model proposal keeps all but local_radius (1) params of a
+    # trial that was on the observed Pareto front (inside the reference point) when it was
+    # made; global proposals (local_share=0) change two or more on this 9-parameter space.
+    s = sampler(n_startup_trials=5, reference_point=[0.0, 20.0], local_share=local_share,
+                local_radius=1)  # fmt: skip
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=s)
+    study.optimize(switches_and_width, n_trials=14)
+    trials = study.trials
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert distinct(trials) == len(trials)
+    distances = []
+    for n in range(5, len(trials)):
+        seen = [t for t in trials[:n] if t.values[0] > 0.0 and t.values[1] < 20.0]
+        front = [
+            t for t in seen
+            if not any(o.values[0] >= t.values[0] and o.values[1] <= t.values[1]
+                       and o.values != t.values for o in seen)
+        ]  # fmt: skip
+        distances.append(min(_changed(trials[n].params, t.params) for t in front))
+    if local_share:
+        assert max(distances) == 1, distances
+    else:
+        assert max(distances) >= 2, distances
     assert fallbacks(caplog) == []
 
 
