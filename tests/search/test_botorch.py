@@ -337,13 +337,20 @@ def _changed(a: dict[str, Any], b: dict[str, Any]) -> int:
     return sum(a[k] != b[k] for k in a)
 
 
+def switches_and_width_cost(params: dict[str, Any]) -> float:
+    return sum(params[f"layer_{i}"] for i in range(_SWITCHES)) * (1.0 + params["width"])
+
+
+@pytest.mark.parametrize("known", [False, True], ids=["cost-modelled", "cost-known"])
 @pytest.mark.parametrize("local_share", [1.0, 0.0])
-def test_local_proposals_change_at_most_radius_params_of_a_front_trial(local_share, caplog):
+def test_local_proposals_change_at_most_radius_params_of_a_front_trial(local_share, known, caplog):
     # With local_share=1 every model proposal keeps all but local_radius (1) params of a
     # trial that was on the observed Pareto front (inside the reference point) when it was
     # made; global proposals (local_share=0) change two or more on this 9-parameter space.
+    # The same with the cost known to the acquisition (as the AutoPEFT example runs it).
     s = sampler(n_startup_trials=5, reference_point=[0.0, 20.0], local_share=local_share,
-                local_radius=1)  # fmt: skip
+                local_radius=1,
+                known_objectives={1: switches_and_width_cost} if known else None)  # fmt: skip
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=s)
     study.optimize(switches_and_width, n_trials=14)
     trials = study.trials
