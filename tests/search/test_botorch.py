@@ -341,8 +341,11 @@ def switches_and_width_cost(params: dict[str, Any]) -> float:
     return sum(params[f"layer_{i}"] for i in range(_SWITCHES)) * (1.0 + params["width"])
 
 
-@pytest.mark.parametrize("known", [False, True], ids=["cost-modelled", "cost-known"])
-@pytest.mark.parametrize("local_share", [1.0, 0.0])
+@pytest.mark.parametrize(
+    ("local_share", "known"),
+    [(1.0, False), (1.0, True), (0.0, False)],
+    ids=["local", "local-cost-known", "global"],
+)
 def test_local_proposals_change_at_most_radius_params_of_a_front_trial(local_share, known, caplog):
     # With local_share=1 every model proposal keeps all but local_radius (1) params of a
     # trial that was on the observed Pareto front (inside the reference point) when it was
