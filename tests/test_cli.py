@@ -305,7 +305,9 @@ def test_ctrl_c_requeues_running_trials_and_resume_finishes(
     tmp_path: Path, counting_objective, n_jobs: int
 ) -> None:
     budget = 8
-    spec = counting_spec(tmp_path, counting_objective, trials=budget, n_jobs=n_jobs, sleep=0.5)
+    # Each trial sleeps 1 s so that one is still running when the signal lands: with 0.5 s
+    # both workers' trials finished first on a loaded 2-core machine (0 interrupted, CI).
+    spec = counting_spec(tmp_path, counting_objective, trials=budget, n_jobs=n_jobs, sleep=1.0)
     path = write(tmp_path, spec)
     counter = counting_objective[1]
     proc = start_run(path)
