@@ -527,12 +527,9 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
         self, Y_obj: torch.Tensor, C: torch.Tensor | None, signs: torch.Tensor
     ) -> list[int]:
         """Rows of the feasible observed Pareto front that beat the reference point."""
-        import torch
         from botorch.utils.multi_objective.pareto import is_non_dominated
 
-        keep = torch.ones(len(Y_obj), dtype=torch.bool)
-        if C is not None:
-            keep &= (C <= 0).all(dim=-1)
+        keep = _feasible(Y_obj, C)
         if Y_obj.shape[-1] > 1:
             keep &= (Y_obj > self._reference_point(Y_obj, C, signs)).all(dim=-1)
         rows = keep.nonzero().squeeze(-1)
@@ -632,9 +629,7 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
 
         if self._reference is not None:
             return torch.tensor(self._reference, dtype=torch.float64) * signs
-        feasible = (
-            (C <= 0).all(dim=-1) if C is not None else torch.ones(len(Y_obj), dtype=torch.bool)
-        )
+        feasible = _feasible(Y_obj, C)
         pool = Y_obj[feasible] if feasible.any() else Y_obj
         return infer_reference_point(pool[is_non_dominated(pool)])
 
@@ -1042,6 +1037,15 @@ def _hashable(value: Any) -> Any:
 def _mix(*keys: int) -> int:
     """A 32-bit seed from several integers (independent streams per trial)."""
     return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
+
+
+def _feasible(Y_obj: torch.Tensor, C: torch.Tensor | None) -> torch.Tensor:
+    """Rows that meet every outcome constraint (all rows without constraints)."""
+    import torch
+
+    if C is None:
+        return torch.ones(len(Y_obj), dtype=torch.bool)
+    return (C <= 0).all(dim=-1)
 
 
 def _check_int(name: str, value: Any, *, low: int) -> None:
