@@ -8,10 +8,12 @@ import math
 import numbers
 import random
 import threading
+import time
 import warnings
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -609,6 +611,7 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
             objective = _known_objective(self, problem, signs, ref)
         elif n_con:
             objective = IdentityMCMultiOutputObjective(outcomes=list(range(n_obj)))
+        _wait_for_kernel_build()
         return qLogNoisyExpectedHypervolumeImprovement(
             model=model,
             ref_point=ref.tolist(),
@@ -1046,6 +1049,55 @@ def _feasible(Y_obj: torch.Tensor, C: torch.Tensor | None) -> torch.Tensor:
     if C is None:
         return torch.ones(len(Y_obj), dtype=torch.bool)
     return (C <= 0).all(dim=-1)
+
+
+# BoTorch compiles a C++ kernel for its multi-objective log-improvement acquisitions the first
+# time one is built in an environment (torch.utils.cpp_extension: 40-75 s on 2 cores), holding a
+# lock file meanwhile. A process killed during the compile leaves the lock behind, and every
+# later build then waits on it forever without a word. A lock this old is a dead one.
+_STALE_KERNEL_LOCK_S = 300.0
+
+
+def _wait_for_kernel_build() -> None:
+    """Before this process's first qLogNEHVI: wait (saying so) while another process compiles
+    BoTorch's fused kernel, and remove the lock of a compile that died instead of waiting on it
+    for ever. A no-op once the kernel is loaded, or where BoTorch has no such kernel."""
+    try:
+        from botorch.acquisition.multi_objective import logei
+        from torch.utils import cpp_extension
+
+        if getattr(logei, "_load_attempted", True):
+            return
+        root = cpp_extension._get_build_directory("logei_fused_ext", verbose=False)
+    except Exception:  # another BoTorch or torch: its own loading, nothing to clear
+        return
+    lock = Path(root) / "lock"
+    said = False
+    while True:
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:
+            return  # compiled (or never started): BoTorch loads or builds it
+        if age > _STALE_KERNEL_LOCK_S:
+            _log.warning(
+                "removing %s: left %.0f s ago by a compile of BoTorch's fused kernel that did "
+                "not finish (a killed process)",
+                lock,
+                age,
+            )
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+            return
+        if not said:
+            _log.warning(
+                "waiting for another process to finish compiling BoTorch's fused kernel "
+                "(lock %s, %.0f s old; removed at %.0f s)",
+                lock,
+                age,
+                _STALE_KERNEL_LOCK_S,
+            )
+            said = True
+        time.sleep(0.5)
 
 
 def _check_int(name: str, value: Any, *, low: int) -> None:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import pickle
+import threading
+import time
 from typing import Any
 
 import optuna
@@ -79,6 +82,45 @@ def test_multi_objective_optimize_builds_a_pareto_front(caplog):
     assert len(study.best_trials) >= 2  # the two objectives conflict
     assert distinct(study.trials) == 8
     assert fallbacks(caplog) == []
+
+
+@pytest.fixture
+def kernel_lock(tmp_path, monkeypatch):
+    """The lock file of BoTorch's fused-kernel build in a fresh extensions directory, in a
+    process that has not loaded the kernel yet."""
+    logei = pytest.importorskip("botorch.acquisition.multi_objective.logei")
+    if not hasattr(logei, "_load_attempted"):
+        pytest.skip("this BoTorch compiles no fused kernel")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    monkeypatch.setattr(logei, "_load_attempted", False)
+    lock = tmp_path / "logei_fused_ext" / "lock"
+    lock.parent.mkdir()
+    lock.touch()
+    return lock
+
+
+def test_the_lock_of_a_killed_kernel_compile_is_removed_not_waited_on(kernel_lock, caplog):
+    from paretune.search import _botorch
+
+    old = time.time() - _botorch._STALE_KERNEL_LOCK_S - 60
+    os.utime(kernel_lock, (old, old))
+    with caplog.at_level(logging.WARNING, logger="paretune"):
+        _botorch._wait_for_kernel_build()
+    assert not kernel_lock.exists()
+    assert "did not finish" in caplog.text and str(kernel_lock) in caplog.text
+
+
+def test_a_live_kernel_compile_is_waited_for(kernel_lock, caplog):
+    from paretune.search import _botorch
+
+    remover = threading.Timer(1.0, kernel_lock.unlink)  # the other process finishes
+    remover.start()
+    t0 = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="paretune"):
+        _botorch._wait_for_kernel_build()
+    remover.join()
+    assert time.monotonic() - t0 >= 0.9
+    assert "waiting for another process" in caplog.text and "did not finish" not in caplog.text
 
 
 def test_directions_are_honoured_when_maximize_and_minimize_are_mixed(caplog):
@@ -588,6 +630,7 @@ def _tune_trainable(config: dict[str, Any]) -> dict[str, float]:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray")  # with tests/search/test_ray.py: one Ray cluster at a time
 def test_usable_as_the_sampler_of_ray_tunes_optuna_search(caplog):
     ray = pytest.importorskip("ray")
     from ray import tune
