@@ -15,6 +15,17 @@ def objective(params, ctx):
     """Two objectives over x, y; appends one line per finished evaluation to a counter file."""
     with open(ctx.settings["counter"] + ".started", "a") as f:
         f.write(f"{ctx.trial_number}\\n")
+    drivers = ctx.settings.get("wait_for_drivers", 0)
+    if drivers:  # start only once that many processes evaluate trials (or after 2 minutes)
+        pids = ctx.settings["counter"] + ".pids"
+        with open(pids, "a") as f:
+            f.write(f"{os.getpid()}\\n")
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            with open(pids) as f:
+                if len(set(f.read().split())) >= drivers:
+                    break
+            time.sleep(0.05)
     time.sleep(ctx.settings.get("sleep", 0.0))
     for step in range(ctx.settings.get("steps", 0)):
         ctx.report(step, {"partial": params["x"] * (step + 1)})

@@ -333,9 +333,9 @@ def test_ctrl_c_requeues_running_trials_and_resume_finishes(
 @pytest.mark.slow
 def test_two_drivers_on_one_study_stop_at_the_budget(tmp_path: Path, counting_objective) -> None:
     budget = 10
-    # Trials long enough that the second driver, whose start-up takes seconds on a loaded
-    # machine, joins before the first has spent the budget alone.
-    spec = counting_spec(tmp_path, counting_objective, trials=budget, sleep=1.5)
+    # Each driver's first trial waits until the other evaluates too: the second driver's
+    # start-up takes seconds on a loaded machine, long enough to miss the whole budget.
+    spec = counting_spec(tmp_path, counting_objective, trials=budget, sleep=1.0, wait_for_drivers=2)
     path = write(tmp_path, spec)
     cmd = [sys.executable, "-m", "paretune.cli", "run", str(path), "--no-progress"]
     first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -50,7 +50,9 @@ def _states(url: str, study: str) -> dict[str, int]:
 def test_a_search_on_postgresql_spends_its_budget_and_resume_adds_only_the_rest(
     tmp_path: Path, counting_objective, postgres_url: str
 ) -> None:
-    data = counting_spec(tmp_path, counting_objective, trials=6, n_jobs=2, sleep=0.1)
+    data = counting_spec(
+        tmp_path, counting_objective, trials=6, n_jobs=2, sleep=0.1, wait_for_drivers=2
+    )
     data["storage"] = postgres_url
     result = run_search(load_spec(data))
     assert result.store.storage_url == postgres_url
@@ -82,7 +84,9 @@ def test_two_drivers_on_one_postgresql_study_stop_together_at_the_budget(
     tmp_path: Path, counting_objective, postgres_url: str
 ) -> None:
     budget, counter = 8, counting_objective[1]
-    data = counting_spec(tmp_path, counting_objective, trials=budget, sleep=1.0)
+    # Each driver's first trial waits until the other driver evaluates too: on a busy machine
+    # the second one's start-up can take longer than the first one's whole budget.
+    data = counting_spec(tmp_path, counting_objective, trials=budget, sleep=1.0, wait_for_drivers=2)
     data["storage"] = postgres_url
     path = _write(tmp_path, data)
     cmd = [sys.executable, "-m", "paretune.cli", "run", str(path), "--no-progress"]
