@@ -36,6 +36,10 @@ from tests.test_cli import (
 
 pytest.importorskip("ray.tune")
 
+# One xdist worker runs them all, one after the other: two local Ray clusters at once on a
+# 2-core machine would each get half of it.
+pytestmark = pytest.mark.xdist_group("ray")
+
 RAY = {"type": "ray", "num_cpus": 2}
 
 
