@@ -16,15 +16,17 @@ def objective(params, ctx):
     with open(ctx.settings["counter"] + ".started", "a") as f:
         f.write(f"{ctx.trial_number}\\n")
     drivers = ctx.settings.get("wait_for_drivers", 0)
-    if drivers:  # start only once that many processes evaluate trials (or after 2 minutes)
+    if drivers:  # go on only once that many processes evaluate trials
         pids = ctx.settings["counter"] + ".pids"
         with open(pids, "a") as f:
             f.write(f"{os.getpid()}\\n")
         deadline = time.time() + 120
-        while time.time() < deadline:
+        while True:
             with open(pids) as f:
                 if len(set(f.read().split())) >= drivers:
                     break
+            if time.time() > deadline:
+                raise RuntimeError(f"no {drivers} processes evaluated trials within 120 s")
             time.sleep(0.05)
     time.sleep(ctx.settings.get("sleep", 0.0))
     for step in range(ctx.settings.get("steps", 0)):

@@ -339,7 +339,7 @@ def test_two_drivers_on_one_study_stop_at_the_budget(tmp_path: Path, counting_ob
     path = write(tmp_path, spec)
     cmd = [sys.executable, "-m", "paretune.cli", "run", str(path), "--no-progress"]
     first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _wait_inside_objective(first, counting_objective[1], finished=1)  # the study exists
+    _wait_inside_objective(first, counting_objective[1], finished=0)  # the study exists
     second = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert first.wait(timeout=300) == 0 and second.wait(timeout=300) == 0
 
