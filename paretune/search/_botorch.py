@@ -611,7 +611,7 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
             objective = _known_objective(self, problem, signs, ref)
         elif n_con:
             objective = IdentityMCMultiOutputObjective(outcomes=list(range(n_obj)))
-        _wait_for_kernel_build()
+        _load_fused_kernel()
         return qLogNoisyExpectedHypervolumeImprovement(
             model=model,
             ref_point=ref.tolist(),
@@ -1058,26 +1058,27 @@ def _feasible(Y_obj: torch.Tensor, C: torch.Tensor | None) -> torch.Tensor:
 _STALE_KERNEL_LOCK_S = 300.0
 
 
-def _wait_for_kernel_build() -> None:
-    """Before this process's first qLogNEHVI: wait (saying so) while another process compiles
-    BoTorch's fused kernel, and remove the lock of a compile that died instead of waiting on it
-    for ever. A no-op once the kernel is loaded, or where BoTorch has no such kernel."""
+def _load_fused_kernel() -> None:
+    """Load (compiling it the first time) BoTorch's fused kernel, as its acquisitions would, but
+    first remove the lock of a compile that died instead of waiting on it for ever, and say so
+    while a live compile in another process is waited for. A no-op once this process has tried
+    to load it, or where BoTorch has no such kernel. ``.ci/run`` calls it beside mypy."""
     try:
         from botorch.acquisition.multi_objective import logei
         from torch.utils import cpp_extension
 
+        load = logei._try_load_fused_kernel
         if getattr(logei, "_load_attempted", True):
             return
-        root = cpp_extension._get_build_directory("logei_fused_ext", verbose=False)
+        lock = Path(cpp_extension._get_build_directory("logei_fused_ext", verbose=False)) / "lock"
     except Exception:  # another BoTorch or torch: its own loading, nothing to clear
         return
-    lock = Path(root) / "lock"
     said = False
-    while True:
+    while lock.exists():
         try:
             age = time.time() - lock.stat().st_mtime
         except FileNotFoundError:
-            return  # compiled (or never started): BoTorch loads or builds it
+            break  # released meanwhile
         if age > _STALE_KERNEL_LOCK_S:
             _log.warning(
                 "removing %s: left %.0f s ago by a compile of BoTorch's fused kernel that did "
@@ -1087,7 +1088,7 @@ def _wait_for_kernel_build() -> None:
             )
             with contextlib.suppress(FileNotFoundError):
                 lock.unlink()
-            return
+            break
         if not said:
             _log.warning(
                 "waiting for another process to finish compiling BoTorch's fused kernel "
@@ -1098,6 +1099,7 @@ def _wait_for_kernel_build() -> None:
             )
             said = True
         time.sleep(0.5)
+    load()
 
 
 def _check_int(name: str, value: Any, *, low: int) -> None:

@@ -93,34 +93,42 @@ def kernel_lock(tmp_path, monkeypatch):
         pytest.skip("this BoTorch compiles no fused kernel")
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     monkeypatch.setattr(logei, "_load_attempted", False)
+    loads: list[int] = []  # the compile itself (a minute) is not what these tests are about
+    monkeypatch.setattr(logei, "_try_load_fused_kernel", lambda: loads.append(1))
     lock = tmp_path / "logei_fused_ext" / "lock"
     lock.parent.mkdir()
     lock.touch()
-    return lock
+    return lock, loads
 
 
 def test_the_lock_of_a_killed_kernel_compile_is_removed_not_waited_on(kernel_lock, caplog):
     from paretune.search import _botorch
 
+    kernel_lock, loads = kernel_lock
+
     old = time.time() - _botorch._STALE_KERNEL_LOCK_S - 60
     os.utime(kernel_lock, (old, old))
     with caplog.at_level(logging.WARNING, logger="paretune"):
-        _botorch._wait_for_kernel_build()
+        _botorch._load_fused_kernel()
     assert not kernel_lock.exists()
     assert "did not finish" in caplog.text and str(kernel_lock) in caplog.text
+    assert loads == [1]  # then BoTorch builds it
 
 
 def test_a_live_kernel_compile_is_waited_for(kernel_lock, caplog):
     from paretune.search import _botorch
 
+    kernel_lock, loads = kernel_lock
+
     remover = threading.Timer(1.0, kernel_lock.unlink)  # the other process finishes
     remover.start()
     t0 = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="paretune"):
-        _botorch._wait_for_kernel_build()
+        _botorch._load_fused_kernel()
     remover.join()
     assert time.monotonic() - t0 >= 0.9
     assert "waiting for another process" in caplog.text and "did not finish" not in caplog.text
+    assert loads == [1]
 
 
 def test_directions_are_honoured_when_maximize_and_minimize_are_mixed(caplog):
