@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 from collections.abc import Sequence
@@ -208,6 +209,9 @@ def _cmd_reevaluate(args: argparse.Namespace) -> int:
     spec = _load(args)
     numbers = args.trials or []
     names = [m.name for m in spec.metrics]
+    if args.pareto_tolerance and not args.pareto:
+        print("paretune: error: --pareto-tolerance needs --pareto", file=sys.stderr)
+        return EXIT_USAGE
     fidelity = "full fidelity" if args.full_fidelity else "the search's fidelity"
     print(
         f"paretune: re-evaluating study {spec.study!r} with {args.seeds} seed(s) at {fidelity}",
@@ -227,6 +231,7 @@ def _cmd_reevaluate(args: argparse.Namespace) -> int:
         numbers=numbers,
         pareto=args.pareto,
         baselines=(args.pareto and not args.no_baselines) or args.baselines,
+        pareto_tolerance=dict(args.pareto_tolerance),
         seeds=args.seeds,
         full_fidelity=args.full_fidelity,
         n_jobs=args.jobs,
@@ -253,6 +258,19 @@ def _trial_numbers(text: str) -> list[int]:
     if not numbers or numbers[0] < 0:
         raise argparse.ArgumentTypeError(f"expected trial numbers like 3,7,12, but got {text!r}")
     return numbers
+
+
+def _tolerance(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        margin = float(value)
+    except ValueError:
+        margin = math.nan
+    if not sep or not name.strip() or not (math.isfinite(margin) and margin >= 0):
+        raise argparse.ArgumentTypeError(
+            f"expected METRIC=MARGIN with a margin >= 0, like accuracy=0.01, but got {text!r}"
+        )
+    return name.strip(), margin
 
 
 def _positive_int(text: str) -> int:
@@ -391,6 +409,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--baselines", action="store_true", help="the enqueued baseline trials")
     p.add_argument("--no-baselines", action="store_true", help="with --pareto: not the baselines")
+    p.add_argument(
+        "--pareto-tolerance",
+        type=_tolerance,
+        action="append",
+        default=[],
+        metavar="METRIC=MARGIN",
+        help="with --pareto: also the near-front trials that no trial beats by at least MARGIN "
+        "in METRIC (and by the other metrics' margins, 0 unless given) at the same time, e.g. "
+        "accuracy=0.01 for an accuracy measured with a standard error of about 0.01; repeatable",
+    )
     p.add_argument(
         "--trials", type=_trial_numbers, default=None, help="comma-separated trial numbers"
     )

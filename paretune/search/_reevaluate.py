@@ -117,8 +117,13 @@ def select_trials(
     numbers: Sequence[int] = (),
     pareto: bool = False,
     baselines: bool = False,
+    pareto_tolerance: Mapping[str, float] | None = None,
 ) -> list[FrozenTrial]:
     """The COMPLETE trials chosen by number, by being on the Pareto front, or by being baselines.
+
+    With ``pareto_tolerance`` (metric name to margin), ``pareto`` also takes the near-front
+    trials that no trial beats by at least the margins in every metric
+    (:meth:`TrialsStore.pareto_trials`).
 
     Raises:
         ConfigError: Nothing was asked for, a number is not a COMPLETE trial of the study, or
@@ -141,7 +146,7 @@ def select_trials(
     for n in numbers:
         chosen[n] = complete[n]
     if pareto:
-        for t in store.pareto_trials():
+        for t in store.pareto_trials(pareto_tolerance):
             chosen[t.number] = t
     if baselines:
         for t in complete.values():
@@ -166,6 +171,7 @@ def reevaluate(
     numbers: Sequence[int] = (),
     pareto: bool = False,
     baselines: bool = False,
+    pareto_tolerance: Mapping[str, float] | None = None,
     seeds: int = 3,
     full_fidelity: bool = False,
     n_jobs: int | None = None,
@@ -179,6 +185,11 @@ def reevaluate(
         numbers: Trial numbers to re-evaluate.
         pareto: Add the study's Pareto-optimal trials.
         baselines: Add the trials the spec enqueued (baselines).
+        pareto_tolerance: With ``pareto``, also the near-front trials: metric name to a
+            margin in its units; a trial is left out only when another is better by at least
+            the margins in every metric. A search scores each candidate once, so trials
+            within the noise of the front (e.g. one standard error of the accuracy) may be
+            the better ones at full fidelity.
         seeds: Seeds per trial (``0 .. seeds - 1``).
         full_fidelity: Build the objective with ``use_full_fidelity: true``.
         n_jobs: Evaluations at once: 1 runs them in this process, more in that many spawned
@@ -225,7 +236,13 @@ def reevaluate(
             raise
 
     store = TrialsStore(spec, create=False, mlflow=True)
-    chosen = select_trials(store, numbers=numbers, pareto=pareto, baselines=baselines)
+    chosen = select_trials(
+        store,
+        numbers=numbers,
+        pareto=pareto,
+        baselines=baselines,
+        pareto_tolerance=pareto_tolerance,
+    )
     with _quiet():
         companion = optuna.create_study(
             storage=store.storage,

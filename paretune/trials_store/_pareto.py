@@ -20,22 +20,35 @@ from paretune._errors import ConfigError
 __all__ = ["hypervolume", "log10_hv_difference", "pareto_mask"]
 
 
-def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
-    """Which rows of a metric table are non-dominated.
+def pareto_mask(
+    values: np.ndarray,
+    directions: Sequence[str],
+    *,
+    tolerance: Sequence[float] | None = None,
+) -> np.ndarray:
+    """Which rows of a metric table are non-dominated (by more than ``tolerance``).
 
     Row ``a`` dominates row ``b`` when ``a`` is at least as good as ``b`` in every metric and
     strictly better in one. Exact duplicates do not dominate each other, so every copy of a
     non-dominated row is kept. Rows containing NaN are never non-dominated and dominate nothing.
 
+    With ``tolerance`` (one non-negative margin per column, in the column's units), a row is
+    dropped only when another row is better than it by at least the margin in every metric (and
+    strictly better in one): the rows a noisy measurement cannot rule out, for instance every
+    trial whose accuracy is within one standard error of the front's (additive epsilon
+    dominance). All-zero margins give the plain front.
+
     Args:
         values: `n x m` metric values.
         directions: ``"minimize"`` or ``"maximize"`` for each of the ``m`` columns.
+        tolerance: Margins, one per column; ``None`` for none.
 
     Returns:
         A boolean array of length ``n``, ``True`` for the non-dominated rows.
 
     Raises:
-        ConfigError: ``values`` is not two-dimensional or ``directions`` does not match it.
+        ConfigError: ``values`` is not two-dimensional, ``directions`` or ``tolerance`` does
+            not match it, or a margin is negative or not finite.
     """
     signs = _signs(directions)
     arr = np.asarray(values, dtype=np.float64)
@@ -44,6 +57,7 @@ def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
             f"`values` must be an n x {len(signs)} array (one column per direction), but got "
             f"shape {arr.shape}."
         )
+    margins = _margins(tolerance, len(signs))
     n = arr.shape[0]
     mask = np.zeros(n, dtype=bool)
     if n == 0:
@@ -51,7 +65,7 @@ def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
     finite = ~np.isnan(arr).any(axis=1)
     idx = np.flatnonzero(finite)
     mins = arr[idx] * signs  # every column is now minimised
-    if mins.shape[1] <= 2:
+    if mins.shape[1] <= 2 and not margins.any():
         mask[idx[_non_dominated_2d(mins)]] = True
         return mask
     keep = np.ones(len(idx), dtype=bool)
@@ -59,7 +73,7 @@ def pareto_mask(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
     chunk = max(1, 2_000_000 // max(1, len(idx) * mins.shape[1]))
     for start in range(0, len(idx), chunk):
         rows = mins[start : start + chunk, None, :]
-        weakly_better = (mins[None, :, :] <= rows).all(axis=2)
+        weakly_better = (mins[None, :, :] <= rows - margins).all(axis=2)
         strictly_better = (mins[None, :, :] < rows).any(axis=2)
         keep[start : start + chunk] = ~(weakly_better & strictly_better).any(axis=1)
     mask[idx[keep]] = True
@@ -130,6 +144,21 @@ def log10_hv_difference(hv: float, max_hv: float, *, floor: float = 1e-12) -> fl
     if not floor > 0:
         raise ConfigError(f"`floor > 0` must hold, but got floor={floor!r}.")
     return math.log10(max(max_hv - hv, floor))
+
+
+def _margins(tolerance: Sequence[float] | None, m: int) -> np.ndarray:
+    if tolerance is None:
+        return np.zeros(m, dtype=np.float64)
+    margins = np.asarray(tolerance, dtype=np.float64)
+    if margins.shape != (m,):
+        raise ConfigError(
+            f"`tolerance` must have one margin per column ({m}), but got {list(tolerance)!r}."
+        )
+    if not (np.isfinite(margins) & (margins >= 0)).all():
+        raise ConfigError(
+            f"every tolerance margin must be finite and >= 0, but got {list(tolerance)!r}."
+        )
+    return margins
 
 
 def _signs(directions: Sequence[str]) -> np.ndarray:

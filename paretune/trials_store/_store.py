@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from paretune._errors import StudyError, retry_setup_race
+from paretune._errors import ConfigError, StudyError, retry_setup_race
 from paretune.trials_store._mlflow import CHILD_RUN_ATTR, PARENT_RUN_ATTR, MlflowLink
 from paretune.trials_store._pareto import pareto_mask
 
@@ -651,10 +651,29 @@ class TrialsStore:
     def feasible(self, t: FrozenTrial) -> bool:
         return all(v <= 0 for v in constraint_violations(self.spec, t.user_attrs.get(METRICS_ATTR)))
 
-    def pareto_trials(self) -> list[FrozenTrial]:
-        """The feasible COMPLETE trials that no other feasible COMPLETE trial dominates."""
+    def pareto_trials(self, tolerance: Mapping[str, float] | None = None) -> list[FrozenTrial]:
+        """The feasible COMPLETE trials that no other feasible COMPLETE trial dominates.
+
+        Args:
+            tolerance: Metric name to a margin in the metric's units (unnamed metrics: 0).
+                A trial is then left out only when another is better by at least the margins
+                in every metric: the near-front trials a noisy metric cannot tell from the
+                front (:func:`~paretune.trials_store.pareto_mask`).
+
+        Raises:
+            ConfigError: ``tolerance`` names a metric the spec does not optimise, or a margin
+                is negative or not finite.
+        """
         import numpy as np
 
+        names = [m.name for m in self.spec.metrics]
+        unknown = sorted(set(tolerance or {}) - set(names))
+        if unknown:
+            raise ConfigError(
+                f"a Pareto tolerance is given for {unknown}, which the study does not optimise; "
+                f"its metrics are {names}."
+            )
+        margins = [float((tolerance or {}).get(n, 0.0)) for n in names]
         done = [
             t
             for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -663,7 +682,7 @@ class TrialsStore:
         if not done:
             return []
         values = np.array([t.values for t in done], dtype=float)
-        mask = pareto_mask(values, self.spec.directions)
+        mask = pareto_mask(values, self.spec.directions, tolerance=margins)
         front = [t for t, keep in zip(done, mask, strict=True) if keep]
         return sorted(front, key=lambda t: tuple(t.values))
 

@@ -323,3 +323,67 @@ def test_cli_prints_mean_and_spread_and_which_trials_beat_the_baselines(
         main(["reevaluate", str(path), "--trials", "x"])
     assert info.value.code == 2
     assert "expected trial numbers" in capsys.readouterr().err
+
+
+NEAR_FRONT_OBJECTIVE = '''
+def objective(params, ctx):
+    """f0 = x, f1 = 1 - x + y: y > 0 moves a trial behind the front by y."""
+    return {"f0": params["x"], "f1": 1.0 - params["x"] + params["y"]}
+'''
+
+
+def near_front_spec(tmp_path: Path) -> dict[str, Any]:
+    src = tmp_path / "near.py"
+    src.write_text(textwrap.dedent(NEAR_FRONT_OBJECTIVE))
+    points = [(0.2, 0.0), (0.2, 0.05), (0.2, 0.5), (0.6, 0.0), (0.6, 0.04)]
+    return {
+        "study": "near",
+        "run_dir": str(tmp_path / "run"),
+        "objective": {
+            "type": "python",
+            "settings": {"target": f"{src}:objective"},
+            "metrics": [
+                {"name": "f0", "direction": "minimize"},
+                {"name": "f1", "direction": "minimize"},
+            ],
+        },
+        "space": {
+            "x": {"type": "float", "low": 0.0, "high": 1.0},
+            "y": {"type": "float", "low": 0.0, "high": 1.0},
+        },
+        "controller": {"name": "random", "seed": 0},
+        "budget": {"trials": len(points)},
+        "enqueue": [{"params": {"x": x, "y": y}} for x, y in points],
+    }
+
+
+def test_pareto_tolerance_adds_the_trials_within_the_margin_of_the_front(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = near_front_spec(tmp_path)
+    run_search(load_spec(data))
+    store = open_store(load_spec(data), create=False, mlflow=False)
+    assert [t.number for t in store.pareto_trials()] == [0, 3]
+    # Trials 1 and 4 are 0.05 and 0.04 behind the front in f1 only; trial 2 is 0.5 behind.
+    assert sorted(t.number for t in store.pareto_trials({"f1": 0.1})) == [0, 1, 3, 4]
+    assert sorted(t.number for t in store.pareto_trials({"f1": 0.045})) == [0, 3, 4]
+    with pytest.raises(ConfigError, match=r"does not optimise.*\['f0', 'f1'\]"):
+        store.pareto_trials({"accuracy": 0.1})
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(data))
+    base = ["reevaluate", str(path), "--seeds", "1", "--no-baselines"]  # all 5 are enqueued
+    assert main([*base, "--pareto", "--pareto-tolerance", "f1=0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "[4/4]" in out and "[5/" not in out  # trials 0, 1, 3, 4; not 2
+    results = reevaluate(load_spec(data), pareto=True, pareto_tolerance={"f1": 0.1}, seeds=1)
+    assert [r.source.number for r in results] == [0, 1, 3, 4]
+    assert main([*base, "--pareto", "--pareto-tolerance", "accuracy=0.1"]) == 2
+    assert "does not optimise" in capsys.readouterr().err
+    assert main([*base, "--trials", "1", "--pareto-tolerance", "f1=0.1"]) == 2
+    assert "--pareto-tolerance needs --pareto" in capsys.readouterr().err
+    for bad in ("f1", "f1=-0.1", "=0.1", "f1=nan"):
+        with pytest.raises(SystemExit) as info:
+            main([*base, "--pareto", "--pareto-tolerance", bad])
+        assert info.value.code == 2
+        assert "expected METRIC=MARGIN" in capsys.readouterr().err

@@ -161,3 +161,49 @@ def test_log10_hv_difference() -> None:
         log10_hv_difference(math.nan, 1.0)
     with pytest.raises(ConfigError):
         log10_hv_difference(0.5, 1.0, floor=0.0)
+
+
+def _brute_force_tolerant_mask(values: np.ndarray, directions: list[str], margins) -> np.ndarray:
+    v = values * np.array([1.0 if d == "minimize" else -1.0 for d in directions])
+    m = np.asarray(margins, dtype=float)
+    keep = []
+    for i in range(len(v)):
+        beaten = any(
+            j != i and (v[j] <= v[i] - m).all() and (v[j] < v[i]).any() for j in range(len(v))
+        )
+        keep.append(not beaten)
+    return np.array(keep, dtype=bool)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3])
+def test_pareto_mask_with_tolerance_keeps_rows_within_the_margins(m: int) -> None:
+    rng = np.random.default_rng(20 + m)
+    directions = ["maximize", "minimize", "minimize"][:m]
+    for margins in ([0.0] * m, [0.1] + [0.0] * (m - 1), [0.05] * m):
+        for n in (0, 1, 6, 60):
+            values = np.round(rng.random((n, m)) * 10) / 10
+            expected = _brute_force_tolerant_mask(values, directions, margins)
+            got = pareto_mask(values, directions, tolerance=margins)
+            np.testing.assert_array_equal(got, expected)
+            # A margin only ever adds rows to the plain front.
+            assert (got >= pareto_mask(values, directions)).all()
+
+
+def test_pareto_mask_tolerance_takes_the_near_front_of_a_noisy_metric() -> None:
+    # accuracy (max), cost (min): the front is rows 0 and 2; row 1 is 0.004 below row 0 at
+    # a higher cost (within a 0.01 margin), row 3 is 0.03 below at a higher cost.
+    values = np.array([[0.780, 0.07], [0.776, 0.25], [0.783, 0.33], [0.750, 0.20]])
+    directions = ["maximize", "minimize"]
+    np.testing.assert_array_equal(pareto_mask(values, directions), [True, False, True, False])
+    np.testing.assert_array_equal(
+        pareto_mask(values, directions, tolerance=[0.01, 0.0]), [True, True, True, False]
+    )
+
+
+def test_pareto_mask_rejects_bad_tolerances() -> None:
+    with pytest.raises(ConfigError, match="one margin per column"):
+        pareto_mask(np.zeros((2, 2)), ["minimize", "minimize"], tolerance=[0.1])
+    with pytest.raises(ConfigError, match="finite and >= 0"):
+        pareto_mask(np.zeros((2, 2)), ["minimize", "minimize"], tolerance=[0.1, -0.1])
+    with pytest.raises(ConfigError, match="finite and >= 0"):
+        pareto_mask(np.zeros((2, 2)), ["minimize", "minimize"], tolerance=[np.nan, 0.0])
