@@ -188,7 +188,10 @@ def report_rows(
                 "label": r.label,
                 "baseline": r.baseline,
                 "pareto": r.source.number in pareto,
-                "trainable_percent": r.mean("trainable_percent"),
+                # Known before training: the search's value when no seed completed.
+                "trainable_percent": r.mean("trainable_percent")
+                if r.values("trainable_percent")
+                else r.source.values[1],
                 "trainable_params": r.mean("trainable_params")
                 if r.values("trainable_params")
                 else None,
@@ -214,16 +217,20 @@ def report_rows(
     found = [row for row in rows if not row["baseline"]]
     checks = []
     for b in (row for row in rows if row["baseline"]):
+        # A baseline none of whose seeds completed has no mean to beat: that is no verdict.
+        measured = not math.isnan(b["accuracy_mean"])
         winners = [
             row["trial"]
             for row in found
-            if row["trainable_percent"] < b["trainable_percent"]
+            if measured
+            and row["trainable_percent"] < b["trainable_percent"]
             and row["accuracy_mean"] >= b["accuracy_mean"]
         ]
         checks.append(
             {
                 "baseline": b["label"] or f"trial {b['trial']}",
                 "required": b["label"] in REQUIRED,
+                "measured": measured,
                 "dominated_by": winners,
             }
         )
@@ -263,11 +270,12 @@ def render(
         )
     out.append("")
     for c in checks:
-        verdict = (
-            f"dominated by trial(s) {', '.join(map(str, c['dominated_by']))}"
-            if c["dominated_by"]
-            else "NOT dominated by any re-evaluated search trial"
-        )
+        if not c["measured"]:
+            verdict = "NOT measured: no seed of its re-evaluation completed"
+        elif c["dominated_by"]:
+            verdict = f"dominated by trial(s) {', '.join(map(str, c['dominated_by']))}"
+        else:
+            verdict = "NOT dominated by any re-evaluated search trial"
         out.append(f"- {c['baseline']}{' (required)' if c['required'] else ''}: {verdict}")
     m = machine()
     out += [
