@@ -189,18 +189,12 @@ def report_rows(
                 "baseline": r.baseline,
                 "pareto": r.source.number in pareto,
                 # Known before training: the search's value when no seed completed.
-                "trainable_percent": r.mean("trainable_percent")
-                if r.values("trainable_percent")
-                else r.source.values[1],
-                "trainable_params": r.mean("trainable_params")
-                if r.values("trainable_params")
-                else None,
+                "trainable_percent": mean_or(r, "trainable_percent", r.source.values[1]),
+                "trainable_params": mean_or(r, "trainable_params", None),
                 "search_accuracy": r.source.values[0],
                 "accuracy_mean": r.mean("accuracy"),
                 "accuracy_std": r.std("accuracy"),
-                "test_accuracy_mean": r.mean("test_accuracy")
-                if r.values("test_accuracy")
-                else None,
+                "test_accuracy_mean": mean_or(r, "test_accuracy", None),
                 "seeds": len(r.runs),
                 "params": r.source.params,
             }
@@ -217,24 +211,27 @@ def report_rows(
     found = [row for row in rows if not row["baseline"]]
     checks = []
     for b in (row for row in rows if row["baseline"]):
-        # A baseline none of whose seeds completed has no mean to beat: that is no verdict.
-        measured = not math.isnan(b["accuracy_mean"])
+        # A NaN mean (no seed completed) is beaten by no one: that is no verdict, not a loss.
         winners = [
             row["trial"]
             for row in found
-            if measured
-            and row["trainable_percent"] < b["trainable_percent"]
+            if row["trainable_percent"] < b["trainable_percent"]
             and row["accuracy_mean"] >= b["accuracy_mean"]
         ]
         checks.append(
             {
                 "baseline": b["label"] or f"trial {b['trial']}",
                 "required": b["label"] in REQUIRED,
-                "measured": measured,
+                "measured": not math.isnan(b["accuracy_mean"]),
                 "dominated_by": winners,
             }
         )
     return rows, checks
+
+
+def mean_or(r: Any, metric: str, default: Any) -> Any:
+    """The mean of ``metric`` over the completed seeds, ``default`` when none reported it."""
+    return r.mean(metric) if r.values(metric) else default
 
 
 def render(
