@@ -16,6 +16,7 @@ import json
 import math
 import signal
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -211,6 +212,14 @@ def _cmd_reevaluate(args: argparse.Namespace) -> int:
     names = [m.name for m in spec.metrics]
     if args.pareto_tolerance and not args.pareto:
         print("paretune: error: --pareto-tolerance needs --pareto", file=sys.stderr)
+        return EXIT_USAGE
+    counts = Counter(metric for metric, _ in args.pareto_tolerance)
+    repeated = sorted(metric for metric, n in counts.items() if n > 1)
+    if repeated:
+        print(
+            f"paretune: error: --pareto-tolerance gives {', '.join(repeated)} more than once",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     fidelity = "full fidelity" if args.full_fidelity else "the search's fidelity"
     print(

@@ -26,7 +26,7 @@ def pareto_mask(
     *,
     tolerance: Sequence[float] | None = None,
 ) -> np.ndarray:
-    """Which rows of a metric table are non-dominated (by more than ``tolerance``).
+    """Which rows of a metric table no row dominates (by at least ``tolerance``).
 
     Row ``a`` dominates row ``b`` when ``a`` is at least as good as ``b`` in every metric and
     strictly better in one. Exact duplicates do not dominate each other, so every copy of a

@@ -382,6 +382,11 @@ def test_pareto_tolerance_adds_the_trials_within_the_margin_of_the_front(
     assert "does not optimise" in capsys.readouterr().err
     assert main([*base, "--trials", "1", "--pareto-tolerance", "f1=0.1"]) == 2
     assert "--pareto-tolerance needs --pareto" in capsys.readouterr().err
+    assert (
+        main([*base, "--pareto", "--pareto-tolerance", "f1=0.1", "--pareto-tolerance", "f1=0.2"])
+        == 2
+    )
+    assert "gives f1 more than once" in capsys.readouterr().err
     for bad in ("f1", "f1=-0.1", "=0.1", "f1=nan"):
         with pytest.raises(SystemExit) as info:
             main([*base, "--pareto", "--pareto-tolerance", bad])
