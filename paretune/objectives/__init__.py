@@ -1,5 +1,6 @@
 """What a trial computes: objective functions and the context they run in."""
 
+from paretune.objectives._base import BaseObjective, FunctionObjective
 from paretune.objectives._protocol import Direction, Metric, Objective, TrialContext, TrialPruned
 from paretune.objectives._registry import (
     build_objective,
@@ -19,9 +20,11 @@ from paretune.objectives.finetune import Finetune
 __all__ = [
     "DTLZ2",
     "ZDT1",
+    "BaseObjective",
     "BraninCurrin",
     "Direction",
     "Finetune",
+    "FunctionObjective",
     "Metric",
     "Objective",
     "PeftLike",

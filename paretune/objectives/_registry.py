@@ -35,13 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from paretune._errors import ConfigError, describe
+from paretune.objectives._base import BaseObjective, FunctionObjective
 from paretune.objectives._protocol import Objective
 from paretune.objectives._synthetic import DTLZ2, ZDT1, BraninCurrin, PeftLike, VehicleSafety
 from paretune.objectives.finetune import Finetune
 
 __all__ = ["build_objective", "register_objective", "registered_objectives"]
 
-ObjectiveFactory = Callable[..., Objective]
+ObjectiveFactory = Callable[..., "BaseObjective | Objective"]
 
 _REGISTRY: dict[str, ObjectiveFactory] = {}
 
@@ -51,9 +52,11 @@ def register_objective(name: str, factory: ObjectiveFactory, *, replace: bool = 
 
     Args:
         name: The ``objective.type`` a spec uses.
-        factory: Called as ``factory(**settings)`` with the spec's settings; returns an
-            objective ``f(params, ctx) -> dict[str, float]``. Its keyword parameters are the
-            allowed settings (a ``**kwargs`` parameter allows any).
+        factory: Called as ``factory(**settings)`` with the spec's settings; returns a
+            :class:`~paretune.objectives.BaseObjective` (usually the factory is the subclass
+            itself), or a plain function ``f(params, ctx) -> dict[str, float]``, which is
+            wrapped in a :class:`~paretune.objectives.FunctionObjective`. Its keyword
+            parameters are the allowed settings (a ``**kwargs`` parameter allows any).
         replace: Replace an existing registration of ``name`` instead of failing.
 
     Raises:
@@ -75,15 +78,19 @@ def registered_objectives() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_objective(type_name: str, settings: Mapping[str, Any] | None = None) -> Objective:
+def build_objective(
+    type_name: str, settings: Mapping[str, Any] | None = None, *, budget: float | None = None
+) -> BaseObjective:
     """The objective of type ``type_name`` built from ``settings``.
 
     Args:
         type_name: A registered objective type (see :func:`registered_objectives`).
         settings: Keyword arguments for the type's factory.
+        budget: Build it at this fidelity (:meth:`BaseObjective.at_fidelity`); ``None``: the
+            fidelity its settings give.
 
     Returns:
-        The objective callable.
+        The objective.
 
     Raises:
         ConfigError: The type is unknown (path ``objective.type``), a setting is unknown,
@@ -105,7 +112,9 @@ def build_objective(type_name: str, settings: Mapping[str, Any] | None = None) -
         )
     _check_settings(type_name, factory, settings)
     try:
-        return factory(**settings)
+        built = factory(**settings)
+        objective = built if isinstance(built, BaseObjective) else FunctionObjective(built)
+        return objective if budget is None else objective.at_fidelity(budget)
     except ConfigError as exc:
         raise exc.prefixed("objective", "settings") from None
     except (TypeError, ValueError) as exc:

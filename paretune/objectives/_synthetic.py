@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from paretune._errors import ConfigError, describe
+from paretune.objectives._base import BaseObjective
 from paretune.objectives._protocol import Metric, TrialContext
 from paretune.spaces import Categorical, Condition, Float, Int, SearchSpace
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["DTLZ2", "ZDT1", "BraninCurrin", "PeftLike", "SyntheticProblem", "VehicleSafety"]
 
 
-class SyntheticProblem(ABC):
+class SyntheticProblem(BaseObjective):
     """A multi-objective test problem: an objective plus what is known about its optimum.
 
     Subclasses set the attributes in ``__init__`` and implement :meth:`evaluate`. Calling the
@@ -51,7 +52,7 @@ class SyntheticProblem(ABC):
     name: str
     space: SearchSpace
     metrics: tuple[Metric, ...]
-    reference_point: dict[str, float]
+    reference_point: dict[str, float]  # type: ignore[assignment]  # always set here
     max_hypervolume: float | None
 
     def __call__(self, params: dict[str, Any], ctx: TrialContext) -> dict[str, float]:

@@ -10,6 +10,7 @@ import pytest
 from paretune._errors import ConfigError
 from paretune.objectives import (
     DTLZ2,
+    FunctionObjective,
     PeftLike,
     SyntheticProblem,
     TrialContext,
@@ -127,8 +128,8 @@ def test_register_a_custom_factory() -> None:
     assert info.value.path == ("objective", "settings", "scale")
     with pytest.raises(ConfigError, match="already registered"):
         register_objective("affine", factory)
-    register_objective("affine", lambda: "replaced", replace=True)  # type: ignore[arg-type,return-value]
-    assert build_objective("affine") == "replaced"
+    register_objective("affine", lambda: lambda params, ctx: {"y": 0.0}, replace=True)
+    assert build_objective("affine")({"x": 3.0}, TrialContext(trial_number=0)) == {"y": 0.0}
 
 
 def test_factory_errors_become_config_errors() -> None:
@@ -174,7 +175,8 @@ def test_python_target_from_a_relative_file(
     assert objective({"x": 1.5}, TrialContext(trial_number=0)) == {"y": 1.5}
     # Loading the same file again gives the same function.
     again = build_objective("python", {"target": "./user_objectives.py:objective"})
-    assert again is objective
+    assert isinstance(again, FunctionObjective) and isinstance(objective, FunctionObjective)
+    assert again.function is objective.function
 
 
 def test_python_target_from_a_module(user_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:

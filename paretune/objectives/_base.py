@@ -1,0 +1,114 @@
+"""The objective extension point: an objective type, what it declares and its lifecycle."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from paretune._errors import ConfigError, describe
+from paretune.objectives._protocol import Metric, TrialContext
+
+if TYPE_CHECKING:
+    from paretune.spaces import SearchSpace
+
+__all__ = ["BaseObjective", "FunctionObjective"]
+
+
+class BaseObjective(abc.ABC):
+    """What a trial computes, and what is known about it before any trial runs.
+
+    An objective type is registered under a name
+    (:func:`~paretune.objectives.register_objective`) with a factory, usually the subclass
+    itself, called with the spec's ``objective.settings`` as keyword arguments.
+
+    Lifecycle:
+
+    1. **Built in the driver** by :func:`~paretune.objectives.build_objective`. The
+       constructor validates its settings (raising :class:`~paretune.ConfigError` with the
+       setting's path) and declares :attr:`space`, :attr:`metrics` and the rest. Building
+       must be cheap: load no data and no weights here (the first call does that).
+    2. **Rebuilt in each worker process** from the same type name and settings, once per
+       process, and cached there: an objective need not pickle, and what its first call loads
+       (a tokenizer, a model) serves the next trials of that process.
+    3. **Called once per trial** as ``objective(params, ctx)`` with the candidate's active
+       parameters; it returns ``{metric: float}`` with at least every optimised metric.
+       ``ctx.budget`` is :attr:`fidelity` and ``ctx.device`` is the device the runner gives
+       the trial (``"cpu"``, ``"cuda"``); ``ctx.report(step, metrics)`` streams curves.
+
+    :meth:`at_fidelity` gives the same objective at another fidelity (``paretune reevaluate
+    --full-fidelity`` builds ``at_fidelity(1.0)``): its result is rebuilt in workers the same
+    way, from the type name, the settings and the budget.
+
+    Attributes:
+        space: The parameters a candidate sets, or ``None``: the spec must give ``space:``.
+        metrics: The metrics the objective returns with their directions, or ``()``: the spec
+            must name them (``objective.metrics``).
+        reference_point: Metric name to a value worse than any interesting one (hypervolume),
+            or ``None``.
+        max_hypervolume: The true Pareto front's hypervolume from :attr:`reference_point`, where
+            known (synthetic problems), else ``None``.
+        known_metrics: Metrics :meth:`known_values` computes from the params alone, before
+            training (a trainable-parameter count): a controller may use them exactly instead
+            of modelling them.
+        fidelity: The fidelity this objective evaluates at, as a fraction of its full fidelity
+            (``1.0``: full), or ``None`` where it has one fidelity or the settings alone say
+            how much a trial does.
+    """
+
+    space: SearchSpace | None = None
+    metrics: tuple[Metric, ...] = ()
+    reference_point: Mapping[str, float] | None = None
+    max_hypervolume: float | None = None
+    known_metrics: tuple[str, ...] = ()
+    fidelity: float | None = None
+
+    @abc.abstractmethod
+    def __call__(self, params: dict[str, Any], ctx: TrialContext) -> dict[str, float]:
+        """Evaluate one candidate (see the class docstring for the contract)."""
+
+    def known_values(self, params: Mapping[str, Any]) -> dict[str, float]:
+        """The :attr:`known_metrics` of a candidate, computed without training.
+
+        Raises:
+            NotImplementedError: The objective declares no known metrics.
+        """
+        raise NotImplementedError(f"{type(self).__name__} declares no known metrics")
+
+    def at_fidelity(self, budget: float) -> BaseObjective:
+        """This objective evaluating at ``budget`` (``0 < budget <= 1``; ``1.0``: full).
+
+        The default supports no other fidelity than the one it has.
+
+        Raises:
+            ConfigError: The objective has no such fidelity.
+        """
+        if self.fidelity is not None and budget == self.fidelity:
+            return self
+        raise ConfigError(
+            f"{type(self).__name__} has no fidelity levels, so it cannot evaluate at "
+            f"budget={describe(budget)}; evaluate it at its own fidelity (for `paretune "
+            "reevaluate`: without --full-fidelity)."
+        )
+
+
+class FunctionObjective(BaseObjective):
+    """A plain function ``f(params, ctx) -> dict[str, float]`` as an objective type.
+
+    What :func:`~paretune.objectives.build_objective` makes of a factory that returns a plain
+    callable (the ``python`` type): it declares nothing, so the spec names the space and the
+    metrics.
+    """
+
+    def __init__(self, function: Callable[[dict[str, Any], TrialContext], Any]) -> None:
+        if not callable(function):
+            raise ConfigError(f"an objective must be callable, but got {describe(function)}.")
+        self.function = function
+
+    def __call__(self, params: dict[str, Any], ctx: TrialContext) -> dict[str, float]:
+        result: dict[str, float] = self.function(params, ctx)
+        return result
+
+    def __repr__(self) -> str:
+        name = getattr(self.function, "__qualname__", None) or repr(self.function)
+        return f"FunctionObjective({name})"
