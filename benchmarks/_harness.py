@@ -36,18 +36,33 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout without install
 # Machine and versions
 
 
+# The CPU features a result depends on that the model name does not tell ("AMD EPYC" has been
+# both): bf16 is computed only with AVX512-BF16 or AMX; on the AVX2-only machine of 2026-12-01
+# it was emulated, several times slower than fp32, and the AutoPEFT search ran in fp32
+# (README.md).
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
+
+
 @cache
 def machine() -> dict[str, Any]:
-    """``cpus``, ``cpu_model`` (from ``/proc/cpuinfo`` where there is one) and ``platform``."""
-    model = platform.processor() or platform.machine()
+    """``cpus``, ``cpu_model``, ``platform`` and ``cpu_flags`` (those of :data:`CPU_FLAGS`
+    the CPU has, from ``/proc/cpuinfo``; None where there is none to read)."""
+    info: dict[str, str] = {}  # the first value of each key (the first CPU's)
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+            key, sep, value = line.partition(":")
+            if sep:
+                info.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return {"cpus": os.cpu_count(), "cpu_model": model, "platform": platform.platform()}
+    model = info.get("model name") or platform.processor() or platform.machine()
+    flags = [f for f in CPU_FLAGS if f in info["flags"].split()] if "flags" in info else None
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "platform": platform.platform(),
+        "cpu_flags": flags,
+    }
 
 
 def machine_text(m: dict[str, Any]) -> str:

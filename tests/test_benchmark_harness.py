@@ -69,8 +69,10 @@ def test_the_recorded_results_are_still_read(harness: Any, path: Path) -> None:
 def test_the_machine_has_what_the_tables_print(harness: Any) -> None:
     m = harness.machine()
 
-    assert {"cpus", "cpu_model", "platform"} <= set(m)
+    assert {"cpus", "cpu_model", "platform", "cpu_flags"} <= set(m)
     assert m["cpus"] >= 1 and m["cpu_model"]
+    if Path("/proc/cpuinfo").exists():
+        assert set(m["cpu_flags"]) <= set(harness.CPU_FLAGS)
     assert harness.machine_text(m) == f"{m['cpus']} CPUs ({m['cpu_model']})"
 
 
