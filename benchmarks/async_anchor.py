@@ -29,9 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
-import statistics
 import sys
 import time
 import warnings
@@ -42,10 +39,9 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _records import append_record
-from mobo import parse_ints  # the same --seeds syntax as mobo.py
+import _harness as harness
 
-DEFAULT_CACHE = Path(__file__).resolve().parent / "results" / "async_anchor.jsonl"
+DEFAULT_CACHE = harness.RESULTS_DIR / "async_anchor.jsonl"
 PROBLEMS = {"BraninCurrin": ("BraninCurrin", {}), "DTLZ2": ("DTLZ2", {"dim": 6})}
 
 
@@ -152,30 +148,17 @@ def run(problem_name: str, seed: int, width: int, n_trials: int, opts: dict[str,
         "log10_hv_gap": math.log10(gap),
         "suggest_s": suggest_s,
         "wall_s": wall,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "argv": sys.argv,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "versions": _versions(),
-    }
-
-
-def _versions() -> dict[str, str]:
-    import botorch
-    import gpytorch
-    import torch
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "botorch": botorch.__version__,
-        "gpytorch": gpytorch.__version__,
+        **harness.stamp(),
+        "machine": harness.machine(),
+        "versions": harness.versions("torch", "botorch", "gpytorch"),
     }
 
 
 def _stat(xs: list[float]) -> str:
-    if len(xs) < 2:
-        return f"{xs[0]:.3f} (n=1)" if xs else "-"
-    return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs) / math.sqrt(len(xs)):.3f}"
+    st = harness.stat(xs)
+    if st is None:
+        return "-"
+    return f"{st.mean:.3f} (n=1)" if st.n == 1 else st.text(3)
 
 
 def table(records: list[dict[str, Any]], problem: str, n_trials: int, opts: dict) -> list[str]:
@@ -187,13 +170,14 @@ def table(records: list[dict[str, Any]], problem: str, n_trials: int, opts: dict
     by_mode: dict[str, dict[int, float]] = {}
     for r in rows:
         by_mode.setdefault(r["mode"], {})[r["seed"]] = r["log10_hv_gap"]
-    lines = [
-        f"{problem}, {n_trials} trials, plain BoTorch ({json.dumps(opts)}): log10(max HV - HV), "
-        "mean ± SE over seeds",
-        "",
-        "| mode | seeds | log10 HV gap | paired gap to sequential | median s / suggestion |",
-        "|---|---|---|---|---|",
+    header = [
+        "mode",
+        "seeds",
+        "log10 HV gap",
+        "paired gap to sequential",
+        "median s / suggestion",
     ]
+    table_rows = []
     seq = by_mode.get("sequential", {})
     for mode in sorted(by_mode, key=lambda m: (m != "sequential", m)):
         gaps = by_mode[mode]
@@ -204,18 +188,27 @@ def table(records: list[dict[str, Any]], problem: str, n_trials: int, opts: dict
             if r["mode"] == mode
             for t in r["suggest_s"][max(0, n_trials - 10) : n_trials]
         ]
-        lines.append(
-            f"| {mode} | {len(gaps)} | {_stat(list(gaps.values()))} | "
-            f"{_stat(paired) if paired else '-'} | "
-            f"{float(np.median(times)) if times else float('nan'):.2f} |"
+        table_rows.append(
+            [
+                mode,
+                str(len(gaps)),
+                _stat(list(gaps.values())),
+                _stat(paired) if paired else "-",
+                f"{float(np.median(times)) if times else float('nan'):.2f}",
+            ]
         )
-    return lines
+    return [
+        f"{problem}, {n_trials} trials, plain BoTorch ({json.dumps(opts)}): log10(max HV - HV), "
+        "mean ± SE over seeds",
+        "",
+        *harness.markdown_table(header, table_rows),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problem", choices=sorted(PROBLEMS), default="BraninCurrin")
-    parser.add_argument("--seeds", type=parse_ints, default=list(range(5)))
+    parser.add_argument("--seeds", type=harness.parse_ints, default=list(range(5)))
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--pending", type=int, default=4, help="outstanding trials (>= 2)")
     parser.add_argument("--num-restarts", type=int, default=10)
@@ -229,16 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.pending < 2:
         parser.error("--pending must be at least 2 (1 is the sequential mode)")
-    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = harness.threads_per_job(args.jobs, args.threads)
     opts = {
         "num_restarts": args.num_restarts,
         "raw_samples": args.raw_samples,
         "mc_samples": args.mc_samples,
         "maxiter": args.maxiter,
     }
-    records = []
-    if args.cache.exists():
-        records = [json.loads(line) for line in args.cache.read_text().splitlines() if line]
+    records = harness.read_records(args.cache)
 
     def key(opts_: dict, problem: str, seed: int, mode: str) -> tuple:
         return (problem, seed, mode, args.trials, json.dumps(opts_, sort_keys=True))
@@ -264,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             for future in as_completed(futures):
                 record = future.result()
                 record["options"] = opts
-                append_record(args.cache, record)
+                harness.append_record(args.cache, record)
                 records.append(record)
                 print(
                     f"seed {record['seed']} {record['mode']}: log10 HV gap "

@@ -24,27 +24,22 @@ directory (``PARETUNE_DATA_DIR``) that the spec's relative data paths are looked
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib.metadata
 import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
+import _harness as harness  # benchmarks/ is on sys.path when run as a script
 import numpy as np
-from _records import append_record  # benchmarks/ is on sys.path when run as a script
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "autopeft.jsonl"
+RESULTS = harness.RESULTS_DIR / "autopeft.jsonl"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--spec", default=str(ROOT / "examples" / "autopeft.yaml"))
+    parser.add_argument("--spec", default=str(harness.ROOT / "examples" / "autopeft.yaml"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument(
@@ -134,10 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(render(spec, rows, checks, counts, search_s, reeval_s, args))
     print(f"Re-evaluation: {n_jobs} worker process(es) x {threads} thread(s)")
     if not args.no_record:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
         record = {
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "argv": sys.argv,
+            **harness.stamp(),
             "study": spec.study,
             "objective_settings": spec.objective.settings,
             "seeds": args.seeds,
@@ -149,9 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "counts": counts,
             "rows": rows,
             "checks": checks,
-            "machine": machine(),
+            "machine": machine_record(),
         }
-        append_record(RESULTS, record)
+        harness.append_record(RESULTS, record)
     return 0 if all(c["dominated_by"] for c in checks if c["required"]) else 1
 
 
@@ -255,14 +248,13 @@ def render(
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in sorted(rows, key=lambda r: r["trainable_percent"]):
-        std = row["accuracy_std"]
-        test = row["test_accuracy_mean"]
+        std, test = row["accuracy_std"], row["test_accuracy_mean"]
         out.append(
             f"| {row['trial']} | {row['label'] or ('yes' if row['baseline'] else '')} | "
             f"{'yes' if row['pareto'] else '' if row['baseline'] else 'near'} | "
             f"{'yes' if row['front_of_means'] else ''} | {row['trainable_percent']:.3f} | "
             f"{row['search_accuracy']:.4f} | {row['accuracy_mean']:.4f} ± "
-            f"{'-' if std != std else f'{std:.4f}'} | {'-' if test is None else f'{test:.4f}'} | "
+            f"{harness.fmt(std, 4)} | {harness.fmt(test, 4)} | "
             f"{describe(row['params'])} |"
         )
     out.append("")
@@ -274,11 +266,11 @@ def render(
         else:
             verdict = "NOT dominated by any re-evaluated search trial"
         out.append(f"- {c['baseline']}{' (required)' if c['required'] else ''}: {verdict}")
-    m = machine()
+    m = machine_record()
     out += [
         "",
-        f"Machine: {m['cpus']} CPUs ({m['cpu_model']}), torch threads {m['torch_threads']}; "
-        + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+        f"Machine: {harness.machine_text(m)}, torch threads {m['torch_threads']}; "
+        + harness.versions_text(m["versions"]),
     ]
     return "\n".join(out)
 
@@ -301,17 +293,17 @@ def describe(params: dict[str, Any]) -> str:
     return ", ".join(parts) + f"; layers {','.join(map(str, layers))}"
 
 
-def machine() -> dict[str, Any]:
+def machine_record() -> dict[str, Any]:
+    """The machine, torch's threads and the versions of what the search trains with."""
     import torch
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from mobo import machine_info  # the same machine description as the other benchmark
-
-    versions = {"python": platform.python_version()}
-    for dist in ("torch", "transformers", "peft", "optuna", "botorch"):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            versions[dist] = importlib.metadata.version(dist)
-    return {**machine_info(), "torch_threads": torch.get_num_threads(), "versions": versions}
+    return {
+        **harness.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "versions": harness.versions(
+            "torch", "transformers", "peft", "optuna", "botorch", omit_missing=True
+        ),
+    }
 
 
 if __name__ == "__main__":

@@ -20,15 +20,12 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import importlib
-import importlib.metadata
 import json
 import logging
 import math
 import multiprocessing
 import os
-import platform
 import shlex
-import subprocess
 import sys
 import time
 import warnings
@@ -39,14 +36,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import _harness as harness  # benchmarks/ is on sys.path when run as a script
 import numpy as np
-from _records import append_record  # benchmarks/ is on sys.path when run as a script
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from a checkout without installing paretune
-    sys.path.insert(0, str(ROOT))
-
-DEFAULT_CACHE = ROOT / "benchmarks" / "results" / "mobo.jsonl"
+DEFAULT_CACHE = harness.RESULTS_DIR / "mobo.jsonl"
 PROBLEMS = ("BraninCurrin", "DTLZ2", "VehicleSafety", "PeftLike")
 SAMPLERS = ("random", "tpe", "nsga2", "gp", "optuna-integration", "paretune")
 SEQUENTIAL = "sequential"
@@ -54,6 +47,7 @@ INSTALL_OPTUNA_INTEGRATION = "pip install --no-deps optuna-integration"
 TIMING_WINDOWS = ((31, 40), (91, 100), (191, 200))  # 1-based trial numbers, inclusive
 GROWTH_PROBLEMS = ("BraninCurrin", "DTLZ2")
 GROWTH_TRIALS = 200
+TABLE_VERSIONS = ("python", "torch", "optuna", "botorch", "optuna-integration")
 RECORD_VERSION = 1
 
 
@@ -241,9 +235,8 @@ def run_task(task: Task, threads: int) -> dict[str, Any]:
         # 1-minute load averages: timings taken on a busy machine are not comparable.
         "loadavg": [load_start, os.getloadavg()[0]],
         "warnings": dict(warning_counts.most_common(20)),
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "argv": sys.argv,
-        "machine": machine_info(),
+        **harness.stamp(),
+        "machine": harness.machine(),
         "versions": versions(),
     }
 
@@ -272,42 +265,9 @@ def _run_in_worker(task: Task, threads: int) -> dict[str, Any]:
 
 
 @cache
-def machine_info() -> dict[str, Any]:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpus": os.cpu_count(), "cpu_model": model, "platform": platform.platform()}
-
-
-@cache
 def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for dist in ("torch", "optuna", "botorch", "optuna-integration", "paretune"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[dist] = None
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "paretune"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        out["paretune_git"] = head + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        out["paretune_git"] = None
+    """The versions of what a run depends on, the git commit and the hash of its sources."""
+    out = harness.versions("torch", "optuna", "botorch", "optuna-integration", "paretune", git=True)
     out["paretune_source"] = source_hash()
     return out
 
@@ -341,22 +301,6 @@ def source_hash() -> str:
 
 # --------------------------------------------------------------------------------------------
 # The cache
-
-
-def load_cache(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    records = []
-    with path.open() as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                # An interrupted write leaves a partial last line; the run is simply redone.
-                print(f"warning: {path}:{number} is not valid JSON; ignored", file=sys.stderr)
-    return records
 
 
 def longest_runs(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -399,25 +343,6 @@ def lower_is_better(problem_name: str) -> bool:
 
 def metric_name(problem_name: str) -> str:
     return "log10(HV gap) ↓" if lower_is_better(problem_name) else "HV ↑"
-
-
-@dataclass(frozen=True)
-class Stat:
-    mean: float
-    se: float  # NaN with one seed
-    n: int
-
-    def text(self, digits: int) -> str:
-        se = "-" if math.isnan(self.se) else f"{self.se:.{digits}f}"
-        return f"{self.mean:.{digits}f} ± {se}"
-
-
-def stat(values: Sequence[float]) -> Stat | None:
-    if not values:
-        return None
-    arr = np.asarray(values, dtype=np.float64)
-    se = float(arr.std(ddof=1) / math.sqrt(len(arr))) if len(arr) > 1 else math.nan
-    return Stat(float(arr.mean()), se, len(arr))
 
 
 def duplicates(record: dict[str, Any], budget: int | None = None) -> int:
@@ -464,9 +389,9 @@ class Selection:
 
     def quality(
         self, problem: str, sampler: str, budget: int, mode: str = SEQUENTIAL
-    ) -> Stat | None:
+    ) -> harness.Stat | None:
         records = self.records(problem, sampler, mode, min_trials=budget)
-        return stat([quality(problem, r, budget) for r in records])
+        return harness.stat([quality(problem, r, budget) for r in records])
 
     def label(self, sampler: str) -> str:
         return sampler_label(sampler, self.kwargs.get(sampler, {}))
@@ -497,12 +422,6 @@ def fmt_seconds(x: float | None) -> str:
     return f"{x:.2g}" if x < 0.01 else f"{x:.3g}" if x < 10 else f"{x:.0f}"
 
 
-def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
-
-
 def describe_values(records: Iterable[dict[str, Any]], get: Callable[[dict], str]) -> str:
     values = sorted({get(r) for r in records})
     return " / ".join(values) if values else "-"
@@ -520,15 +439,13 @@ def render_table(sel: Selection, notes: dict[str, str]) -> str:
     current = versions()
     lines = []
     if used:
-        machine = describe_values(
+        hardware = describe_values(
             used, lambda r: f"{r['machine']['cpus']} CPUs, {r['machine']['cpu_model']}"
         )
         vers = describe_values(
             used,
-            lambda r: ", ".join(
-                f"{k} {v or 'not installed'}"
-                for k, v in r["versions"].items()
-                if k in ("python", "torch", "optuna", "botorch", "optuna-integration")
+            lambda r: harness.versions_text(
+                r["versions"], (k for k in r["versions"] if k in TABLE_VERSIONS)
             ),
         )
         git = describe_values(used, lambda r: str(r["versions"].get("paretune_git")))
@@ -537,15 +454,12 @@ def render_table(sel: Selection, notes: dict[str, str]) -> str:
         if loads:
             threads += f"; 1-min load average during runs {min(loads):.1f}-{max(loads):.1f}"
     else:
-        m = machine_info()
-        machine = f"{m['cpus']} CPUs, {m['cpu_model']}"
-        vers = ", ".join(
-            f"{k} {current[k] or 'not installed'}"
-            for k in ("python", "torch", "optuna", "botorch", "optuna-integration")
-        )
+        m = harness.machine()
+        hardware = f"{m['cpus']} CPUs, {m['cpu_model']}"
+        vers = harness.versions_text(current, TABLE_VERSIONS)
         git, threads = str(current.get("paretune_git")), "-"
     lines += [
-        f"- Machine: {machine}; torch threads per run: {threads}",
+        f"- Machine: {hardware}; torch threads per run: {threads}",
         f"- Versions: {vers}; paretune {git}",
         f"- Command: `{shlex.join(['python', *sys.argv])}`",
         f"- Seeds: {seeds_text(sel.seeds)}; budgets: {', '.join(map(str, sel.budgets))} trials",
@@ -575,7 +489,7 @@ def render_table(sel: Selection, notes: dict[str, str]) -> str:
                     text += f" (n={st.n})"
                 cells.append(text)
             rows.append([problem, metric_name(problem), str(budget), *cells])
-    lines += markdown_table(["problem", "quality", "trials", *labels], rows)
+    lines += harness.markdown_table(["problem", "quality", "trials", *labels], rows)
 
     windows = timing_windows(max(sel.budgets))
     lines += [
@@ -592,7 +506,7 @@ def render_table(sel: Selection, notes: dict[str, str]) -> str:
                 for s in sel.samplers
             ]
             rows.append([problem, f"{low}-{high}", *cells])
-    lines += markdown_table(["problem", "trials", *labels], rows)
+    lines += harness.markdown_table(["problem", "trials", *labels], rows)
 
     exceeded = sorted(
         {
@@ -681,7 +595,7 @@ def render_pending(sel: Selection) -> list[str]:
                         *lagged,
                     ]
                 )
-    return lines + markdown_table(header, rows)
+    return lines + harness.markdown_table(header, rows)
 
 
 def growth_records(sel: Selection) -> list[dict[str, Any]]:
@@ -706,7 +620,7 @@ def render_growth(sel: Selection) -> list[str]:
         for r in records
     ]
     header = ["problem", "seed", "threads", *(f"{lo}-{hi}" for lo, hi in TIMING_WINDOWS)]
-    return lines + markdown_table(header, rows)
+    return lines + harness.markdown_table(header, rows)
 
 
 # --------------------------------------------------------------------------------------------
@@ -718,7 +632,7 @@ def run_checks(sel: Selection) -> bool:
     results: list[tuple[str, str, str]] = []  # (status, criterion, detail)
     ours = "paretune"
 
-    def better(problem: str, a: Stat, b: Stat) -> bool:
+    def better(problem: str, a: harness.Stat, b: harness.Stat) -> bool:
         return a.mean < b.mean if lower_is_better(problem) else a.mean > b.mean
 
     def add(criterion: str, ok: bool | None, detail: str) -> None:
@@ -798,8 +712,8 @@ def run_checks(sel: Selection) -> bool:
             add(name, None, "missing sequential runs of the same seeds")
             continue
         dups = sum(duplicates(r) for r in pending)
-        a = stat([quality(problem, r, 40) for r in pending])
-        b = stat([quality(problem, r, 40) for r in sequential])
+        a = harness.stat([quality(problem, r, 40) for r in pending])
+        b = harness.stat([quality(problem, r, 40) for r in sequential])
         assert a is not None and b is not None
         se = math.sqrt(_sq(a.se) + _sq(b.se))
         gap = (a.mean - b.mean) if lower_is_better(problem) else (b.mean - a.mean)
@@ -842,20 +756,6 @@ def parse_list(text: str, choices: Sequence[str], what: str) -> list[str]:
     return out
 
 
-def parse_ints(text: str) -> list[int]:
-    """``"0-4"``, ``"0,2,5"`` or a mix of both."""
-    out: list[int] = []
-    for part in text.split(","):
-        low, sep, high = part.partition("-")
-        try:
-            out += list(range(int(low), int(high) + 1)) if sep else [int(part)]
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected integers or ranges like 0-4, got {text!r}"
-            ) from None
-    return sorted(set(out))
-
-
 def parse_kwargs(items: Sequence[str], fast: bool) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for item in items:
@@ -893,9 +793,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated samplers (default: all; with --pending: paretune) of "
         f"{', '.join(SAMPLERS)}",
     )
-    parser.add_argument("--seeds", type=parse_ints, default=list(range(5)), help="e.g. 0-4")
+    parser.add_argument("--seeds", type=harness.parse_ints, default=list(range(5)), help="e.g. 0-4")
     parser.add_argument(
-        "--budgets", type=parse_ints, default=[40, 100], help="comma-separated trial counts"
+        "--budgets", type=harness.parse_ints, default=[40, 100], help="comma-separated trial counts"
     )
     parser.add_argument(
         "--pending",
@@ -962,12 +862,12 @@ def plan(args: argparse.Namespace, kwargs: dict[str, dict[str, Any]]) -> list[Ta
 
 def execute(tasks: list[Task], args: argparse.Namespace) -> list[str]:
     """Run the tasks the cache does not answer; return the labels of the failed ones."""
-    cached = longest_runs(load_cache(args.cache))
+    cached = longest_runs(harness.read_records(args.cache))
     todo = [t for t in tasks if cached.get(t.key(), {}).get("n_trials", 0) < t.n_trials]
     # Expensive samplers first, so that parallel workers finish together.
     cost = {"optuna-integration": 0, "paretune": 1, "gp": 2}
     todo.sort(key=lambda t: (cost.get(t.sampler, 3), -t.n_trials))
-    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    threads = harness.threads_per_job(args.jobs, args.threads)
     print(
         f"{len(tasks)} runs planned, {len(tasks) - len(todo)} in the cache ({args.cache}), "
         f"{len(todo)} to run with {args.jobs} job(s) of {threads} torch thread(s)",
@@ -984,7 +884,7 @@ def execute(tasks: list[Task], args: argparse.Namespace) -> list[str]:
             failed.append(task.label())
             print(f"{prefix}: FAILED {err}", flush=True)
             return
-        append_record(args.cache, record)
+        harness.append_record(args.cache, record)
         budgets = [b for b in args.budgets if b <= task.n_trials] or [task.n_trials]
         qualities = ", ".join(f"@{b} {quality(task.problem, record, b):.3f}" for b in budgets)
         n_warn = sum(record["warnings"].values())
@@ -1065,7 +965,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seeds=args.seeds,
         budgets=args.budgets,
         kwargs=kwargs,
-        runs=longest_runs(load_cache(args.cache)),
+        runs=longest_runs(harness.read_records(args.cache)),
     )
     if table_samplers != args.samplers:
         # Hide columns the cache has nothing for.

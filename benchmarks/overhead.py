@@ -42,12 +42,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import importlib.metadata
 import itertools
 import json
 import math
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -59,13 +57,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from _records import append_record  # benchmarks/ is on sys.path when run as a script
+import _harness as harness  # benchmarks/ is on sys.path when run as a script
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from a checkout without installing paretune
-    sys.path.insert(0, str(ROOT))
-
-RESULTS = ROOT / "benchmarks" / "results" / "overhead.jsonl"
+RESULTS = harness.RESULTS_DIR / "overhead.jsonl"
 RUNNERS = ("optuna", "local", "ray")
 RECORD_VERSION = 1
 SKIP_FIRST = 2  # per-trial overhead is measured after the first 2 trials (start-up)
@@ -141,10 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     session = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=out_dir))
 
     load_before = os.getloadavg()
-    info = machine()
+    info = harness.machine()
     print(
         f"paretune runner overhead: {len(configs)} runs of {args.trials} trials in {session}\n"
-        f"machine: {info['cpus']} CPUs ({info['cpu_model']}); 1-min load average "
+        f"machine: {harness.machine_text(info)}; 1-min load average "
         f"{load_before[0]:.2f}",
         flush=True,
     )
@@ -197,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "loadavg_after": list(load_after),
         "total_s": total_s,
         "machine": info,
-        "versions": versions(),
+        "versions": harness.versions("optuna", "ray", "mlflow", "paretune", git=True),
     }
     print()
     print(render(rows, checks, header))
@@ -207,12 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"runs (> {IDLE_LOAD}); rerun on an idle machine before recording numbers."
         )
     if args.record:
-        append_record(
+        harness.append_record(
             Path(args.results),
             {
                 "record_version": RECORD_VERSION,
-                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "argv": sys.argv,
+                **harness.stamp(),
                 **header,
                 "rows": rows,
                 "checks": checks,
@@ -470,12 +463,6 @@ def acceptance(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return checks
 
 
-def fmt(x: Any, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return f"{x:.{digits}f}"
-
-
 def render(rows: list[dict[str, Any]], checks: list[dict[str, Any]], header: dict[str, Any]) -> str:
     v = header["versions"]
     m = header["machine"]
@@ -490,32 +477,55 @@ def render(rows: list[dict[str, Any]], checks: list[dict[str, Any]], header: dic
         "CPUs, 1 CPU per trial, max_concurrent = workers, reuse_actors.",
         f"Versions: python {v['python']}, optuna {v['optuna']}, ray {v['ray']}, mlflow "
         f"{v['mlflow']}, paretune {v['paretune_git']}",
-        f"Machine: {m['cpus']} CPUs ({m['cpu_model']}); 1-min load average "
+        f"Machine: {harness.machine_text(m)}; 1-min load average "
         f"{header['loadavg_before'][0]:.2f} before, {header['loadavg_after'][0]:.2f} after; "
         f"all runs {header['total_s']:.0f} s",
         "",
-        "| runner | objective s | workers | complete | startup s | first result s | "
-        f"overhead median s (after {SKIP_FIRST}) | overhead p90 s | median - optuna s | "
-        "wall / n s | trials/s | x 1 worker | x optuna | steady trials/s | steady x 1 worker | "
-        "teardown s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    header = [
+        "runner",
+        "objective s",
+        "workers",
+        "complete",
+        "startup s",
+        "first result s",
+        f"overhead median s (after {SKIP_FIRST})",
+        "overhead p90 s",
+        "median - optuna s",
+        "wall / n s",
+        "trials/s",
+        "x 1 worker",
+        "x optuna",
+        "steady trials/s",
+        "steady x 1 worker",
+        "teardown s",
+    ]
+    cells = []
     for r in rows:
+        run = [r["runner"], f"{r['sleep']:g}", str(r["workers"])]
         if r.get("error"):
             first = r["error"].splitlines()[0]
-            out.append(
-                f"| {r['runner']} | {r['sleep']:g} | {r['workers']} | ERROR: {first} |" + " |" * 12
-            )
+            cells.append([*run, f"ERROR: {first}", *[""] * (len(header) - len(run) - 1)])
             continue
-        out.append(
-            f"| {r['runner']} | {r['sleep']:g} | {r['workers']} | {r['complete']}/{r['trials']} | "
-            f"{fmt(r['startup_s'], 2)} | {fmt(r['first_result_s'], 2)} | "
-            f"{fmt(r.get('overhead_median_s'))} | {fmt(r.get('overhead_p90_s'))} | "
-            f"{fmt(r.get('overhead_minus_optuna_s'))} | {fmt(r['wall_per_trial_s'])} | "
-            f"{fmt(r['throughput'])} | {fmt(r.get('speedup_vs_1_worker'), 2)} | "
-            f"{fmt(r.get('throughput_vs_optuna'), 2)} | {fmt(r['steady_throughput'])} | "
-            f"{fmt(r.get('steady_speedup_vs_1_worker'), 2)} | {fmt(r['teardown_s'], 2)} |"
+        cells.append(
+            [
+                *run,
+                f"{r['complete']}/{r['trials']}",
+                harness.fmt(r["startup_s"], 2),
+                harness.fmt(r["first_result_s"], 2),
+                harness.fmt(r.get("overhead_median_s")),
+                harness.fmt(r.get("overhead_p90_s")),
+                harness.fmt(r.get("overhead_minus_optuna_s")),
+                harness.fmt(r["wall_per_trial_s"]),
+                harness.fmt(r["throughput"]),
+                harness.fmt(r.get("speedup_vs_1_worker"), 2),
+                harness.fmt(r.get("throughput_vs_optuna"), 2),
+                harness.fmt(r["steady_throughput"]),
+                harness.fmt(r.get("steady_speedup_vs_1_worker"), 2),
+                harness.fmt(r["teardown_s"], 2),
+            ]
         )
+    out += harness.markdown_table(header, cells)
     if checks:
         out += ["", "Acceptance:"]
         out += [
@@ -527,38 +537,6 @@ def render(rows: list[dict[str, Any]], checks: list[dict[str, Any]], header: dic
     for r in errors:
         out += ["", f"{r['runner']} {r['sleep']:g} s x{r['workers']} failed:", r["error"]]
     return "\n".join(out)
-
-
-# --------------------------------------------------------------------------------------------
-# Machine, versions, records
-
-
-def machine() -> dict[str, Any]:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from mobo import machine_info  # the same machine description as the other benchmarks
-
-    return machine_info()
-
-
-def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for dist in ("optuna", "ray", "mlflow", "paretune"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[dist] = None
-    try:
-        git = ["git", "-C", str(ROOT)]
-        head = subprocess.run(
-            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            [*git, "status", "--porcelain", "paretune"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        out["paretune_git"] = head + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        out["paretune_git"] = None
-    return out
 
 
 if __name__ == "__main__":
