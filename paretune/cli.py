@@ -31,87 +31,6 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
-
-
-def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A plain-text table with aligned columns."""
-    cells = [[_fmt(c) for c in row] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def pareto_table(store: TrialsStore, front: Sequence[FrozenTrial], *, max_params: int = 6) -> str:
-    names = [m.name for m in store.spec.metrics]
-    arrows = ["↓" if d == "minimize" else "↑" for d in store.spec.directions]
-    from paretune.trials_store._store import LABEL_ATTR
-
-    labels = [t.user_attrs.get(LABEL_ATTR) for t in front]
-    header = ["trial", *[f"{n} {a}" for n, a in zip(names, arrows, strict=True)], "params"]
-    if any(labels):
-        header.insert(1, "baseline")
-    rows = []
-    for t, label in zip(front, labels, strict=True):
-        items = list(t.params.items())
-        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in items[:max_params])
-        if len(items) > max_params:
-            shown += f", ... (+{len(items) - max_params})"
-        row: list[Any] = [t.number, *t.values, shown]
-        if any(labels):
-            row.insert(1, label or "")
-        rows.append(row)
-    return format_table(header, rows)
-
-
-class _Progress:
-    """A progress bar on stderr: trials finished / budget, Pareto size or best value, ETA."""
-
-    def __init__(self, store: TrialsStore, *, enabled: bool) -> None:
-        from tqdm import tqdm
-
-        budget = store.spec.budget
-        self._multi = len(store.spec.metrics) > 1
-        self._bar = tqdm(
-            total=budget.trials,
-            initial=store.n_finished(),
-            unit="trial",
-            dynamic_ncols=True,
-            disable=not enabled,
-            file=sys.stderr,
-        )
-        self._refresh(store)
-
-    def _refresh(self, store: TrialsStore) -> None:
-        front = store.pareto_trials()
-        if self._multi:
-            self._bar.set_postfix_str(f"pareto={len(front)}", refresh=False)
-        elif front:
-            name = store.spec.metrics[0].name
-            self._bar.set_postfix_str(f"best {name}={front[0].values[0]:.5g}", refresh=False)
-
-    def update(self, store: TrialsStore, trial: FrozenTrial) -> None:
-        self._refresh(store)
-        self._bar.update(1)
-
-    def close(self) -> None:
-        self._bar.close()
-
-
-def _where(store: TrialsStore) -> str:
-    lines = [f"study:  {store.spec.study} in {store.storage_url}"]
-    if store.mlflow is not None:
-        lines.append(f"mlflow: {store.tracking_uri} (experiment {store.spec.study!r})")
-        lines.append(f"        browse: mlflow ui --backend-store-uri {store.tracking_uri}")
-    lines.append(f"        optuna-dashboard {store.storage_url}")
-    return "\n".join(lines)
-
-
 def _load(args: argparse.Namespace) -> SearchSpec:
     from paretune.spec import load_spec
 
@@ -119,6 +38,7 @@ def _load(args: argparse.Namespace) -> SearchSpec:
 
 
 def _cmd_run(args: argparse.Namespace, *, resume: bool) -> int:
+    from paretune.dashboards import ProgressBar, pareto_section, run_summary
     from paretune.search import run_search
 
     spec = _load(args)
@@ -126,41 +46,41 @@ def _cmd_run(args: argparse.Namespace, *, resume: bool) -> int:
         spec = spec.model_copy(
             update={"budget": spec.budget.model_copy(update={"trials": args.trials})}
         )
-    bar: _Progress | None = None
+    bar: ProgressBar | None = None
 
     def on_start(store: TrialsStore, recovered: list[int]) -> None:
         nonlocal bar
         done = store.n_finished()
         print(f"paretune: {'resuming' if done else 'starting'} study {spec.study!r}", flush=True)
-        print(_where(store), flush=True)
+        print(_where(spec.study, store), flush=True)
         if recovered:
             print(
                 f"recovered {len(recovered)} trial(s) left running by a stopped process "
                 f"({', '.join(map(str, recovered))}); they are queued again",
                 flush=True,
             )
-        bar = _Progress(store, enabled=not args.no_progress)
+        bar = ProgressBar(
+            total=spec.budget.trials,
+            initial=done,
+            metrics=spec.metrics,
+            front=store.pareto_trials(),
+            enabled=not args.no_progress,
+        )
 
     class _Forward:
         def update(self, store: TrialsStore, trial: FrozenTrial) -> None:
             if bar is not None:
-                bar.update(store, trial)
+                bar.update(store.pareto_trials())
 
     try:
         result = run_search(spec, resume=resume, progress=_Forward(), on_start=on_start)
     finally:
         if bar is not None:
             bar.close()
-    store = result.store
-    counts = {k: v for k, v in result.counts.items() if v}
-    print(
-        f"\n{'stopped' if result.interrupted else 'done'} in {result.seconds:.1f} s: "
-        + ", ".join(f"{v} {k.lower()}" for k, v in counts.items())
-    )
-    print(f"\nPareto front ({len(result.pareto)} trial(s)):")
-    print(pareto_table(store, result.pareto))
+    print("\n" + run_summary(result.counts, result.seconds, interrupted=result.interrupted))
+    print("\n" + pareto_section(result.pareto, spec.metrics))
     print()
-    print(_where(store))
+    print(_where(spec.study, result.store))
     if result.interrupted:
         print(
             f"\ninterrupted: running trials were queued again; continue with "
@@ -171,22 +91,32 @@ def _cmd_run(args: argparse.Namespace, *, resume: bool) -> int:
     return EXIT_OK
 
 
+def _where(study: str, store: TrialsStore) -> str:
+    from paretune.dashboards import where_lines
+
+    tracked = store.tracking_uri if store.mlflow is not None else None
+    return where_lines(study=study, storage_url=store.storage_url, tracking_uri=tracked)
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
+    from paretune.dashboards import pareto_section, status_summary, where_lines
     from paretune.search import open_store
 
     spec = _load(args)
     store = open_store(spec, create=False, mlflow=False)
-    counts = store.counts()
+    finished = store.n_finished()
     total = spec.budget.trials
-    print(f"study {spec.study!r}: {store.n_finished()}" + (f" / {total}" if total else "")
-          + " trials finished")  # fmt: skip
-    print("  " + ", ".join(f"{k.lower()}={v}" for k, v in counts.items() if v))
-    front = store.pareto_trials()
-    print(f"\nPareto front ({len(front)} trial(s)):")
-    print(pareto_table(store, front))
+    print(status_summary(spec.study, finished=finished, total=total, counts=store.counts()))
+    print("\n" + pareto_section(store.pareto_trials(), spec.metrics))
     print()
-    print(f"study:  {spec.study} in {store.storage_url}")
-    print(f"mlflow: {store.tracking_uri}")
+    print(
+        where_lines(
+            study=spec.study,
+            storage_url=store.storage_url,
+            tracking_uri=store.tracking_uri,
+            hints=False,
+        )
+    )
     return EXIT_OK
 
 
@@ -205,11 +135,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_reevaluate(args: argparse.Namespace) -> int:
-    from paretune.search._reevaluate import reevaluate
+    from paretune.dashboards import (
+        dominance_lines,
+        reevaluation_line,
+        reevaluation_table,
+        write_reevaluation_csv,
+    )
+    from paretune.search import reevaluate
 
     spec = _load(args)
     numbers = args.trials or []
-    names = [m.name for m in spec.metrics]
     if args.pareto_tolerance and not args.pareto:
         print("paretune: error: --pareto-tolerance needs --pareto", file=sys.stderr)
         return EXIT_USAGE
@@ -228,12 +163,8 @@ def _cmd_reevaluate(args: argparse.Namespace) -> int:
     )
 
     def progress(done: int, total: int, result: Any, seed: int, outcome: Any, secs: float) -> None:
-        if outcome.state == "COMPLETE":
-            shown = ", ".join(f"{n}={_fmt(outcome.metrics[n])}" for n in names)
-        else:
-            last = (outcome.error or "").strip().splitlines()
-            shown = f"{outcome.state}: {last[-1] if last else ''}"
-        print(f"[{done}/{total}] {result.name} seed {seed}: {shown} ({secs:.0f} s)", flush=True)
+        line = reevaluation_line(done, total, result, seed, outcome, secs, metrics=spec.metrics)
+        print(line, flush=True)
 
     results = reevaluate(
         spec,
@@ -248,13 +179,13 @@ def _cmd_reevaluate(args: argparse.Namespace) -> int:
         progress=progress,
     )
     print()
-    print(reevaluation_table(spec, results))
-    verdicts = dominance_lines(spec, results)
+    print(reevaluation_table(results, spec.metrics))
+    verdicts = dominance_lines(results, spec.metrics)
     if verdicts:
         print()
         print("\n".join(verdicts))
     if args.output:
-        _write_reevaluation_csv(spec, results, args.output)
+        write_reevaluation_csv(results, spec.metrics, args.output)
         print(f"\nwrote {args.output}")
     return EXIT_OK
 
@@ -290,69 +221,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, but got {text!r}")
     return value
-
-
-def reevaluation_table(spec: SearchSpec, results: Sequence[Any], *, max_params: int = 4) -> str:
-    """Per re-evaluated trial: its search-time values and the mean ± std over seeds."""
-    names = [m.name for m in spec.metrics]
-    arrows = ["↓" if d == "minimize" else "↑" for d in spec.directions]
-    header = ["trial", "baseline", "seeds"]
-    for n, a in zip(names, arrows, strict=True):
-        header += [f"{n} {a} (search)", f"{n} mean ± std"]
-    header.append("params")
-    rows = []
-    for r in results:
-        row: list[Any] = [r.source.number, r.label or ("yes" if r.baseline else ""), len(r.runs)]
-        for i, n in enumerate(names):
-            row.append(r.source.values[i])
-            mean, std = r.mean(n), r.std(n)
-            row.append(
-                "-" if mean != mean else f"{mean:.4g} ± {std:.2g}" if std == std else f"{mean:.4g}"
-            )
-        items = list(r.source.params.items())
-        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in items[:max_params])
-        if len(items) > max_params:
-            shown += f", ... (+{len(items) - max_params})"
-        row.append(shown)
-        rows.append(row)
-    return format_table(header, rows)
-
-
-def dominance_lines(spec: SearchSpec, results: Sequence[Any]) -> list[str]:
-    """For each re-evaluated baseline, the re-evaluated non-baselines whose means dominate it."""
-    from paretune.search._reevaluate import dominates
-
-    names = [m.name for m in spec.metrics]
-    found = [r for r in results if not r.baseline]
-    lines = []
-    for b in (r for r in results if r.baseline):
-        winners = [r.source.number for r in found if dominates(r, b, names, spec.directions)]
-        lines.append(
-            f"{b.name}: "
-            + (
-                f"dominated (mean over seeds) by trial(s) {', '.join(map(str, winners))}"
-                if winners
-                else "not dominated by any re-evaluated search trial"
-            )
-        )
-    return lines
-
-
-def _write_reevaluation_csv(spec: SearchSpec, results: Sequence[Any], path: str) -> None:
-    import csv
-
-    names = [m.name for m in spec.metrics]
-    extra = sorted({k for r in results for m in r.runs.values() for k in m} - set(names))
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["trial", "label", "baseline", "seed", *names, *extra, "params"])
-        for r in results:
-            for seed, metrics in sorted(r.runs.items()):
-                w.writerow(
-                    [r.source.number, r.label or "", r.baseline, seed]
-                    + [metrics.get(n, "") for n in [*names, *extra]]
-                    + [json.dumps(r.source.params, default=str)]
-                )
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:

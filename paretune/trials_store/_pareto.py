@@ -17,7 +17,7 @@ import numpy as np
 
 from paretune._errors import ConfigError
 
-__all__ = ["hypervolume", "log10_hv_difference", "pareto_mask"]
+__all__ = ["dominates", "hypervolume", "log10_hv_difference", "pareto_mask"]
 
 
 def pareto_mask(
@@ -78,6 +78,49 @@ def pareto_mask(
         keep[start : start + chunk] = ~(weakly_better & strictly_better).any(axis=1)
     mask[idx[keep]] = True
     return mask
+
+
+def dominates(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    directions: Sequence[str],
+    *,
+    tolerance: Sequence[float] | None = None,
+) -> bool:
+    """Whether the metric row ``a`` dominates the row ``b`` (by at least ``tolerance``).
+
+    The pairwise test behind :func:`pareto_mask`: ``a`` is at least as good as ``b`` in every
+    metric (better by at least the margin, with ``tolerance``) and strictly better in one. A
+    row with NaN neither dominates nor is dominated, so a metric that was never measured
+    decides nothing. For every row ``i`` without NaN, ``pareto_mask(values, directions)[i]``
+    is ``not any(dominates(v, values[i], directions) for v in values)``.
+
+    Args:
+        a: `m` metric values.
+        b: `m` metric values, in the same order.
+        directions: ``"minimize"`` or ``"maximize"`` for each of the ``m`` metrics.
+        tolerance: Margins, one per metric, in the metric's units; ``None`` for none.
+
+    Returns:
+        ``True`` if ``a`` dominates ``b``.
+
+    Raises:
+        ConfigError: ``a``, ``b`` and ``directions`` differ in length, or a margin is negative
+            or not finite.
+    """
+    signs = _signs(directions)
+    x = np.asarray(a, dtype=np.float64).reshape(-1)
+    y = np.asarray(b, dtype=np.float64).reshape(-1)
+    if x.shape != signs.shape or y.shape != signs.shape:
+        raise ConfigError(
+            f"both rows must have {len(signs)} values (one per direction), but got "
+            f"{x.shape[0]} and {y.shape[0]}."
+        )
+    margins = _margins(tolerance, len(signs))
+    if np.isnan(x).any() or np.isnan(y).any():
+        return False
+    x, y = x * signs, y * signs  # every metric is now minimised
+    return bool((x <= y - margins).all() and (x < y).any())
 
 
 def hypervolume(points: np.ndarray, reference_point: np.ndarray) -> float:

@@ -10,7 +10,12 @@ from botorch.utils.multi_objective.hypervolume import Hypervolume
 from botorch.utils.multi_objective.pareto import is_non_dominated
 
 from paretune._errors import ConfigError
-from paretune.trials_store._pareto import hypervolume, log10_hv_difference, pareto_mask
+from paretune.trials_store._pareto import (
+    dominates,
+    hypervolume,
+    log10_hv_difference,
+    pareto_mask,
+)
 
 
 def _botorch_hv(points: np.ndarray, ref: np.ndarray) -> float:
@@ -207,3 +212,47 @@ def test_pareto_mask_rejects_bad_tolerances() -> None:
         pareto_mask(np.zeros((2, 2)), ["minimize", "minimize"], tolerance=[0.1, -0.1])
     with pytest.raises(ConfigError, match="finite and >= 0"):
         pareto_mask(np.zeros((2, 2)), ["minimize", "minimize"], tolerance=[np.nan, 0.0])
+
+
+@pytest.mark.parametrize("m", [1, 2, 3])
+def test_dominates_is_the_pairwise_test_behind_pareto_mask(m: int) -> None:
+    rng = np.random.default_rng(30 + m)
+    directions = ["maximize", "minimize", "maximize"][:m]
+    for margins in (None, [0.1] + [0.0] * (m - 1)):
+        values = np.round(rng.random((40, m)) * 6) / 6  # ties and duplicates
+        values[rng.random(values.shape) < 0.05] = np.nan
+        values[rng.random(values.shape) < 0.05] = np.inf
+        mask = pareto_mask(values, directions, tolerance=margins)
+        finite = ~np.isnan(values).any(axis=1)
+        beaten = [
+            any(dominates(v, row, directions, tolerance=margins) for v in values) for row in values
+        ]
+        np.testing.assert_array_equal(mask, finite & ~np.array(beaten))
+
+
+def test_dominates_takes_plain_floats_and_directions() -> None:
+    # accuracy (max), cost (min)
+    directions = ["maximize", "minimize"]
+    assert dominates([0.8, 1.0], [0.7, 1.0], directions)
+    assert dominates((0.8, 0.5), (0.8, 1.0), directions)
+    assert not dominates([0.8, 1.0], [0.8, 1.0], directions)  # equal rows: neither
+    assert not dominates([0.9, 2.0], [0.8, 1.0], directions)  # a trade-off
+    assert not dominates([0.7, 1.0], [0.8, 1.0], directions)
+    assert dominates([0.9, 1.0], [0.8, 1.0], directions, tolerance=[0.05, 0.0])
+    assert not dominates([0.84, 1.0], [0.8, 1.0], directions, tolerance=[0.05, 0.0])
+
+
+def test_nan_never_dominates_and_is_never_dominated() -> None:
+    directions = ["minimize", "minimize"]
+    assert not dominates([math.nan, 0.0], [1.0, 1.0], directions)
+    assert not dominates([0.0, 0.0], [1.0, math.nan], directions)
+    assert not dominates([math.nan, math.nan], [math.nan, math.nan], directions)
+
+
+def test_dominates_rejects_mismatched_rows() -> None:
+    with pytest.raises(ConfigError, match="2 values"):
+        dominates([0.0, 1.0, 2.0], [0.0, 1.0], ["minimize", "minimize"])
+    with pytest.raises(ConfigError, match="minimize' or 'maximize'"):
+        dominates([0.0], [1.0], ["min"])
+    with pytest.raises(ConfigError, match="finite and >= 0"):
+        dominates([0.0], [1.0], ["minimize"], tolerance=[-1.0])

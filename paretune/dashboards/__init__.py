@@ -1,0 +1,36 @@
+"""How people look at a study: tables, progress, summaries, and the artifacts of its MLflow run.
+
+Every function takes what it shows (trials, metrics, re-evaluations, URLs), never the store or
+the spec, so the CLI, a notebook and the HTML report share them::
+
+    from paretune.dashboards import pareto_table
+
+    print(pareto_table(store.pareto_trials(), metrics))
+"""
+
+from paretune.dashboards._artifacts import log_study_tables
+from paretune.dashboards._pareto_table import pareto_table
+from paretune.dashboards._progress import ProgressBar
+from paretune.dashboards._reevaluation import (
+    dominance_lines,
+    reevaluation_line,
+    reevaluation_table,
+    write_reevaluation_csv,
+)
+from paretune.dashboards._summary import pareto_section, run_summary, status_summary, where_lines
+from paretune.dashboards._text import format_table
+
+__all__ = [
+    "ProgressBar",
+    "dominance_lines",
+    "format_table",
+    "log_study_tables",
+    "pareto_section",
+    "pareto_table",
+    "reevaluation_line",
+    "reevaluation_table",
+    "run_summary",
+    "status_summary",
+    "where_lines",
+    "write_reevaluation_csv",
+]
