@@ -77,8 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import optuna
     import torch
 
-    from paretune.search import open_store, reevaluate, run_search
+    from paretune.search import LocalRunnerSettings
+    from paretune.search._local import default_threads
     from paretune.spec import load_spec
+    from paretune.trials_store import TrialsStore
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.threads:
@@ -92,13 +94,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.skip_search:
         t0 = time.monotonic()
         print(f"search: study {spec.study!r} in {spec.resolved_run_dir}", flush=True)
-        result = run_search(spec)
+        result = spec.run()
         search_s = time.monotonic() - t0
         print(f"search: {result.counts} in {search_s:.0f} s", flush=True)
 
-    from paretune.search._reevaluate import reevaluation_workers
-
-    n_jobs, threads = reevaluation_workers(spec, args.jobs, args.threads)
+    local = spec.runner if isinstance(spec.runner, LocalRunnerSettings) else None
+    n_jobs = args.jobs or (local.n_jobs if local is not None else 1)
+    threads = args.threads or (local.threads if local is not None else None)
+    threads = threads or default_threads(n_jobs)
     t0 = time.monotonic()
 
     def progress(done: int, total: int, r: Any, seed: int, outcome: Any, secs: float) -> None:
@@ -108,8 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
 
-    results = reevaluate(
-        spec,
+    results = spec.reevaluate(
         pareto=True,
         baselines=True,
         pareto_tolerance={"accuracy": args.pareto_tolerance},
@@ -120,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress=progress,
     )
     reeval_s = time.monotonic() - t0
-    store = open_store(spec, create=False, mlflow=False)
+    store = TrialsStore(spec.study_config(read_only=True), create=False, mlflow=False)
     pareto = {t.number for t in store.pareto_trials()}
     counts = store.counts()
 

@@ -39,7 +39,6 @@ def _load(args: argparse.Namespace) -> SearchSpec:
 
 def _cmd_run(args: argparse.Namespace, *, resume: bool) -> int:
     from paretune.dashboards import ProgressBar, pareto_section, run_summary
-    from paretune.search import run_search
 
     spec = _load(args)
     if args.trials is not None:
@@ -73,7 +72,7 @@ def _cmd_run(args: argparse.Namespace, *, resume: bool) -> int:
                 bar.update(store.pareto_trials())
 
     try:
-        result = run_search(spec, resume=resume, progress=_Forward(), on_start=on_start)
+        result = spec.run(resume=resume, progress=_Forward(), on_start=on_start)
     finally:
         if bar is not None:
             bar.close()
@@ -98,16 +97,24 @@ def _where(study: str, store: TrialsStore) -> str:
     return where_lines(study=study, storage_url=store.storage_url, tracking_uri=tracked)
 
 
+def _read_only(args: argparse.Namespace) -> tuple[SearchSpec, TrialsStore]:
+    """The spec, read but not resolved (its objective is not built: no data needed), and its
+    study opened to read."""
+    from paretune.spec import load_spec
+    from paretune.trials_store import TrialsStore
+
+    spec = load_spec(args.spec, overrides=args.set or (), resolve=False)
+    return spec, TrialsStore(spec.study_config(read_only=True), create=False, mlflow=False)
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from paretune.dashboards import pareto_section, status_summary, where_lines
-    from paretune.search import open_store
 
-    spec = _load(args)
-    store = open_store(spec, create=False, mlflow=False)
+    spec, store = _read_only(args)
     finished = store.n_finished()
     total = spec.budget.trials
     print(status_summary(spec.study, finished=finished, total=total, counts=store.counts()))
-    print("\n" + pareto_section(store.pareto_trials(), spec.metrics))
+    print("\n" + pareto_section(store.pareto_trials(), store.config.metrics))
     print()
     print(
         where_lines(
@@ -121,11 +128,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from paretune.search import open_store
     from paretune.trials_store import export_trials
 
-    spec = _load(args)
-    store = open_store(spec, create=False, mlflow=False)
+    _, store = _read_only(args)
     text = export_trials(store, args.format, args.output)
     if args.output is None:
         sys.stdout.write(text)
@@ -141,7 +146,6 @@ def _cmd_reevaluate(args: argparse.Namespace) -> int:
         reevaluation_table,
         write_reevaluation_csv,
     )
-    from paretune.search import reevaluate
 
     spec = _load(args)
     numbers = args.trials or []
@@ -166,8 +170,7 @@ def _cmd_reevaluate(args: argparse.Namespace) -> int:
         line = reevaluation_line(done, total, result, seed, outcome, secs, metrics=spec.metrics)
         print(line, flush=True)
 
-    results = reevaluate(
-        spec,
+    results = spec.reevaluate(
         numbers=numbers,
         pareto=args.pareto,
         baselines=(args.pareto and not args.no_baselines) or args.baselines,

@@ -24,11 +24,19 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from paretune._errors import ConfigError, describe
+from paretune._validation import StrictModel
+from paretune.search import (
+    LocalRunnerSettings,
+    RayRunnerSettings,
+    RunnerSettings,
+    runner_settings,
+)
+from paretune.search._ray import ResourceRule, ResourcesSettings
 
 __all__ = [
     "BudgetSpec",
@@ -42,24 +50,18 @@ __all__ = [
     "RayRunnerSpec",
     "ResourcesSpec",
     "SearchSpec",
+    "load_plugins",
     "load_spec",
 ]
 
+# The runner sections are the runners' own settings models (registered with the runners).
+LocalRunnerSpec = LocalRunnerSettings
+RayRunnerSpec = RayRunnerSettings
+ResourcesSpec = ResourcesSettings
+ResourceRuleSpec = ResourceRule
 
-class _Strict(BaseModel):
-    """Base of every spec section: unknown keys are errors that list the allowed keys."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _known_keys(cls, data: Any) -> Any:
-        if isinstance(data, Mapping):
-            allowed = list(cls.model_fields)
-            for key in data:
-                if key not in allowed:
-                    raise ValueError(f"unknown key {key!r}; allowed keys: {', '.join(allowed)}")
-        return data
+_Strict = StrictModel
 
 
 class MetricSpec(_Strict):
@@ -140,11 +142,22 @@ class BudgetSpec(_Strict):
     package or a device that every trial needs is missing) stops starting trials after this
     many, lets the running ones finish and ends with an error that quotes the last failure,
     instead of spending the rest of the budget on the same error. ``null``: never stop so.
+
+    ``trial_timeout``: seconds a trial may run; past it, its worker process is killed (and
+    replaced), the trial is recorded FAIL with the reason and the search goes on. With the
+    local runner and ``n_jobs: 1`` the trial then runs in one worker process instead of the
+    driver (a trial can only be stopped in a process of its own).
+
+    ``max_retries``: how often a trial whose worker process died (out of memory, a segfault,
+    ``os._exit``) is run again before it is recorded FAIL; its other attempts are not
+    recorded, and the other workers' trials go on. (The ray runner has ``max_failures``.)
     """
 
     trials: int | None = Field(default=None, ge=1)
     wall_time: float | None = Field(default=None, gt=0)
     max_failures_in_a_row: int | None = Field(default=10, ge=1)
+    trial_timeout: float | None = Field(default=None, gt=0)
+    max_retries: int = Field(default=1, ge=0)
 
     @model_validator(mode="after")
     def _some_limit(self) -> BudgetSpec:
@@ -187,109 +200,6 @@ class EnqueueSpec(_Strict):
         return data
 
 
-class LocalRunnerSpec(_Strict):
-    """Evaluate trials on this machine: in the driver (``n_jobs: 1``) or in worker processes."""
-
-    type: Literal["local"] = "local"
-    n_jobs: int = Field(default=1, ge=1)
-    # CPU threads of each worker process (n_jobs > 1); default: CPUs // n_jobs, at least 1.
-    threads: int | None = Field(default=None, ge=1)
-
-
-class ResourceRuleSpec(_Strict):
-    """Resources for the candidates whose ``params`` match (each value, or any of a list)."""
-
-    params: dict[str, Any] = Field(min_length=1)
-    cpu: float | None = Field(default=None, ge=0)
-    gpu: float | None = Field(default=None, ge=0)
-
-    def matches(self, params: Mapping[str, Any]) -> bool:
-        for name, wanted in self.params.items():
-            if name not in params:
-                return False
-            options = wanted if isinstance(wanted, list) else [wanted]
-            if params[name] not in options:
-                return False
-        return True
-
-
-class ResourcesSpec(_Strict):
-    """What one trial holds on a Ray worker: CPUs and a (fractional) share of GPUs.
-
-    ``when`` computes the request from the candidate: the first rule whose ``params`` match
-    overrides ``cpu``/``gpu`` (a proxy model gets a quarter GPU, the wide target a whole one)::
-
-        resources:
-          cpu: 1
-          gpu: 0.25
-          when:
-            - {params: {width: [1024, 2048]}, gpu: 1}
-    """
-
-    cpu: float = Field(default=1.0, ge=0)
-    gpu: float = Field(default=0.0, ge=0)
-    when: list[ResourceRuleSpec] = Field(default_factory=list)
-
-    def for_params(self, params: Mapping[str, Any]) -> dict[str, float]:
-        cpu, gpu = self.cpu, self.gpu
-        for rule in self.when:
-            if rule.matches(params):
-                cpu = rule.cpu if rule.cpu is not None else cpu
-                gpu = rule.gpu if rule.gpu is not None else gpu
-                break
-        return {"cpu": cpu, "gpu": gpu}
-
-    @model_validator(mode="after")
-    def _whole_or_fraction(self) -> ResourcesSpec:
-        gpus = [self.gpu] + [r.gpu for r in self.when if r.gpu is not None]
-        for gpu in gpus:
-            if gpu > 1 and gpu != int(gpu):
-                raise ValueError(
-                    f"a trial asks for a fraction of one GPU or for whole GPUs, but gpu={gpu}"
-                )
-        return self
-
-
-class RayRunnerSpec(_Strict):
-    """Evaluate trials on a Ray Tune worker pool (a local Ray cluster, or one at ``address``).
-
-    Attributes:
-        address: A running cluster to join (``auto``, ``ray://host:10001`` or ``host:6379``);
-            unset, the runner starts a local cluster for the search and stops it after.
-        num_cpus: CPUs of the local cluster (default: all of this machine's).
-        num_gpus: GPUs of the local cluster (default: those Ray detects).
-        max_concurrent: Trials running at once (default: as many as the cluster's resources
-            hold when the search starts, from ``resources``' cpu and gpu).
-        resources: Per-trial resources, fixed or by candidate.
-        max_failures: How often a trial whose worker died is retried before it fails.
-        reuse_actors: Keep worker processes between trials (much less per-trial overhead);
-            not with ASHA, whose stopped trials Tune cannot reset.
-        scheduler: ``fifo``, or ``asha`` to stop poor trials early from what they report
-            (one optimised metric); ``scheduler_options`` are ``ASHAScheduler``'s arguments.
-    """
-
-    type: Literal["ray"]
-    address: str | None = None
-    num_cpus: int | None = Field(default=None, ge=1)
-    num_gpus: int | None = Field(default=None, ge=0)
-    max_concurrent: int | None = Field(default=None, ge=1)
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    max_failures: int = Field(default=2, ge=0)
-    reuse_actors: bool = True
-    scheduler: Literal["fifo", "asha"] = "fifo"
-    scheduler_options: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _local_or_joined(self) -> RayRunnerSpec:
-        if self.address is not None and (self.num_cpus is not None or self.num_gpus is not None):
-            raise ValueError(
-                "num_cpus/num_gpus size a local cluster; a joined cluster (address) has its own"
-            )
-        return self
-
-
-RunnerSpec = Annotated[LocalRunnerSpec | RayRunnerSpec, Field(discriminator="type")]
-
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -314,6 +224,9 @@ class SearchSpec(_Strict):
         pruner: Early stopping of unpromising trials (one optimised metric only).
         enqueue: Parameter sets evaluated first (baselines), once per study: bare params or
             ``{label: ..., params: {...}}``.
+        plugins: Modules (``my_pkg.paretune_plugin``) or files (``plugin.py``, relative to the
+            working directory) imported before the rest of the spec is read: they register
+            controllers, runners and objective types (:func:`load_plugins`).
     """
 
     study: str
@@ -324,9 +237,10 @@ class SearchSpec(_Strict):
     space: dict[str, dict[str, Any]] | None = None
     controller: ControllerSpec = Field(default_factory=lambda: ControllerSpec(name="tpe"))
     budget: BudgetSpec
-    runner: RunnerSpec = Field(default_factory=LocalRunnerSpec)
+    runner: RunnerSettings = Field(default_factory=LocalRunnerSettings)
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     enqueue: list[EnqueueSpec] = Field(default_factory=list)
+    plugins: list[str] = Field(default_factory=list)
 
     _space: Any = PrivateAttr(default=None)
     _metrics: tuple[Any, ...] | None = PrivateAttr(default=None)
@@ -334,13 +248,10 @@ class SearchSpec(_Strict):
     _max_hypervolume: float | None = PrivateAttr(default=None)
     _objective: Any = PrivateAttr(default=None)
 
-    @model_validator(mode="before")
+    @field_validator("runner", mode="before")
     @classmethod
-    def _local_runner_by_default(cls, data: Any) -> Any:
-        runner = data.get("runner") if isinstance(data, Mapping) else None
-        if isinstance(runner, Mapping) and "type" not in runner:
-            data = {**data, "runner": {"type": "local", **runner}}
-        return data
+    def _registered_runner(cls, data: Any) -> Any:
+        return runner_settings(data)
 
     @model_validator(mode="after")
     def _valid_name(self) -> SearchSpec:
@@ -388,9 +299,7 @@ class SearchSpec(_Strict):
         (its ``known_metrics`` and ``known_values``; e.g. ``finetune``'s trainable
         percentage), as one function of the params each."""
         self._resolve()
-        names = set(getattr(self._objective, "known_metrics", ()) or ())
-        if not callable(getattr(self._objective, "known_values", None)):
-            return {}
+        names = set(self._objective.known_metrics)
         return {
             m.name: KnownMetric(self._objective, m.name) for m in self.metrics if m.name in names
         }
@@ -414,7 +323,7 @@ class SearchSpec(_Strict):
             except ConfigError as err:
                 raise err.prefixed("space") from None
         else:
-            space = getattr(objective, "space", None)
+            space = objective.space
             if space is None:
                 raise ConfigError(
                     f"objective type {self.objective.type!r} declares no space; "
@@ -425,7 +334,7 @@ class SearchSpec(_Strict):
         if self.objective.metrics is not None:
             metrics = tuple(Metric(m.name, m.direction) for m in self.objective.metrics)
         else:
-            metrics = tuple(getattr(objective, "metrics", ()) or ())
+            metrics = tuple(objective.metrics)
             if not metrics:
                 raise ConfigError(
                     f"objective type {self.objective.type!r} declares no metrics; add "
@@ -438,7 +347,7 @@ class SearchSpec(_Strict):
                 f"metric names must be unique, but got {names}", path=("objective", "metrics")
             )
 
-        reference = self.objective.reference_point
+        reference: Mapping[str, float] | None = self.objective.reference_point
         if reference is not None:
             if set(reference) != set(names):
                 raise ConfigError(
@@ -447,26 +356,16 @@ class SearchSpec(_Strict):
                     path=("objective", "reference_point"),
                 )
         else:
-            reference = getattr(objective, "reference_point", None)
+            reference = objective.reference_point
             if reference is not None and set(reference) != set(names):
                 reference = None  # the problem's reference is for other metrics
-        max_hv = getattr(objective, "max_hypervolume", None)
+        max_hv = objective.max_hypervolume
         if self.objective.metrics is not None or self.objective.reference_point is not None:
             max_hv = None  # only meaningful for the problem's own metrics and reference
 
-        if isinstance(self.runner, RayRunnerSpec) and self.runner.scheduler == "asha":
-            if len(metrics) > 1:
-                raise ConfigError(
-                    f"ASHA stops trials on one metric, but the spec optimises {names}; use "
-                    "`scheduler: fifo`",
-                    path=("runner", "scheduler"),
-                )
-            if self.pruner.name != "none":
-                raise ConfigError(
-                    "the spec has both an Optuna pruner and Ray's ASHA scheduler; choose one "
-                    "(`pruner: {name: none}` or `scheduler: fifo`)",
-                    path=("runner", "scheduler"),
-                )
+        from paretune.search import make_runner
+
+        make_runner(self.runner).check(metrics=len(metrics), pruning=self.pruner.name != "none")
         if self.pruner.name != "none" and len(metrics) > 1:
             raise ConfigError(
                 f"pruning needs a single optimised metric (Optuna prunes single-objective "
@@ -489,10 +388,179 @@ class SearchSpec(_Strict):
         self._max_hypervolume = max_hv
         self._metrics = metrics
 
+    def controller_context(self) -> Any:
+        """The controller factory's input (:class:`~paretune.search.ControllerContext`)."""
+        from paretune.search import ControllerContext
+        from paretune.trials_store import MetricConstraints
+
+        ref = self.reference_point
+        known = self.known_metrics
+        return ControllerContext(
+            space=self.search_space,
+            metrics=tuple(self.metrics),
+            seed=self.controller.seed,
+            constraints_func=(
+                MetricConstraints(self.constraints) if self.objective.constraints else None
+            ),
+            reference_point=None if ref is None else tuple(ref[m.name] for m in self.metrics),
+            known_objectives={
+                i: known[m.name] for i, m in enumerate(self.metrics) if m.name in known
+            },
+        )
+
+    def make_sampler(self, *, n_existing_trials: int = 0) -> Any:
+        """The controller's Optuna sampler (see :func:`paretune.search.make_sampler`)."""
+        from paretune.search import make_sampler
+
+        return make_sampler(
+            self.controller.name,
+            self.controller_context(),
+            self.controller.options,
+            n_existing_trials=n_existing_trials,
+        )
+
     def trial_seed(self, trial_number: int) -> int:
         """The seed handed to the objective of trial ``trial_number`` (stable across resumes)."""
-        base = self.controller.seed if self.controller.seed is not None else 0
-        return (base * 1_000_003 + trial_number) % (2**31 - 1)
+        return self.study_config(read_only=True).trial_seed(trial_number)
+
+    # -- the narrow inputs of each package ------------------------------------------------
+
+    @property
+    def constraints(self) -> tuple[Any, ...]:
+        """The outcome constraints as :class:`paretune.trials_store.Constraint`."""
+        from paretune.trials_store import Constraint
+
+        return tuple(Constraint(c.metric, max=c.max, min=c.min) for c in self.objective.constraints)
+
+    def study_config(self, *, read_only: bool = False) -> Any:
+        """The :class:`~paretune.trials_store.StudyConfig` of the spec's study.
+
+        Args:
+            read_only: For looking at an existing study (``status``, ``export``): the objective
+                is not built (its data need not be present), the space is left out, and the
+                metrics are the spec's own or else the stored study's.
+        """
+        from paretune.objectives import Metric
+        from paretune.trials_store import Baseline, StudyConfig
+
+        run_dir = self.resolved_run_dir
+        embedded = self.storage is None or self.tracking_uri is None
+        if read_only:
+            named = self.objective.metrics or []
+            metrics = tuple(Metric(m.name, m.direction) for m in named)
+            space = None
+        else:
+            metrics, space = tuple(self.metrics), self.search_space
+        return StudyConfig(
+            name=self.study,
+            storage_url=self.storage or f"sqlite:///{run_dir / 'study.db'}",
+            tracking_uri=self.tracking_uri or f"sqlite:///{run_dir / 'mlflow.db'}",
+            run_dir=run_dir if embedded or not read_only else None,
+            # An embedded store keeps its artifacts beside it, not in the working directory.
+            artifact_location=(run_dir / "mlartifacts").as_uri()
+            if self.tracking_uri is None
+            else None,
+            metrics=metrics,
+            space=space,
+            constraints=self.constraints,
+            baselines=tuple(Baseline(dict(e.params), e.label) for e in self.enqueue),
+            seed=self.controller.seed,
+        )
+
+    def objective_ref(self) -> Any:
+        """How workers rebuild the objective (:class:`~paretune.search.ObjectiveRef`)."""
+        from paretune.search import ObjectiveRef
+
+        return ObjectiveRef(type=self.objective.type, settings=dict(self.objective.settings))
+
+    def search_budget(self) -> Any:
+        """The budget as the trial loop takes it (:class:`~paretune.search.Budget`)."""
+        from paretune.search import Budget
+
+        b = self.budget
+        return Budget(
+            trials=b.trials,
+            wall_time=b.wall_time,
+            max_failures_in_a_row=b.max_failures_in_a_row,
+            trial_timeout=b.trial_timeout,
+            max_retries=b.max_retries,
+        )
+
+    def run(self, *, resume: bool = False, progress: Any = None, on_start: Any = None) -> Any:
+        """Run (or continue) this search: :func:`paretune.search.run_search` on :meth:`plan`,
+        with the study's tables (``trials.csv``, ``pareto.csv``) logged to its MLflow parent
+        run when it ends (also after a stop).
+
+        Returns:
+            The :class:`~paretune.search.SearchResult`.
+        """
+        from paretune.search import run_search
+
+        return run_search(
+            self.plan(), resume=resume, progress=progress, on_start=on_start, on_close=_log_tables
+        )
+
+    def reevaluate(
+        self, *, n_jobs: int | None = None, threads: int | None = None, **options: Any
+    ) -> Any:
+        """:func:`paretune.search.reevaluate` on this spec's study and objective.
+
+        ``n_jobs`` and ``threads`` default to the local runner's (else one job at a time);
+        the budget's ``trial_timeout`` applies to each evaluation. Other keyword arguments
+        are :func:`~paretune.search.reevaluate`'s.
+        """
+        from paretune.search import LocalRunnerSettings, reevaluate
+
+        local = self.runner if isinstance(self.runner, LocalRunnerSettings) else None
+        if n_jobs is None:
+            n_jobs = local.n_jobs if local is not None else 1
+        if threads is None and local is not None:
+            threads = local.threads
+        if threads is not None and (
+            not isinstance(threads, int) or isinstance(threads, bool) or threads < 1
+        ):
+            raise ConfigError(f"`threads` must be an integer >= 1, but got {threads!r}")
+        return reevaluate(
+            self.study_config(),
+            self.objective_ref(),
+            n_jobs=n_jobs,
+            threads=threads,
+            trial_timeout=self.budget.trial_timeout,
+            **options,
+        )
+
+    def plan(self) -> Any:
+        """The whole search in the narrow form each package takes
+        (:class:`~paretune.search.SearchPlan`)."""
+        from paretune.search import SearchPlan, make_pruner
+
+        pruner = None
+        if self.pruner.name != "none":
+            pruner = make_pruner(self.pruner.name, self.pruner.options)
+        return SearchPlan(
+            study=self.study_config(),
+            objective=self.objective_ref(),
+            controller=self.controller.name,
+            controller_context=self.controller_context(),
+            controller_options=dict(self.controller.options),
+            pruner=pruner,
+            budget=self.search_budget(),
+            runner=self.runner,
+        )
+
+
+def _log_tables(store: Any) -> None:
+    from paretune.dashboards import log_study_tables
+    from paretune.trials_store import export_trials
+
+    if store.mlflow is None or store.parent_run_id is None:
+        return
+    log_study_tables(
+        store.mlflow,
+        store.parent_run_id,
+        trials_csv=export_trials(store, "csv"),
+        pareto_csv=export_trials(store, "csv", pareto_only=True),
+    )
 
 
 class KnownMetric:
@@ -530,7 +598,10 @@ def _format_validation_error(err: ValidationError) -> ConfigError:
 
 
 def load_spec(
-    source: str | Path | Mapping[str, Any], *, overrides: Sequence[str] = ()
+    source: str | Path | Mapping[str, Any],
+    *,
+    overrides: Sequence[str] = (),
+    resolve: bool = True,
 ) -> SearchSpec:
     """Read, validate and resolve a spec.
 
@@ -539,9 +610,11 @@ def load_spec(
         overrides: ``"dotted.key=value"`` changes applied before validation (the CLI's
             ``--set``); the value is read as YAML (``3``, ``true``, ``[q, v]``, ``null``), and a
             list item is addressed by its index (``enqueue.0.label=...``).
+        resolve: Build the objective and resolve the space, metrics and reference point
+            (``False``: only read the spec, for looking at an existing study).
 
     Returns:
-        The validated spec, with its space, metrics and reference point resolved.
+        The validated spec.
 
     Raises:
         ConfigError: The file cannot be read or parsed, or the spec is invalid; ``path`` names
@@ -571,13 +644,41 @@ def load_spec(
             f"{type(data).__name__}"
         )
     data = apply_overrides(data, overrides)
+    plugins = data.get("plugins") or []
+    if not (isinstance(plugins, list) and all(isinstance(p, str) for p in plugins)):
+        raise ConfigError(
+            f"must be a list of modules or files, but got {describe(plugins)}", path=("plugins",)
+        )
+    load_plugins(plugins)
+    try:
+        # The runner section is validated by the model its type registered.
+        data = {**data, "runner": runner_settings(data.get("runner") or {})}
+    except ValidationError as err:
+        raise _format_validation_error(err).prefixed("runner") from None
     try:
         spec = SearchSpec.model_validate(data)
     except ValidationError as err:
         raise _format_validation_error(err) from None
-    spec._resolve()
+    if resolve:
+        spec._resolve()
     _check_numbers(spec)
     return spec
+
+
+def load_plugins(names: Sequence[str]) -> None:
+    """Import each module (``my_pkg.plugin``) or file (``plugin.py``, relative to the working
+    directory) once: what it registers (controllers, runners, objective types) is then usable.
+
+    Raises:
+        ConfigError: A module or file cannot be found (path ``plugins[i]``).
+    """
+    from paretune.objectives._registry import load_module
+
+    for i, name in enumerate(names):
+        try:
+            load_module(name)
+        except ConfigError as err:
+            raise ConfigError(err.message, path=("plugins", i)) from None
 
 
 def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:

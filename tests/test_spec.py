@@ -129,11 +129,10 @@ def test_enqueued_params_are_validated_against_the_space() -> None:
 
 
 def test_unknown_controller_option() -> None:
-    from paretune.search import make_sampler
 
     spec = load_spec(with_(controller={"name": "tpe", "options": {"n_startup": 3}}))
     with pytest.raises(ConfigError) as info:
-        make_sampler(spec)
+        spec.make_sampler()
     assert info.value.path == ("controller", "options", "n_startup")
     assert "n_startup_trials" in str(info.value)
 

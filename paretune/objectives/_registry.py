@@ -190,8 +190,7 @@ def load_python_objective(*, target: str, **settings: Any) -> Objective:
             f"`target` must name both a module or file and an attribute, but got {target!r}.",
             path=("target",),
         )
-    is_file = location.endswith(".py") or "/" in location or "\\" in location
-    module = _load_file(location) if is_file else _import_module(location)
+    module = load_module(location)
     obj: Any = module
     for part in attribute.split("."):
         if not hasattr(obj, part):
@@ -219,6 +218,17 @@ def load_python_objective(*, target: str, **settings: Any) -> Objective:
     except ValueError:  # no signature available (some builtins): trust the target
         pass
     return obj
+
+
+def load_module(location: str) -> Any:
+    """The module ``location`` names: an importable name, or a ``.py`` file (relative to the
+    current directory), loaded once.
+
+    Raises:
+        ConfigError: It cannot be found.
+    """
+    is_file = location.endswith(".py") or "/" in location or "\\" in location
+    return _load_file(location) if is_file else _import_module(location)
 
 
 def _import_module(name: str) -> Any:

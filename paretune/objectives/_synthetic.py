@@ -52,7 +52,7 @@ class SyntheticProblem(BaseObjective):
     name: str
     space: SearchSpace
     metrics: tuple[Metric, ...]
-    reference_point: dict[str, float]  # type: ignore[assignment]  # always set here
+    reference_point: dict[str, float]
     max_hypervolume: float | None
 
     def __call__(self, params: dict[str, Any], ctx: TrialContext) -> dict[str, float]:

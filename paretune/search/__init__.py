@@ -1,45 +1,87 @@
-"""Who proposes the next candidate (controllers, all Optuna samplers) and who runs it (runners:
-:class:`LocalRunner` on this machine, :class:`RayRunner` on a Ray Tune worker pool).
+"""Who proposes the next candidate (controllers, all Optuna samplers), who runs it (runners) and
+the one trial loop they share.
 
 Controllers are chosen by name in the spec: ``random``, ``tpe``, ``nsga2``, ``gp`` (Optuna's
 samplers) and ``botorch`` (:class:`BoTorchSampler`, multi-objective Bayesian optimisation on
-BoTorch, also usable as a plain Optuna sampler). :func:`reevaluate` trains chosen trials (the
-Pareto front, the baselines) again with several seeds, at the search's or at full fidelity.
+BoTorch, also usable as a plain Optuna sampler); :func:`register_controller` adds more.
+Runners are chosen by ``runner.type``: ``local`` (:class:`LocalRunner`) and ``ray``
+(:class:`RayRunner`); :func:`register_runner` adds more. :func:`run_trials` is the trial loop
+(stop policy, retries, timeouts, signals) that the local runner and :func:`reevaluate` run;
+:func:`reevaluate` trains chosen trials (the Pareto front, the baselines) again with several
+seeds, at the search's or at full fidelity.
 """
 
 from paretune.search._botorch import BoTorchSampler
-from paretune.search._controllers import controller_names, make_sampler
-from paretune.search._local import LocalRunner
-from paretune.search._ray import RayRunner
+from paretune.search._controllers import (
+    Capabilities,
+    ControllerContext,
+    ControllerFactory,
+    controller_capabilities,
+    controller_names,
+    make_pruner,
+    make_sampler,
+    register_controller,
+)
+from paretune.search._jobs import Job, ObjectiveRef, Outcome, evaluate
+from paretune.search._local import LocalRunner, LocalRunnerSettings
+from paretune.search._loop import Budget, StopPolicy, StudyTrials, run_trials
+from paretune.search._ray import RayRunner, RayRunnerSettings
 from paretune.search._reevaluate import Reevaluation, reevaluate
-from paretune.search._run import SearchResult, make_runner, open_store, run_search
+from paretune.search._run import SearchPlan, SearchResult, open_store, run_search
 from paretune.search._runner import (
-    Job,
-    Outcome,
     Runner,
+    RunnerSettings,
+    make_runner,
+    register_runner,
+    runner_settings,
+    runner_types,
+)
+from paretune.search._signals import (
     SearchInterrupted,
-    evaluate,
     handle_stop_signal,
     stop_requested,
+    stop_signals,
 )
+
+register_runner("local", LocalRunner, LocalRunnerSettings)
+register_runner("ray", RayRunner, RayRunnerSettings)
 
 __all__ = [
     "BoTorchSampler",
+    "Budget",
+    "Capabilities",
+    "ControllerContext",
+    "ControllerFactory",
     "Job",
     "LocalRunner",
+    "LocalRunnerSettings",
+    "ObjectiveRef",
     "Outcome",
     "RayRunner",
+    "RayRunnerSettings",
     "Reevaluation",
     "Runner",
+    "RunnerSettings",
     "SearchInterrupted",
+    "SearchPlan",
     "SearchResult",
+    "StopPolicy",
+    "StudyTrials",
+    "controller_capabilities",
     "controller_names",
     "evaluate",
     "handle_stop_signal",
+    "make_pruner",
     "make_runner",
     "make_sampler",
     "open_store",
     "reevaluate",
+    "register_controller",
+    "register_runner",
     "run_search",
+    "run_trials",
+    "runner_settings",
+    "runner_types",
     "stop_requested",
+    "stop_signals",
 ]

@@ -1,29 +1,231 @@
-"""Controllers: who proposes the next candidate. Every controller is an Optuna sampler."""
+"""Controllers: who proposes the next candidate. Every controller is an Optuna sampler.
+
+A controller is registered under a name with :func:`register_controller`: a factory that builds
+the sampler from a :class:`ControllerContext` (the narrow input: space, metrics, constraints,
+reference point, known objectives, seed) and the spec's ``controller.options``, and the
+:class:`Capabilities` the controller declares. Optuna's samplers and paretune's
+:class:`~paretune.search.BoTorchSampler` are registered here; a package registers its own the
+same way, and the conformance suite (:mod:`paretune.testing`) checks them by what they declare.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 import optuna
 
-from paretune._errors import ConfigError
-from paretune.search._botorch import BoTorchSampler
-from paretune.trials_store._store import MetricConstraints
+from paretune._errors import ConfigError, describe
 
 if TYPE_CHECKING:
-    from paretune.spec import SearchSpec
+    from optuna.trial import FrozenTrial
 
-__all__ = ["controller_names", "make_pruner", "make_sampler"]
+    from paretune.objectives import Metric
+    from paretune.spaces import SearchSpace
+
+__all__ = [
+    "Capabilities",
+    "ControllerContext",
+    "ControllerFactory",
+    "controller_capabilities",
+    "controller_names",
+    "make_pruner",
+    "make_sampler",
+    "register_controller",
+]
 
 
-def _random(spec: SearchSpec, seed: int | None, **options: Any) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.RandomSampler(seed=seed, **options)
+@dataclass(frozen=True, kw_only=True)
+class Capabilities:
+    """What a controller promises; the conformance suite tests exactly these promises.
+
+    Attributes:
+        multi_objective: Proposes for studies with two or more objectives.
+        constraints: Takes ``constraints_func`` and prefers feasible candidates.
+        conditional: Handles conditional parameters (absent when their condition fails).
+        pending: Sees RUNNING trials (other workers) and proposes away from them.
+        no_duplicates: Never proposes the parameters of an existing trial, in any state.
+        keyed_by_trial: Its randomness is keyed by (seed, trial number), so a resumed search
+            keeps the seed; otherwise the seed is offset by the number of existing trials so a
+            resumed search does not replay its first draws.
+    """
+
+    multi_objective: bool = True
+    constraints: bool = False
+    conditional: bool = True
+    pending: bool = False
+    no_duplicates: bool = False
+    keyed_by_trial: bool = False
 
 
-def _tpe(spec: SearchSpec, seed: int | None, **options: Any) -> optuna.samplers.BaseSampler:
-    conditional = any(p.condition is not None for p in spec.search_space)
+@dataclass(frozen=True, kw_only=True)
+class ControllerContext:
+    """What a controller factory is given about the search (never the whole spec).
+
+    Attributes:
+        space: The searched space.
+        metrics: The optimised metrics, in the study's order.
+        seed: The controller's seed (already offset for a resumed search unless the
+            controller is keyed by trial), or ``None``.
+        constraints_func: Optuna's ``constraints_func`` (values ``<= 0`` are feasible), or
+            ``None`` without outcome constraints.
+        reference_point: The hypervolume reference, one value per metric in order, or ``None``.
+        known_objectives: Metric position to a function of the params, for metrics the
+            objective computes before training (``finetune``'s trainable percentage).
+    """
+
+    space: SearchSpace
+    metrics: tuple[Metric, ...]
+    seed: int | None = None
+    constraints_func: Callable[[FrozenTrial], Sequence[float]] | None = None
+    reference_point: tuple[float, ...] | None = None
+    known_objectives: Mapping[int, Callable[[dict[str, Any]], float]] = field(default_factory=dict)
+
+
+class ControllerFactory(Protocol):
+    """``factory(context, **options) -> optuna.samplers.BaseSampler``."""
+
+    def __call__(
+        self, context: ControllerContext, **options: Any
+    ) -> optuna.samplers.BaseSampler: ...
+
+
+@dataclass(frozen=True)
+class _Registered:
+    factory: ControllerFactory
+    capabilities: Capabilities
+    options: frozenset[str] | None  # None: any option (the factory takes **options)
+
+
+_REGISTRY: dict[str, _Registered] = {}
+
+
+def register_controller(
+    name: str,
+    factory: ControllerFactory,
+    *,
+    capabilities: Capabilities | None = None,
+    options_of: Callable[..., Any] | None = None,
+    replace: bool = False,
+) -> None:
+    """Make a controller available as ``controller.name: <name>`` in specs.
+
+    Args:
+        name: The name a spec uses.
+        factory: Called as ``factory(context, **options)`` with a :class:`ControllerContext`
+            and the spec's ``controller.options``; returns an Optuna sampler.
+        capabilities: What the controller promises. ``None``: the factory's (or, for a
+            sampler class used as its own factory, the class's) ``capabilities`` attribute,
+            else the defaults of :class:`Capabilities`.
+        options_of: A callable whose keyword parameters are the allowed options (the sampler
+            class, when the factory forwards ``**options`` to it); default: the factory's own
+            keyword parameters.
+        replace: Replace an existing registration instead of failing.
+
+    Raises:
+        ConfigError: ``name`` is empty or taken, or ``factory`` is not callable.
+    """
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"controller names must be non-empty strings, but got {name!r}.")
+    if not callable(factory):
+        raise ConfigError(f"the factory of {name!r} must be callable, but got {describe(factory)}.")
+    if name in _REGISTRY and not replace:
+        raise ConfigError(
+            f"the controller {name!r} is already registered. Pass replace=True to replace it."
+        )
+    if capabilities is None:
+        capabilities = getattr(factory, "capabilities", None) or Capabilities()
+    if not isinstance(capabilities, Capabilities):
+        raise ConfigError(
+            f"capabilities of {name!r} must be a Capabilities, but got {describe(capabilities)}."
+        )
+    _REGISTRY[name] = _Registered(factory, capabilities, _option_names(options_of or factory))
+
+
+def _option_names(target: Callable[..., Any]) -> frozenset[str] | None:
+    try:
+        parameters = list(inspect.signature(target).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    keyword = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    # What the context already gives is not an option.
+    given = {"seed", "search_space", "constraints_func", "context"}
+    return frozenset(p.name for p in parameters if p.kind in keyword and p.name not in given)
+
+
+def controller_names() -> list[str]:
+    """The registered controller names, in registration order."""
+    return list(_REGISTRY)
+
+
+def controller_capabilities(name: str) -> Capabilities:
+    """What the controller ``name`` declares.
+
+    Raises:
+        ConfigError: No controller has that name.
+    """
+    return _lookup(name).capabilities
+
+
+def _lookup(name: str) -> _Registered:
+    registered = _REGISTRY.get(name)
+    if registered is None:
+        raise ConfigError(
+            f"unknown controller {name!r}; allowed: {', '.join(controller_names())}",
+            path=("controller", "name"),
+        )
+    return registered
+
+
+def make_sampler(
+    name: str,
+    context: ControllerContext,
+    options: Mapping[str, Any] | None = None,
+    *,
+    n_existing_trials: int = 0,
+) -> optuna.samplers.BaseSampler:
+    """The sampler of the controller ``name`` for a search.
+
+    The seed is offset by the number of trials already in the study, unless the controller
+    declares ``keyed_by_trial``: a resumed search then does not replay the random draws of its
+    first session (a seeded random sampler would propose the evaluated parameters again) and
+    stays reproducible from storage.
+
+    Raises:
+        ConfigError: An unknown controller, an option it does not take, or a value it rejects.
+    """
+    registered = _lookup(name)
+    options = dict(options or {})
+    allowed = registered.options
+    for key in options:
+        if allowed is not None and key not in allowed:
+            raise ConfigError(
+                f"unknown option {key!r} for controller {name!r}; allowed: "
+                f"{', '.join(sorted(allowed)) or 'none'}",
+                path=("controller", "options", key),
+            )
+    if context.seed is not None and not registered.capabilities.keyed_by_trial:
+        context = dataclasses.replace(context, seed=context.seed + n_existing_trials)
+    try:
+        return registered.factory(context, **options)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{err}", path=("controller", "options")) from None
+
+
+# -- the built-in controllers ----------------------------------------------------------------
+
+
+def _random(context: ControllerContext, **options: Any) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.RandomSampler(seed=context.seed, **options)
+
+
+def _tpe(context: ControllerContext, **options: Any) -> optuna.samplers.BaseSampler:
+    conditional = any(p.condition is not None for p in context.space)
     kwargs: dict[str, Any] = {
         "multivariate": True,
         # Conditional spaces: TPE models each group of co-occurring parameters jointly instead
@@ -33,86 +235,83 @@ def _tpe(spec: SearchSpec, seed: int | None, **options: Any) -> optuna.samplers.
         "constant_liar": True,
     }
     kwargs.update(options)
-    return optuna.samplers.TPESampler(seed=seed, constraints_func=_constraints(spec), **kwargs)
+    return optuna.samplers.TPESampler(
+        seed=context.seed, constraints_func=context.constraints_func, **kwargs
+    )
 
 
-def _nsga2(spec: SearchSpec, seed: int | None, **options: Any) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=_constraints(spec), **options)
+def _nsga2(context: ControllerContext, **options: Any) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.NSGAIISampler(
+        seed=context.seed, constraints_func=context.constraints_func, **options
+    )
 
 
-def _gp(spec: SearchSpec, seed: int | None, **options: Any) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.GPSampler(seed=seed, constraints_func=_constraints(spec), **options)
+def _gp(context: ControllerContext, **options: Any) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.GPSampler(
+        seed=context.seed, constraints_func=context.constraints_func, **options
+    )
 
 
-def _botorch(spec: SearchSpec, seed: int | None, **options: Any) -> optuna.samplers.BaseSampler:
-    ref = spec.reference_point
+def _botorch(context: ControllerContext, **options: Any) -> optuna.samplers.BaseSampler:
+    from paretune.search._botorch import BoTorchSampler
+
     kwargs: dict[str, Any] = {
-        "search_space": spec.search_space,
-        "constraints_func": _constraints(spec),
-        "reference_point": None if ref is None else [ref[m.name] for m in spec.metrics],
+        "search_space": context.space,
+        "constraints_func": context.constraints_func,
+        "reference_point": None
+        if context.reference_point is None
+        else list(context.reference_point),
     }
     # Metrics the objective computes before training (finetune's trainable percentage) are
     # given to the acquisition exactly instead of being modelled; `known_objectives: {}` in
     # the options turns that off.
-    known = spec.known_metrics
-    positions = {i: known[m.name] for i, m in enumerate(spec.metrics) if m.name in known}
-    if positions and len(positions) < len(spec.metrics):
-        kwargs["known_objectives"] = positions
+    known = dict(context.known_objectives)
+    if known and len(known) < len(context.metrics):
+        kwargs["known_objectives"] = known
     kwargs.update(options)
-    return BoTorchSampler(seed=seed, **kwargs)
+    return BoTorchSampler(seed=context.seed, **kwargs)
 
 
-def _constraints(spec: SearchSpec) -> MetricConstraints | None:
-    return MetricConstraints(spec) if spec.objective.constraints else None
+def _register_builtins() -> None:
+    from paretune.search._botorch import BoTorchSampler
+
+    # Optuna's samplers promise no more than they document: TPE's constant liar and GP make
+    # repeats unlikely, random and NSGA-II draw or breed without looking at running trials.
+    register_controller(
+        "random", _random, capabilities=Capabilities(), options_of=optuna.samplers.RandomSampler
+    )
+    register_controller(
+        "tpe",
+        _tpe,
+        capabilities=Capabilities(constraints=True, pending=True),
+        options_of=optuna.samplers.TPESampler,
+    )
+    register_controller(
+        "nsga2",
+        _nsga2,
+        capabilities=Capabilities(constraints=True),
+        options_of=optuna.samplers.NSGAIISampler,
+    )
+    register_controller(
+        "gp",
+        _gp,
+        capabilities=Capabilities(constraints=True),
+        options_of=optuna.samplers.GPSampler,
+    )
+    register_controller(
+        "botorch",
+        _botorch,
+        capabilities=Capabilities(
+            constraints=True, pending=True, no_duplicates=True, keyed_by_trial=True
+        ),
+        options_of=BoTorchSampler,
+    )
 
 
-_FACTORIES: dict[str, tuple[Callable[..., optuna.samplers.BaseSampler], type]] = {
-    "random": (_random, optuna.samplers.RandomSampler),
-    "tpe": (_tpe, optuna.samplers.TPESampler),
-    "nsga2": (_nsga2, optuna.samplers.NSGAIISampler),
-    "gp": (_gp, optuna.samplers.GPSampler),
-    "botorch": (_botorch, BoTorchSampler),
-}
+_register_builtins()
 
 
-# Samplers whose randomness is keyed by (seed, trial number) and which avoid existing params
-# themselves: the same seed on resume continues their sequence instead of replaying it.
-_KEYED_BY_TRIAL = {"botorch"}
-
-
-def controller_names() -> list[str]:
-    return list(_FACTORIES)
-
-
-def make_sampler(spec: SearchSpec, *, n_existing_trials: int = 0) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler for the spec's controller.
-
-    The seed of Optuna's samplers is offset by the number of trials already in the study, so a
-    resumed search does not replay the random draws of its first session (a seeded random
-    sampler would otherwise propose the already-evaluated parameters again) while staying
-    reproducible from storage. ``botorch`` keeps the seed: its draws depend on the trial number.
-
-    Raises:
-        ConfigError: An option the sampler does not take, or a value it rejects.
-    """
-    c = spec.controller
-    factory, cls = _FACTORIES[c.name]
-    accepted = set(inspect.signature(cls).parameters) - {"seed", "search_space"}
-    for key in c.options:
-        if key not in accepted or key == "constraints_func":
-            raise ConfigError(
-                f"unknown option {key!r} for controller {c.name!r}; allowed: "
-                f"{', '.join(sorted(accepted - {'constraints_func'}))}",
-                path=("controller", "options", key),
-            )
-    seed = c.seed
-    if seed is not None and c.name not in _KEYED_BY_TRIAL:
-        seed += n_existing_trials
-    try:
-        return factory(spec, seed, **c.options)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{err}", path=("controller", "options")) from None
-
+# -- pruners ---------------------------------------------------------------------------------
 
 _PRUNERS: dict[str, type] = {
     "none": optuna.pruners.NopPruner,
@@ -122,7 +321,7 @@ _PRUNERS: dict[str, type] = {
 }
 
 
-def make_pruner(name: str, options: dict[str, Any]) -> optuna.pruners.BasePruner:
+def make_pruner(name: str, options: Mapping[str, Any]) -> optuna.pruners.BasePruner:
     """The Optuna pruner for the spec's ``pruner`` section.
 
     Raises:

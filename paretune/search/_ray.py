@@ -20,15 +20,18 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 from optuna.trial import TrialState
+from pydantic import Field, model_validator
 
-from paretune.search._runner import (
-    FailureStreak,
-    Outcome,
-    Runner,
+from paretune._errors import ConfigError
+from paretune._validation import StrictModel
+from paretune.search._jobs import Outcome
+from paretune.search._loop import StopPolicy
+from paretune.search._runner import Runner, RunnerSettings
+from paretune.search._signals import (
     SearchInterrupted,
     clear_stop_request,
     handle_stop_signal,
@@ -36,10 +39,103 @@ from paretune.search._runner import (
 )
 
 if TYPE_CHECKING:
-    from paretune.spec import RayRunnerSpec
+    from paretune.search._loop import Budget, StudyTrials
     from paretune.trials_store import TrialsStore
 
-__all__ = ["RayRunner"]
+__all__ = ["RayRunner", "RayRunnerSettings", "ResourcesSettings"]
+
+
+class ResourceRule(StrictModel):
+    """Resources for the candidates whose ``params`` match (each value, or any of a list)."""
+
+    params: dict[str, Any] = Field(min_length=1)
+    cpu: float | None = Field(default=None, ge=0)
+    gpu: float | None = Field(default=None, ge=0)
+
+    def matches(self, params: Mapping[str, Any]) -> bool:
+        for name, wanted in self.params.items():
+            if name not in params:
+                return False
+            options = wanted if isinstance(wanted, list) else [wanted]
+            if params[name] not in options:
+                return False
+        return True
+
+
+class ResourcesSettings(StrictModel):
+    """What one trial holds on a Ray worker: CPUs and a (fractional) share of GPUs.
+
+    ``when`` computes the request from the candidate: the first rule whose ``params`` match
+    overrides ``cpu``/``gpu`` (a proxy model gets a quarter GPU, the wide target a whole one)::
+
+        resources:
+          cpu: 1
+          gpu: 0.25
+          when:
+            - {params: {width: [1024, 2048]}, gpu: 1}
+    """
+
+    cpu: float = Field(default=1.0, ge=0)
+    gpu: float = Field(default=0.0, ge=0)
+    when: list[ResourceRule] = Field(default_factory=list)
+
+    def for_params(self, params: Mapping[str, Any]) -> dict[str, float]:
+        cpu, gpu = self.cpu, self.gpu
+        for rule in self.when:
+            if rule.matches(params):
+                cpu = rule.cpu if rule.cpu is not None else cpu
+                gpu = rule.gpu if rule.gpu is not None else gpu
+                break
+        return {"cpu": cpu, "gpu": gpu}
+
+    @model_validator(mode="after")
+    def _whole_or_fraction(self) -> ResourcesSettings:
+        gpus = [self.gpu] + [r.gpu for r in self.when if r.gpu is not None]
+        for gpu in gpus:
+            if gpu > 1 and gpu != int(gpu):
+                raise ValueError(
+                    f"a trial asks for a fraction of one GPU or for whole GPUs, but gpu={gpu}"
+                )
+        return self
+
+
+class RayRunnerSettings(RunnerSettings):
+    """Evaluate trials on a Ray Tune worker pool (a local Ray cluster, or one at ``address``).
+
+    Attributes:
+        address: A running cluster to join (``auto``, ``ray://host:10001`` or ``host:6379``);
+            unset, the runner starts a local cluster for the search and stops it after.
+        num_cpus: CPUs of the local cluster (default: all of this machine's).
+        num_gpus: GPUs of the local cluster (default: those Ray detects).
+        max_concurrent: Trials running at once (default: as many as the cluster's resources
+            hold when the search starts, from ``resources``' cpu and gpu).
+        resources: Per-trial resources, fixed or by candidate.
+        max_failures: How often a trial whose worker died is retried before it fails.
+        reuse_actors: Keep worker processes between trials (much less per-trial overhead);
+            not with ASHA, whose stopped trials Tune cannot reset.
+        scheduler: ``fifo``, or ``asha`` to stop poor trials early from what they report
+            (one optimised metric); ``scheduler_options`` are ``ASHAScheduler``'s arguments.
+    """
+
+    type: Literal["ray"]
+    address: str | None = None
+    num_cpus: int | None = Field(default=None, ge=1)
+    num_gpus: int | None = Field(default=None, ge=0)
+    max_concurrent: int | None = Field(default=None, ge=1)
+    resources: ResourcesSettings = Field(default_factory=ResourcesSettings)
+    max_failures: int = Field(default=2, ge=0)
+    reuse_actors: bool = True
+    scheduler: Literal["fifo", "asha"] = "fifo"
+    scheduler_options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _local_or_joined(self) -> RayRunnerSettings:
+        if self.address is not None and (self.num_cpus is not None or self.num_gpus is not None):
+            raise ValueError(
+                "num_cpus/num_gpus size a local cluster; a joined cluster (address) has its own"
+            )
+        return self
+
 
 _log = logging.getLogger(__name__)
 
@@ -57,39 +153,57 @@ class RayRunner(Runner):
     On a cluster, the objective must be importable on every node and the study storage and
     MLflow tracking URI reachable from them (PostgreSQL and an MLflow server, not SQLite files).
 
+    ``budget.trial_timeout`` is not supported on Ray yet (a spec with both is rejected).
+
     Args:
-        spec: The spec's ``runner`` section.
-        max_consecutive_duplicates: Stop when the controller proposes this many already
-            completed parameter sets in a row.
+        spec: The runner's settings.
     """
 
-    def __init__(self, spec: RayRunnerSpec, *, max_consecutive_duplicates: int = 100) -> None:
+    def __init__(self, spec: RayRunnerSettings) -> None:
         self.spec = spec
-        self.max_consecutive_duplicates = max_consecutive_duplicates
 
-    def run(self, store: TrialsStore, *, progress: Any = None) -> None:
+    @classmethod
+    def from_settings(cls, settings: RunnerSettings) -> RayRunner:
+        assert isinstance(settings, RayRunnerSettings)  # the registry pairs them
+        return cls(settings)
+
+    def check(self, *, metrics: int, pruning: bool) -> None:
+        if self.spec.scheduler != "asha":
+            return
+        if metrics > 1:
+            raise ConfigError(
+                f"ASHA stops trials on one metric, but the spec optimises {metrics}; use "
+                "`scheduler: fifo`",
+                path=("runner", "scheduler"),
+            )
+        if pruning:
+            raise ConfigError(
+                "the spec has both an Optuna pruner and Ray's ASHA scheduler; choose one "
+                "(`pruner: {name: none}` or `scheduler: fifo`)",
+                path=("runner", "scheduler"),
+            )
+
+    def run(self, trials: StudyTrials, budget: Budget) -> None:
         import ray
         from ray import tune
 
         from paretune.search import _ray_tune as rt
 
-        budget = store.spec.budget
-        remaining = None
-        if budget.trials is not None:
-            # RUNNING trials of other drivers on the same study count too.
-            remaining = budget.trials - store.n_finished(running=True)
-            if remaining <= 0:
-                return
-        search = rt.StudySearch(
-            store,
-            progress=progress,
-            max_consecutive_duplicates=self.max_consecutive_duplicates,
-            # As with the local runner, the wall time stops new trials and lets running ones
-            # finish (Tune's time_budget_s would cut them off).
-            deadline=None if budget.wall_time is None else time.monotonic() + budget.wall_time,
-            early_stopping=self.spec.scheduler != "fifo",
-            failures=FailureStreak(budget.max_failures_in_a_row),
-        )
+        if budget.trial_timeout is not None:
+            raise ConfigError(
+                "budget.trial_timeout is not supported by the ray runner yet; use the local "
+                "runner, or Tune's own stopping (scheduler: asha)",
+                path=("budget", "trial_timeout"),
+            )
+        store = trials.store
+        # RUNNING trials of other drivers on the same study count too.
+        policy = StopPolicy(budget, finished=lambda: store.n_finished(running=True))
+        remaining = policy.remaining()
+        if remaining is not None and remaining <= 0:
+            return
+        # As with the local runner, the wall time stops new trials and lets running ones
+        # finish (Tune's time_budget_s would cut them off).
+        search = rt.StudySearch(trials, policy, early_stopping=self.spec.scheduler != "fifo")
         resources = self.spec.resources
         request = rt.PerCandidate(resources) if resources.when else resources.for_params({})
         started_here = self._start_ray(ray)
@@ -110,8 +224,8 @@ class RayRunner(Runner):
                     trial_dirname_creator=rt.trial_name,
                 ),
                 run_config=tune.RunConfig(
-                    name=store.spec.study,
-                    storage_path=str(store.run_dir / "ray"),
+                    name=store.config.name,
+                    storage_path=str(_ray_dir(store)),
                     failure_config=tune.FailureConfig(max_failures=self.spec.max_failures),
                     stop=rt.StopOnRequest(),
                     callbacks=[rt.Bookkeeping(search, self.spec.max_failures)],
@@ -129,14 +243,13 @@ class RayRunner(Runner):
         finally:
             if started_here:
                 ray.shutdown()
-        for pending in list(search.errored.values()):  # errors whose callback never came
-            search.record(pending, Outcome("FAIL", error="the Ray trial failed"))
+        for started in list(search.errored.values()):  # errors whose callback never came
+            search.record(started, Outcome("FAIL", error="the Ray trial failed"))
         search.errored.clear()
         requeued = self._requeue_unfinished(store, search, "stopped by the user")
         if stop_requested() or requeued:
             raise SearchInterrupted(requeued)
-        if search.failures.reached:
-            raise search.failures.error()
+        policy.finish()
 
     def _start_ray(self, ray: Any) -> bool:
         """Join ``address`` or start a local cluster, unless Ray is already initialised."""
@@ -187,7 +300,7 @@ class RayRunner(Runner):
             return None
         from ray.tune.schedulers import ASHAScheduler
 
-        metric = store.spec.metrics[0]
+        metric = store.config.metrics[0]
         options = {"time_attr": "training_iteration", **self.spec.scheduler_options}
         return ASHAScheduler(
             metric=metric.name, mode="min" if metric.direction == "minimize" else "max", **options
@@ -197,8 +310,9 @@ class RayRunner(Runner):
     def _requeue_unfinished(store: TrialsStore, search: Any, reason: str) -> list[int]:
         """Fail and re-queue the trials Tune did not finish (a stop, a driver error)."""
         requeued = []
-        for pending in [*search.pending.values(), *search.errored.values()]:
-            if pending.trial.number in requeued:
+        for started in [*search.pending.values(), *search.errored.values()]:
+            pending = started.token
+            if pending.number in requeued:
                 continue
             frozen = store.storage.get_trial(pending.trial_id)
             if frozen.state != TrialState.RUNNING:
@@ -209,6 +323,15 @@ class RayRunner(Runner):
         search.pending.clear()
         search.errored.clear()
         return sorted(requeued)
+
+
+def _ray_dir(store: TrialsStore) -> Any:
+    import tempfile
+    from pathlib import Path
+
+    if store.run_dir is not None:
+        return store.run_dir / "ray"
+    return Path(tempfile.gettempdir()) / "paretune-ray" / store.config.name
 
 
 @contextlib.contextmanager
@@ -246,13 +369,13 @@ def _quiet_tune() -> Iterator[None]:
     check wants the optimised metrics in every result, but a trial's reports carry what the
     objective chose to report, and a failed trial's final result carries none.
     """
-    from paretune.trials_store._store import _quiet
+    from paretune.trials_store._ownership import quiet
 
     settings = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
     old = {k: os.environ.get(k) for k in settings}
     os.environ.update(settings)
     try:
-        with _quiet(), warnings.catch_warnings():
+        with quiet(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Define-by-run function passed")
             yield
     finally:

@@ -13,27 +13,20 @@ import logging
 import os
 import socket
 import sys
-import time
 from typing import TYPE_CHECKING, Any
 
 from ray import tune
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from paretune.search._local import _copy_of, _job
-from paretune.search._runner import (
-    FailureStreak,
-    Job,
-    Outcome,
-    evaluate,
-    record_outcome,
-    stop_requested,
-)
+from paretune.search._jobs import Job, Outcome, evaluate
+from paretune.search._signals import stop_requested
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
 
-    from paretune.trials_store import PendingTrial, TrialsStore
+    from paretune.search._loop import Started, StopPolicy, StudyTrials
+    from paretune.trials_store import TrialsStore
 
 _log = logging.getLogger(__name__)
 
@@ -108,14 +101,15 @@ def _enter(directory: str | None) -> None:
 
 def _tag_node(job: Job) -> None:
     """The trial's MLflow run names the node and the process that evaluate it."""
-    if not (job.tracking_uri and job.mlflow_run_id):
+    if not (job.link.tracking_uri and job.link.mlflow_run_id):
         return
     try:
         import ray
         from mlflow import MlflowClient
 
         node = f"{socket.gethostname()} ({ray.util.get_node_ip_address()}) pid {os.getpid()}"
-        MlflowClient(tracking_uri=job.tracking_uri).set_tag(job.mlflow_run_id, NODE_TAG, node)
+        client = MlflowClient(tracking_uri=job.link.tracking_uri)
+        client.set_tag(job.link.mlflow_run_id, NODE_TAG, node)
     except Exception as err:  # tracking is best-effort: it must never fail a trial
         _log.warning("could not tag trial %d's MLflow run: %s", job.trial_number, err)
 
@@ -151,64 +145,56 @@ def last_report(result: dict[str, Any] | None) -> Outcome:
 
 
 class StudySearch(OptunaSearch):
-    """Ray's ``OptunaSearch`` on a paretune study, with the store's bookkeeping.
+    """Ray's ``OptunaSearch`` on a paretune study, with the trial loop's bookkeeping.
 
     Every trial Tune asks for is asked from the study by ``OptunaSearch`` (the spec's
     controller proposes it, RUNNING trials are its pending points) and prepared by the store
     (owner, seed, parameters through the space, MLflow child run, completed twin). Every
-    outcome is told through the store. Intermediate results are not reported here: workers
-    report to the study at the objective's own steps.
+    outcome is recorded through :class:`~paretune.search.StudyTrials` and counted by the
+    :class:`~paretune.search.StopPolicy`, which also decides when no trial starts any more.
+    Intermediate results are not reported here: workers report to the study at the
+    objective's own steps.
 
     Args:
-        store: The open store of the search.
-        progress: Called as ``progress.update(store, frozen_trial)`` after each outcome.
-        max_consecutive_duplicates: Stop after this many completed twins in a row.
-        deadline: ``time.monotonic()`` after which no trial starts (the wall-time budget).
-        failures: Counts the trials that failed in a row; none starts once it is reached.
+        trials: The study's trials (bookkeeping).
+        policy: The stop rules (wall time, failure and duplicate streaks, signals).
         early_stopping: Tune's scheduler stops trials early (ASHA): a trial that ends without
             its final result is pruned at its last report. Otherwise such a trial was stopped
             with the search and is queued again.
     """
 
     def __init__(
-        self,
-        store: TrialsStore,
-        *,
-        progress: Any = None,
-        max_consecutive_duplicates: int = 100,
-        deadline: float | None = None,
-        early_stopping: bool = False,
-        failures: FailureStreak | None = None,
+        self, trials: StudyTrials, policy: StopPolicy, *, early_stopping: bool = False
     ) -> None:
-        spec = store.spec
-        names = [m.name for m in spec.metrics]
-        modes = ["min" if d == "minimize" else "max" for d in spec.directions]
+        store = trials.store
+        names = store.config.metric_names
+        modes = ["min" if d == "minimize" else "max" for d in store.config.directions]
         super().__init__(
             space=self._define,
             metric=names if len(names) > 1 else names[0],
             mode=modes if len(modes) > 1 else modes[0],
             sampler=store.study.sampler,
-            study_name=spec.study,
+            study_name=store.config.name,
             storage=store.storage,
         )
-        self.store: TrialsStore | None = store
-        self.progress = progress
-        self.max_consecutive_duplicates = max_consecutive_duplicates
-        self.deadline = deadline
+        self.trials: StudyTrials | None = trials
+        self.policy = policy
         self.early_stopping = early_stopping
-        self.failures = failures or FailureStreak(None)
-        self.pending: dict[str, PendingTrial] = {}
-        self.errored: dict[str, PendingTrial] = {}
-        self._asked: dict[int, PendingTrial] = {}
-        self.duplicates_in_a_row = 0
+        self.pending: dict[str, Started] = {}
+        self.errored: dict[str, Started] = {}
+        self._asked: dict[int, Started] = {}
 
-    def _live_store(self) -> TrialsStore:
-        if self.store is None:
+    def _live(self) -> StudyTrials:
+        if self.trials is None:
             raise RuntimeError(_NOT_RESTORABLE)
-        return self.store
+        return self.trials
+
+    @property
+    def store(self) -> TrialsStore:
+        return self._live().store
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"store": None}
+        return {"trials": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -216,31 +202,22 @@ class StudySearch(OptunaSearch):
     def _define(self, captor: Any) -> dict[str, Any]:
         # Ray passes a wrapper that records suggest_* calls; the store suggests the space's
         # parameters (conditions and rules included) on the trial inside it.
-        store = self._live_store()
+        trials = self._live()
         trial = getattr(captor, "ot_trial", captor)
-        pending = store.prepare(trial)
-        self._asked[trial.number] = pending
-        config: dict[str, Any] = {JOB_KEY: JobRef(_job(store, pending)), CWD_KEY: os.getcwd()}
-        if pending.duplicate_of is not None:
-            config[COPY_KEY] = _copy_of(pending, store).metrics
+        started = trials.started(trials.store.prepare(trial))
+        self._asked[trial.number] = started
+        config: dict[str, Any] = {JOB_KEY: JobRef(started.job), CWD_KEY: os.getcwd()}
+        if started.copy is not None:
+            config[COPY_KEY] = started.copy.metrics
         return config
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        if self.duplicates_in_a_row >= self.max_consecutive_duplicates:
-            _log.warning(
-                "stopping: the controller proposed %d already evaluated parameter sets in a "
-                "row; the space looks exhausted",
-                self.duplicates_in_a_row,
-            )
+        if not self.policy.may_start():
             return Searcher.FINISHED  # type: ignore[return-value]  # a str; Ray annotates dict
-        if self.deadline is not None and time.monotonic() >= self.deadline:
-            return Searcher.FINISHED  # type: ignore[return-value]  # the wall-time budget
-        if self.failures.reached:
-            return Searcher.FINISHED  # type: ignore[return-value]  # RayRunner raises
         config = super().suggest(trial_id)
-        pending = self._asked.pop(self._ot_trials[trial_id].number)
-        self.pending[trial_id] = pending
-        self.duplicates_in_a_row = self.duplicates_in_a_row + 1 if pending.duplicate_of else 0
+        started = self._asked.pop(self._ot_trials[trial_id].number)
+        self.pending[trial_id] = started
+        self.policy.started(duplicate=started.copy is not None)
         return config
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
@@ -249,8 +226,8 @@ class StudySearch(OptunaSearch):
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
-        pending = self.pending.get(trial_id)
-        if pending is None:
+        started = self.pending.get(trial_id)
+        if started is None:
             return
         self._ot_trials.pop(trial_id, None)
         if error:
@@ -264,11 +241,11 @@ class StudySearch(OptunaSearch):
                 return  # stopped with the search: re-queued once Tune has returned
             outcome = last_report(result)  # stopped early by Tune's scheduler (ASHA)
         del self.pending[trial_id]
-        self.record(pending, outcome)
+        self.record(started, outcome)
 
-    def record(self, pending: PendingTrial, outcome: Outcome) -> None:
-        record_outcome(self._live_store(), pending, outcome, self.progress)
-        self.failures.update(pending.number, outcome)
+    def record(self, started: Started, outcome: Outcome) -> None:
+        self._live().finish(started, outcome)
+        self.policy.observe(started.number, outcome)
 
     def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
         return  # the study is the record; Tune's restore is not used
@@ -285,15 +262,16 @@ class Bookkeeping(tune.Callback):
         return {"search": None, "max_failures": self.max_failures}
 
     def on_trial_recover(self, iteration: int, trials: Any, trial: Trial, **info: Any) -> None:
-        pending = self.search.pending.get(trial.trial_id) if self.search else None
-        if pending is None:
+        started = self.search.pending.get(trial.trial_id) if self.search else None
+        if started is None:
             return
+        pending = started.token
         retries = int(pending.trial.user_attrs.get(RETRIES_ATTR, 0)) + 1
         with contextlib.suppress(Exception):
             pending.trial.set_user_attr(RETRIES_ATTR, retries)
         _log.warning(
             "trial %d: its worker failed (%s); retry %d of %d",
-            pending.number,
+            started.number,
             first_line(trial.get_error()),
             retries,
             self.max_failures,
@@ -302,14 +280,14 @@ class Bookkeeping(tune.Callback):
     def on_trial_error(self, iteration: int, trials: Any, trial: Trial, **info: Any) -> None:
         if self.search is None:
             return
-        pending = self.search.errored.pop(trial.trial_id, None)
-        if pending is not None:
+        started = self.search.errored.pop(trial.trial_id, None)
+        if started is not None:
             detail = str(trial.get_error() or "").strip()[-1500:]
             error = (
                 f"the Ray trial failed after {self.max_failures} retries (its worker process "
                 f"died, or Ray could not run it):\n{detail}"
             )
-            self.search.record(pending, Outcome("FAIL", error=error))
+            self.search.record(started, Outcome("FAIL", error=error))
 
 
 class StopOnRequest(tune.Stopper):

@@ -12,17 +12,16 @@ is nested under the study's parent run (tags ``paretune.reevaluation_of``, ``par
 ``paretune.fidelity``). Evaluations that completed are kept: running the command again after a
 crash or Ctrl-C does only what is missing, and asking for more seeds adds only the new ones.
 
-Evaluations run one at a time in this process, or ``n_jobs`` at a time in spawned worker
-processes (the spec's local runner settings by default) while this process keeps the records.
-Seeds are ``0, 1, ..., n - 1`` for every candidate, so candidates are compared on the same
-seeds. Full fidelity builds the objective with the setting ``use_full_fidelity: true``; an
-objective type supports it by accepting that setting (``finetune`` does).
+Evaluations run through the search's trial loop (:func:`~paretune.search.run_trials`): one at
+a time in this process, or ``n_jobs`` at a time in worker processes, with the same handling of
+stops, dead workers and timeouts. Seeds are ``0, 1, ..., n - 1`` for every candidate, so
+candidates are compared on the same seeds. Full fidelity builds the objective with
+``at_fidelity(1.0)`` (:class:`~paretune.objectives.BaseObjective`); ``finetune`` has it.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import contextlib
+import dataclasses
 import logging
 import math
 import statistics
@@ -32,36 +31,28 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from paretune._errors import ConfigError
-from paretune.search._runner import (
-    Job,
-    Outcome,
-    clear_stop_request,
-    evaluate,
-    stop_requested,
-)
-from paretune.trials_store._mlflow import CHILD_RUN_ATTR, PARENT_RUN_ATTR
-from paretune.trials_store._store import (
+from paretune.search._jobs import Job, ObjectiveRef, Outcome
+from paretune.search._local import default_threads, make_executor
+from paretune.search._loop import Budget, Started, StopPolicy, run_trials
+from paretune.search._signals import SearchInterrupted, clear_stop_request
+from paretune.trials_store import PendingTrial, StudyConfig, TrialLink, TrialsStore
+from paretune.trials_store._attrs import (
     BASELINE_ATTR,
+    CHILD_RUN_ATTR,
     ERROR_ATTR,
     LABEL_ATTR,
     METRICS_ATTR,
-    _is_orphaned,
-    _quiet,
+    PARENT_RUN_ATTR,
 )
+from paretune.trials_store._ownership import quiet
 
 if TYPE_CHECKING:
-    import optuna
     from optuna.trial import FrozenTrial
-
-    from paretune.spec import SearchSpec
-    from paretune.trials_store import TrialsStore
 
 __all__ = [
     "Reevaluation",
-    "dominates",
     "reevaluate",
     "reevaluation_study_name",
-    "reevaluation_workers",
     "select_trials",
 ]
 
@@ -69,7 +60,6 @@ _log = logging.getLogger(__name__)
 
 SOURCE_ATTR = "paretune.source_trial"
 REEVAL_SEED_ATTR = "paretune.seed"
-FULL_FIDELITY_SETTING = "use_full_fidelity"
 
 
 @dataclass
@@ -140,7 +130,7 @@ def select_trials(
     missing = [n for n in numbers if n not in complete]
     if missing:
         raise ConfigError(
-            f"trial(s) {missing} of study {store.spec.study!r} are not COMPLETE (or do not "
+            f"trial(s) {missing} of study {store.config.name!r} are not COMPLETE (or do not "
             f"exist); complete trials: {_ranges(sorted(complete))}"
         )
     for n in numbers:
@@ -154,7 +144,7 @@ def select_trials(
                 chosen[t.number] = t
     if not chosen:
         raise ConfigError(
-            f"nothing to re-evaluate: study {store.spec.study!r} has no "
+            f"nothing to re-evaluate: study {store.config.name!r} has no "
             + ("Pareto-optimal or " if pareto else "")
             + ("baseline " if baselines else "")
             + "COMPLETE trials"
@@ -166,7 +156,8 @@ ProgressCallback = Callable[[int, int, "Reevaluation", int, Outcome, float], Non
 
 
 def reevaluate(
-    spec: SearchSpec,
+    study: StudyConfig,
+    objective: ObjectiveRef,
     *,
     numbers: Sequence[int] = (),
     pareto: bool = False,
@@ -174,14 +165,16 @@ def reevaluate(
     pareto_tolerance: Mapping[str, float] | None = None,
     seeds: int = 3,
     full_fidelity: bool = False,
-    n_jobs: int | None = None,
+    n_jobs: int = 1,
     threads: int | None = None,
+    trial_timeout: float | None = None,
     progress: ProgressCallback | None = None,
 ) -> list[Reevaluation]:
     """Evaluate chosen trials of a finished (or running) search again, with ``seeds`` seeds.
 
     Args:
-        spec: The search's spec (its study must exist).
+        study: The search's study (it must exist).
+        objective: The search's objective.
         numbers: Trial numbers to re-evaluate.
         pareto: Add the study's Pareto-optimal trials.
         baselines: Add the trials the spec enqueued (baselines).
@@ -191,13 +184,11 @@ def reevaluate(
             within the noise of the front (e.g. one standard error of the accuracy) may be
             the better ones at full fidelity.
         seeds: Seeds per trial (``0 .. seeds - 1``).
-        full_fidelity: Build the objective with ``use_full_fidelity: true``.
-        n_jobs: Evaluations at once: 1 runs them in this process, more in that many spawned
-            worker processes (:class:`~paretune.search._local.WorkerPool`; this process
-            keeps the records). Default: the spec's ``runner.n_jobs`` for a local runner,
-            else 1.
-        threads: CPU threads per worker process (``n_jobs > 1``). Default: the spec's
-            ``runner.threads`` for a local runner, else this machine's CPUs shared evenly.
+        full_fidelity: Build the objective at full fidelity (``at_fidelity(1.0)``).
+        n_jobs: Evaluations at once: 1 runs them in this process, more in that many worker
+            processes (this process keeps the records).
+        threads: CPU threads per worker process (default: this machine's CPUs shared evenly).
+        trial_timeout: Seconds an evaluation may run before its worker is killed (it fails).
         progress: Called after each evaluation as
             ``progress(done, total, reevaluation, seed, outcome, seconds)``.
 
@@ -211,31 +202,19 @@ def reevaluate(
         KeyboardInterrupt: Stopped; the evaluations that were running are failed and redone by
             the next call (those that had finished are kept).
     """
-    import optuna
     from optuna.trial import TrialState
 
     from paretune.objectives import build_objective
-    from paretune.trials_store import TrialsStore
 
-    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
-        raise ConfigError(f"`seeds` must be an integer >= 1, but got {seeds!r}")
-    n_jobs, threads = reevaluation_workers(spec, n_jobs, threads)
-    clear_stop_request()  # a stop of an earlier search or re-evaluation in this process
-    settings = dict(spec.objective.settings)
+    for name, value, low in (("seeds", seeds, 1), ("n_jobs", n_jobs, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ConfigError(f"`{name}` must be an integer >= {low}, but got {value!r}")
     if full_fidelity:
-        settings[FULL_FIDELITY_SETTING] = True
-        try:
-            build_objective(spec.objective.type, settings)
-        except ConfigError as err:
-            if FULL_FIDELITY_SETTING in str(err):
-                raise ConfigError(
-                    f"objective type {spec.objective.type!r} has no full-fidelity mode (it "
-                    f"does not accept the setting `{FULL_FIDELITY_SETTING}`); re-evaluate "
-                    "without --full-fidelity"
-                ) from None
-            raise
+        objective = dataclasses.replace(objective, budget=1.0)
+        build_objective(objective.type, objective.settings, budget=1.0)  # rejects early
+    clear_stop_request()  # a stop of an earlier search or re-evaluation in this process
 
-    store = TrialsStore(spec, create=False, mlflow=True)
+    store = TrialsStore(study, create=False, mlflow=True)
     chosen = select_trials(
         store,
         numbers=numbers,
@@ -243,16 +222,22 @@ def reevaluate(
         baselines=baselines,
         pareto_tolerance=pareto_tolerance,
     )
-    with _quiet():
-        companion = optuna.create_study(
-            storage=store.storage,
-            study_name=reevaluation_study_name(spec.study, full_fidelity=full_fidelity),
-            directions=spec.directions,
-            sampler=optuna.samplers.RandomSampler(seed=0),
-            load_if_exists=True,
-        )
-        companion.set_metric_names([m.name for m in spec.metrics])
-        companion.set_user_attr("paretune.source_study", spec.study)
+    companion = TrialsStore(
+        dataclasses.replace(
+            study,
+            name=reevaluation_study_name(study.name, full_fidelity=full_fidelity),
+            tracking_uri=None,
+            baselines=(),
+            requeue=False,  # the next call redoes what is missing, seed by seed
+        ),
+        create=True,
+        mlflow=False,
+    )
+    companion.study.set_user_attr("paretune.source_study", study.name)
+    # The evaluations' MLflow runs are children of the study's parent run.
+    companion.mlflow = store.mlflow
+    companion.parent_run_id = store.study.user_attrs.get(PARENT_RUN_ATTR)
+    companion.recover()
 
     results = {
         t.number: Reevaluation(
@@ -271,272 +256,135 @@ def reevaluate(
                 result.failed[seed] = str(previous.user_attrs[ERROR_ATTR])
             else:
                 todo.append((result, seed))
-    parent = store.study.user_attrs.get(PARENT_RUN_ATTR)
-    todo_left = list(reversed(todo))
-    done_count = 0
-
-    def start() -> _Started:
-        result, seed = todo_left.pop()
-        return _start(
-            spec,
-            store,
-            companion,
-            result,
-            seed,
-            settings,
-            parent,
-            full_fidelity=full_fidelity,
-        )
-
-    def finish(started: _Started, outcome: Outcome) -> None:
-        nonlocal done_count
-        _finish(spec, store, companion, started, outcome)
-        done_count += 1
-        if progress is not None:
-            progress(
-                done_count,
-                len(todo),
-                started.result,
-                started.seed,
-                outcome,
-                time.monotonic() - started.t0,
-            )
-
-    def abandon(started: _Started) -> None:
-        with contextlib.suppress(Exception):  # the stop or the error that got here matters more
-            _abandon(store, companion, started)
-
-    if n_jobs == 1:
-        while todo_left:
-            if stop_requested():
-                raise KeyboardInterrupt  # Ctrl-C between two evaluations
-            started = start()
-            try:
-                finish(started, evaluate(started.job))
-            except BaseException:
-                if not started.finished:
-                    abandon(started)
-                raise
-        return list(results.values())
-
-    from paretune.search._local import WorkerPool
-
-    pool = WorkerPool(n_jobs, threads)
-    in_flight: dict[Any, _Started] = {}
+    source = _Evaluations(
+        companion, objective, todo, full_fidelity=full_fidelity, progress=progress
+    )
+    executor = make_executor(
+        n_jobs,
+        default_threads(n_jobs) if threads is None else threads,
+        in_driver=n_jobs == 1 and trial_timeout is None,
+    )
+    policy = StopPolicy(Budget(max_failures_in_a_row=None, trial_timeout=trial_timeout))
     try:
-        while todo_left or in_flight:
-            while todo_left and len(in_flight) < n_jobs and not stop_requested():
-                started = start()
-                try:
-                    in_flight[pool.submit(started.job)] = started
-                except BaseException:
-                    abandon(started)
-                    raise
-            if stop_requested():
-                raise KeyboardInterrupt
-            ready, _ = cf.wait(list(in_flight), timeout=0.5, return_when=cf.FIRST_COMPLETED)
-            for future in ready:
-                finish(in_flight[future], pool.outcome(future))
-                del in_flight[future]
-    except BaseException:
-        # Keep what finished; what was still running fails and is done by the next call.
-        for future, started in in_flight.items():
-            if future.done() and not started.finished:
-                with contextlib.suppress(BaseException):
-                    finish(started, pool.outcome(future))
-        pool.kill()
-        for started in in_flight.values():
-            if not started.finished:
-                abandon(started)
-        raise
-    finally:
-        pool.close()
+        run_trials(source, executor, policy)
+    except SearchInterrupted:
+        raise KeyboardInterrupt from None
     return list(results.values())
 
 
-def _earlier(companion: optuna.Study, number: int) -> dict[int, FrozenTrial]:
-    """The latest finished evaluation of trial ``number`` per seed; stale RUNNING ones fail."""
+def _earlier(companion: TrialsStore, number: int) -> dict[int, FrozenTrial]:
+    """The latest finished evaluation of trial ``number`` per seed."""
     from optuna.trial import TrialState
 
     out: dict[int, FrozenTrial] = {}
-    for t in companion.get_trials(deepcopy=False):
+    for t in companion.study.get_trials(deepcopy=False):
         if t.user_attrs.get(SOURCE_ATTR) != number:
-            continue
-        if t.state == TrialState.RUNNING:
-            if _is_orphaned(t):
-                # Left by a process that died: failed here, and evaluated again.
-                with _quiet():
-                    companion.tell(t.number, state=TrialState.FAIL)
             continue
         if t.state in (TrialState.COMPLETE, TrialState.FAIL):
             out[int(t.user_attrs[REEVAL_SEED_ATTR])] = t
     return out
 
 
-@dataclass
-class _Started:
-    """One evaluation handed to the objective: its companion trial, MLflow run and job."""
+class _Evaluations:
+    """The trial loop's source: one companion trial per (chosen trial, seed) left to do."""
 
-    result: Reevaluation
-    seed: int
-    trial: optuna.Trial
-    run_id: str | None
-    job: Job
-    t0: float = field(default_factory=time.monotonic)
-    finished: bool = False  # its outcome is recorded (or it was abandoned)
+    def __init__(
+        self,
+        companion: TrialsStore,
+        objective: ObjectiveRef,
+        todo: list[tuple[Reevaluation, int]],
+        *,
+        full_fidelity: bool,
+        progress: ProgressCallback | None,
+    ) -> None:
+        self.companion = companion
+        self.objective = objective
+        self.todo_left = list(reversed(todo))
+        self.total = len(todo)
+        self.done = 0
+        self.full_fidelity = full_fidelity
+        self.progress = progress
+        self.t0: dict[int, float] = {}
+        self.of: dict[int, tuple[Reevaluation, int]] = {}
 
-
-def _start(
-    spec: SearchSpec,
-    store: TrialsStore,
-    companion: optuna.Study,
-    result: Reevaluation,
-    seed: int,
-    settings: Mapping[str, Any],
-    parent: str | None,
-    *,
-    full_fidelity: bool,
-) -> _Started:
-    """Record the evaluation of ``result``'s trial with ``seed`` as RUNNING and build its job."""
-    source = result.source
-    attrs: dict[str, Any] = {SOURCE_ATTR: source.number, REEVAL_SEED_ATTR: seed}
-    if result.label is not None:
-        attrs[LABEL_ATTR] = result.label
-    with _quiet():
-        companion.enqueue_trial(dict(source.params), user_attrs=attrs)
-        trial = companion.ask()  # owned by this process from here (the store's storage)
-    params = spec.search_space.suggest(trial)
-    run_id = None
-    if store.mlflow is not None and parent is not None:
+    def next(self) -> Started | None:
+        if not self.todo_left:
+            return None
+        result, seed = self.todo_left.pop()
+        source = result.source
+        attrs: dict[str, Any] = {SOURCE_ATTR: source.number, REEVAL_SEED_ATTR: seed}
+        if result.label is not None:
+            attrs[LABEL_ATTR] = result.label
+        study = self.companion.study
+        with quiet():
+            study.enqueue_trial(dict(source.params), user_attrs=attrs)
+            trial = study.ask()  # owned by this process from here (the store's storage)
+        params = self.companion.space.suggest(trial)
         tags = {
             "paretune.reevaluation_of": str(source.number),
             "paretune.seed": str(seed),
-            "paretune.fidelity": "full" if full_fidelity else "search",
+            "paretune.fidelity": "full" if self.full_fidelity else "search",
             "paretune.source_run": str(source.user_attrs.get(CHILD_RUN_ATTR, "")),
         }
         if result.label is not None:
             tags[LABEL_ATTR] = result.label
-        try:
-            run_id = store.mlflow.start_child(
-                parent_run_id=parent,
-                trial_number=source.number,
-                params=params,
-                tags=tags,
-                run_name=f"reevaluate-trial-{source.number}-seed-{seed}",
-            )
-        except Exception as err:  # tracking is best-effort; the study is the record
-            _log.warning("MLflow: no run for the re-evaluation of trial %d: %s", source.number, err)
-    job = Job(
-        objective_type=spec.objective.type,
-        settings=settings,
-        metric_names=tuple(m.name for m in spec.metrics),
-        trial_number=source.number,
-        trial_id=trial._trial_id,
-        params=params,
-        seed=seed,
-        tracking_uri=store.tracking_uri if run_id else None,
-        mlflow_run_id=run_id,
-    )
-    return _Started(result, seed, trial, run_id, job)
-
-
-def _abandon(store: TrialsStore, companion: optuna.Study, started: _Started) -> None:
-    """An evaluation stopped part-way (Ctrl-C): FAIL, so that the next call does it again."""
-    from optuna.trial import TrialState
-
-    started.finished = True
-    with _quiet():
-        companion.tell(started.trial, state=TrialState.FAIL)
-    if started.run_id is not None and store.mlflow is not None:
-        store.mlflow.finish_child(
-            started.run_id, state="FAIL", tags={"paretune.fail_reason": "interrupted"}
+        run_id = self.companion.start_run(
+            trial,
+            params,
+            tags,
+            run_name=f"reevaluate-trial-{source.number}-seed-{seed}",
+            trial_number=source.number,
         )
+        pending = PendingTrial(trial, params, seed, run_id)
+        config = self.companion.config
+        job = Job(
+            objective=self.objective,
+            metric_names=tuple(config.metric_names),
+            params=params,
+            seed=seed,
+            link=TrialLink(
+                trial_number=source.number,
+                trial_id=trial._trial_id,
+                tracking_uri=self.companion.mlflow.tracking_uri
+                if run_id and self.companion.mlflow
+                else None,
+                mlflow_run_id=run_id,
+            ),
+        )
+        self.t0[trial.number] = time.monotonic()
+        self.of[trial.number] = (result, seed)
+        return Started(trial.number, job, pending)
 
+    def finish(self, started: Started, outcome: Outcome) -> None:
+        """Record ``outcome`` in the companion study, in MLflow and in the result.
 
-def _finish(
-    spec: SearchSpec,
-    store: TrialsStore,
-    companion: optuna.Study,
-    started: _Started,
-    outcome: Outcome,
-) -> None:
-    """Record ``outcome`` in the companion study, in MLflow and in ``started.result``.
+        An evaluation lost with its worker process (``outcome.lost``) is failed without an
+        error, so that the next call does it again.
+        """
+        from optuna.trial import TrialState
 
-    An evaluation lost with its worker process (``outcome.lost``: that worker or another one
-    of its pool died) is failed without an error, so that the next call does it again.
-    """
-    from optuna.trial import TrialState
+        error = None if outcome.lost else outcome.error
+        self.companion.tell(
+            started.token,
+            state=TrialState.COMPLETE if outcome.state == "COMPLETE" else TrialState.FAIL,
+            metrics=outcome.metrics,
+            error=error,
+            final_step=0 if outcome.last_step is None else outcome.last_step + 1,
+        )
+        result, seed = self.of.pop(started.number)
+        if outcome.state == "COMPLETE":
+            assert outcome.metrics is not None
+            result.runs[seed] = outcome.metrics
+        else:
+            result.failed[seed] = outcome.error or outcome.state
+        self.done += 1
+        if self.progress is not None:
+            seconds = time.monotonic() - self.t0.pop(started.number)
+            self.progress(self.done, self.total, result, seed, outcome, seconds)
 
-    trial, run_id, result = started.trial, started.run_id, started.result
-    if outcome.metrics is not None:
-        trial.set_user_attr(METRICS_ATTR, outcome.metrics)
-    if outcome.error is not None and not outcome.lost:
-        trial.set_user_attr(ERROR_ATTR, outcome.error[-2000:])
-    values = None
-    state = TrialState.FAIL
-    if outcome.state == "COMPLETE":
-        assert outcome.metrics is not None
-        values = [outcome.metrics[m.name] for m in spec.metrics]
-        state = TrialState.COMPLETE
-    companion.tell(trial, values=values, state=state)
-    started.finished = True
-    if run_id is not None and store.mlflow is not None:
-        tags = {}
-        if outcome.error:
-            tags["paretune.error"] = outcome.error.strip().splitlines()[-1][:500]
-        try:
-            store.mlflow.finish_child(
-                run_id,
-                state=state.name,
-                metrics=outcome.metrics,
-                tags=tags,
-                step=0 if outcome.last_step is None else outcome.last_step + 1,
-            )
-        except Exception as err:  # tracking is best-effort
-            _log.warning(
-                "MLflow: re-evaluation of trial %d not finished: %s", result.source.number, err
-            )
-    if outcome.state == "COMPLETE":
-        assert outcome.metrics is not None
-        result.runs[started.seed] = outcome.metrics
-    else:
-        result.failed[started.seed] = outcome.error or outcome.state
-
-
-def reevaluation_workers(
-    spec: SearchSpec, n_jobs: int | None, threads: int | None
-) -> tuple[int, int]:
-    """``(n_jobs, threads)``: the arguments, else the spec's local runner, else 1 job."""
-    from paretune.search._local import default_threads
-    from paretune.spec import LocalRunnerSpec
-
-    local = spec.runner if isinstance(spec.runner, LocalRunnerSpec) else None
-    if n_jobs is None:
-        n_jobs = local.n_jobs if local is not None else 1
-    if threads is None and local is not None:
-        threads = local.threads
-    for name, value in (("n_jobs", n_jobs), ("threads", threads)):
-        bad = not isinstance(value, int) or isinstance(value, bool) or value < 1
-        if value is not None and bad:
-            raise ConfigError(f"`{name}` must be an integer >= 1, but got {value!r}")
-    return n_jobs, default_threads(n_jobs) if threads is None else threads
-
-
-def dominates(
-    a: Reevaluation, b: Reevaluation, metrics: Sequence[str], directions: Sequence[str]
-) -> bool:
-    """Whether ``a``'s mean is at least as good as ``b``'s in every metric and better in one."""
-    better = False
-    for name, direction in zip(metrics, directions, strict=True):
-        x, y = a.mean(name), b.mean(name)
-        if math.isnan(x) or math.isnan(y):
-            return False
-        if direction == "minimize":
-            x, y = -x, -y
-        if x < y:
-            return False
-        better = better or x > y
-    return better
+    def interrupt(self, started: Started, reason: str) -> bool:
+        """Stopped part-way: FAIL without an error, so that the next call does it again."""
+        return self.companion.fail_interrupted(started.token, reason=reason, requeue=False)
 
 
 def _ranges(numbers: Sequence[int]) -> str:

@@ -1,22 +1,57 @@
-"""Running a whole search from a spec: open the store, pick the controller and runner, run."""
+"""Running a whole search: open the study, attach the controller, run the runner, close."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from paretune.search._controllers import make_pruner, make_sampler
-from paretune.search._local import LocalRunner
-from paretune.search._runner import Runner, SearchInterrupted
+from paretune.search._controllers import ControllerContext, make_sampler
+from paretune.search._jobs import ObjectiveRef
+from paretune.search._loop import Budget, StudyTrials
+from paretune.search._runner import RunnerSettings, make_runner
+from paretune.search._signals import SearchInterrupted
 
 if TYPE_CHECKING:
+    import optuna
     from optuna.trial import FrozenTrial
 
-    from paretune.spec import SearchSpec
-    from paretune.trials_store import TrialsStore
+    from paretune.trials_store import StudyConfig, TrialsStore
 
-__all__ = ["SearchResult", "make_runner", "open_store", "run_search"]
+__all__ = ["SearchPlan", "SearchResult", "open_store", "run_search"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchPlan:
+    """Everything one search needs, in the narrow form each part takes.
+
+    ``paretune.spec`` composes it from a spec (:meth:`SearchSpec.plan`); code that builds
+    searches without YAML composes it directly.
+
+    Attributes:
+        study: The study (storage, tracking, metrics, space, constraints, baselines, seed).
+        objective: What every trial evaluates.
+        controller: The registered controller's name.
+        controller_context: The controller factory's input.
+        controller_options: Its options.
+        pruner: The study's pruner (one optimised metric), or ``None``.
+        budget: When to stop, and the per-trial rules.
+        runner: The runner's validated settings.
+    """
+
+    study: StudyConfig
+    objective: ObjectiveRef
+    controller: str
+    controller_context: ControllerContext
+    controller_options: Mapping[str, Any] = field(default_factory=dict)
+    pruner: optuna.pruners.BasePruner | None = None
+    budget: Budget = field(default_factory=Budget)
+    runner: RunnerSettings
+
+    @property
+    def constraint_metrics(self) -> tuple[str, ...]:
+        return tuple(c.metric for c in self.study.constraints)
 
 
 @dataclass
@@ -31,64 +66,73 @@ class SearchResult:
     interrupted: bool = False
 
 
-def make_runner(spec: SearchSpec) -> Runner:
-    """The runner the spec's ``runner`` section describes."""
-    r = spec.runner
-    if r.type == "local":
-        return LocalRunner(n_jobs=r.n_jobs, threads=r.threads)
-    if r.type == "ray":
-        from paretune.search._ray import RayRunner  # Ray is imported only when used
-
-        return RayRunner(r)
-    raise AssertionError(f"unhandled runner type {r.type!r}")  # the spec model forbids others
-
-
-def open_store(spec: SearchSpec, *, create: bool = True, mlflow: bool = True) -> TrialsStore:
-    """The spec's study with its controller attached (seeded for where the study stands)."""
+def open_store(plan: SearchPlan, *, create: bool = True, mlflow: bool = True) -> TrialsStore:
+    """The plan's study with its controller and pruner attached."""
     from paretune.trials_store import TrialsStore
 
-    store = TrialsStore(spec, create=create, mlflow=mlflow)
-    store.study.sampler = make_sampler(spec, n_existing_trials=len(store.study.trials))
-    store.study.pruner = make_pruner(spec.pruner.name, spec.pruner.options)
+    store = TrialsStore(plan.study, create=create, mlflow=mlflow)
+    store.study.sampler = make_sampler(
+        plan.controller,
+        plan.controller_context,
+        plan.controller_options,
+        n_existing_trials=len(store.study.trials),
+    )
+    if plan.pruner is not None:
+        store.study.pruner = plan.pruner
     return store
 
 
 def run_search(
-    spec: SearchSpec,
+    plan: SearchPlan,
     *,
     resume: bool = False,
     progress: Any = None,
-    on_start: Any = None,
+    on_start: Callable[[TrialsStore, list[int]], None] | None = None,
+    on_close: Callable[[TrialsStore], None] | None = None,
 ) -> SearchResult:
-    """Run (or continue) the search a spec describes until its budget is spent.
+    """Run (or continue) a search until its budget is spent.
 
     A study that already exists is continued: trials left RUNNING by a dead process are failed
     and queued again, completed trials are kept, and the budget counts what is already done.
 
     Args:
-        spec: The validated spec.
+        plan: The search.
         resume: Require the study to exist already.
-        progress: Passed to the runner (see :meth:`Runner.run`).
+        progress: Called as ``progress.update(store, frozen_trial)`` after each trial.
         on_start: Called with the store once it is open and recovered (the CLI prints where
             things are and sizes its progress bar).
+        on_close: Called with the store before it closes, also after a stop or an error (the
+            CLI logs the tables of the study as artifacts of its MLflow run).
 
     Returns:
         The result; ``interrupted`` is set if the search was stopped by Ctrl-C/SIGTERM.
     """
     t0 = time.monotonic()
-    store = open_store(spec, create=not resume)
+    runner = make_runner(plan.runner)
+    store = open_store(plan, create=not resume)
     recovered = store.start()
     if on_start is not None:
         on_start(store, recovered)
     interrupted = False
     status = "FAILED"  # unless the runner returns or is stopped
+    trials = StudyTrials(
+        store,
+        plan.objective,
+        pruner=plan.pruner,
+        constraint_metrics=plan.constraint_metrics,
+        progress=progress,
+    )
     try:
-        make_runner(spec).run(store, progress=progress)
+        runner.run(trials, plan.budget)
         status = "FINISHED"
     except SearchInterrupted:
         interrupted, status = True, "KILLED"
     finally:
-        store.close(status=status)
+        try:
+            if on_close is not None:
+                on_close(store)
+        finally:
+            store.close(status=status)
     return SearchResult(
         store=store,
         pareto=store.pareto_trials(),

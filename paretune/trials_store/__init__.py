@@ -1,23 +1,35 @@
 """Where trials live: the Optuna study (the record), its MLflow link, recovery, export, Pareto.
 
-``from paretune.trials_store import TrialsStore`` opens the study a spec describes;
-:func:`pareto_mask` and :func:`hypervolume` work on plain metric tables.
+``TrialsStore(StudyConfig(...))`` opens a study (``paretune.spec`` builds the config from a
+spec); :func:`pareto_mask` and :func:`hypervolume` work on plain metric tables; the worker side
+of a trial (its reports to the study and to MLflow) is :func:`attach_trial`.
 """
 
-from paretune.trials_store._export import export_trials, trial_records
-from paretune.trials_store._mlflow import MlflowLink
-from paretune.trials_store._pareto import hypervolume, log10_hv_difference, pareto_mask
-from paretune.trials_store._store import (
-    PendingTrial,
-    TrialsStore,
+from paretune.trials_store._config import (
+    Baseline,
+    Constraint,
+    MetricConstraints,
+    StudyConfig,
     constraint_violations,
 )
+from paretune.trials_store._export import export_trials, trial_records
+from paretune.trials_store._mlflow import MlflowLink
+from paretune.trials_store._pareto import dominates, hypervolume, log10_hv_difference, pareto_mask
+from paretune.trials_store._store import PendingTrial, TrialsStore
+from paretune.trials_store._worker import TrialLink, attach_trial
 
 __all__ = [
+    "Baseline",
+    "Constraint",
+    "MetricConstraints",
     "MlflowLink",
     "PendingTrial",
+    "StudyConfig",
+    "TrialLink",
     "TrialsStore",
+    "attach_trial",
     "constraint_violations",
+    "dominates",
     "export_trials",
     "hypervolume",
     "log10_hv_difference",

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from paretune._errors import ConfigError
-from paretune.trials_store._mlflow import CHILD_RUN_ATTR
-from paretune.trials_store._store import (
+from paretune.trials_store._attrs import (
+    CHILD_RUN_ATTR,
     DUPLICATE_OF_ATTR,
     ERROR_ATTR,
     METRICS_ATTR,
@@ -30,7 +30,7 @@ FORMATS = ("csv", "json")
 def trial_records(store: TrialsStore, *, pareto_only: bool = False) -> list[dict[str, Any]]:
     """One plain dict per trial, in trial order: what :func:`export_trials` writes."""
     front = {t.number for t in store.pareto_trials()}
-    names = [m.name for m in store.spec.metrics]
+    names = [m.name for m in store.config.metrics]
     records = []
     for t in store.study.get_trials(deepcopy=False):
         if pareto_only and t.number not in front:

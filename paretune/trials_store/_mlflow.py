@@ -19,8 +19,6 @@ from paretune._errors import StudyError, retry_setup_race
 
 __all__ = ["MlflowLink"]
 
-PARENT_RUN_ATTR = "paretune.mlflow_parent_run_id"
-CHILD_RUN_ATTR = "paretune.mlflow_run_id"
 # MLflow rejects param values longer than this.
 _MAX_PARAM_CHARS = 6000
 
@@ -200,6 +198,30 @@ class MlflowLink:
         """Set the ``paretune.pareto`` tag of each child run."""
         for run_id, on_front in run_ids_and_flags:
             self.set_tags(run_id, {"paretune.pareto": "true" if on_front else "false"})
+
+    def child_runs(self, parent_run_id: str) -> dict[str, list[tuple[str, str]]]:
+        """The parent's child runs by their ``paretune.trial_id`` tag: ``[(run_id, status)]``,
+        oldest first (deleted runs left out)."""
+        out: dict[str, list[tuple[str, str]]] = {}
+        token = None
+        while True:
+            page = self._client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                max_results=1000,
+                order_by=["attributes.start_time ASC"],
+                page_token=token,
+            )
+            for run in page:
+                trial_id = run.data.tags.get("paretune.trial_id")
+                if trial_id is not None:
+                    out.setdefault(trial_id, []).append((run.info.run_id, run.info.status))
+            token = page.token
+            if not token:
+                return out
+
+    def delete_run(self, run_id: str) -> None:
+        self._client.delete_run(run_id)
 
     def log_artifact(self, run_id: str, path: str, artifact_path: str | None = None) -> None:
         self._client.log_artifact(run_id, path, artifact_path)

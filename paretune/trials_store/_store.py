@@ -1,176 +1,69 @@
-"""Where trials live: the spec's Optuna study, its MLflow link, and crash recovery.
+"""Where trials live: a study's Optuna record, its MLflow link, and crash recovery.
 
-The Optuna study is the system of record. This module adds what Optuna lacks:
+The Optuna study is the system of record. :class:`TrialsStore` adds what Optuna lacks:
 
-* opening the study a spec describes (SQLite file in the run directory by default, any
-  SQLAlchemy URL otherwise) with directions checked against the spec;
-* the MLflow link (parent run per study, child run per trial);
+* opening the study a :class:`~paretune.trials_store.StudyConfig` describes, after checking that
+  what it writes to is there (a writable run directory, a tracking server that answers);
+* the MLflow link: one parent run per study, exactly one child run per trial;
 * recovery: a trial left RUNNING by a process that died is failed and its parameters are queued
-  again, so a search continues from storage alone and no completed trial is evaluated twice.
-
-Ownership of a RUNNING trial is decided two ways. A trial records the process that runs it
-(``paretune.owner`` = host, pid, process start time) from the moment it becomes RUNNING (see
-:class:`_OwningStorage`); on the same host a dead owner is detected at once. Other hosts are
-covered by Optuna's heartbeat: a trial whose heartbeat is older than the grace period is stale.
+  again, so a search continues from storage alone and no completed trial is evaluated twice
+  (who owns a RUNNING trial: :mod:`paretune.trials_store._ownership`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime
+import dataclasses
 import logging
-import math
-import os
-import socket
-import threading
 import time
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from paretune._errors import ConfigError, StudyError, retry_setup_race
-from paretune.trials_store._mlflow import CHILD_RUN_ATTR, PARENT_RUN_ATTR, MlflowLink
+from paretune._errors import StudyError
+from paretune.objectives import Metric
+from paretune.trials_store._attrs import (
+    BASELINE_ATTR,
+    BASELINE_INDEX_ATTR,
+    CHILD_RUN_ATTR,
+    DUPLICATE_OF_ATTR,
+    ENQUEUED_ATTR,
+    ERROR_ATTR,
+    INTERRUPTED_ATTR,
+    INTERRUPTED_BY_ATTR,
+    LABEL_ATTR,
+    METRICS_ATTR,
+    NOT_REQUEUED_ATTR,
+    PARENT_RUN_ATTR,
+    RETRY_OF_ATTR,
+    SEED_ATTR,
+)
+from paretune.trials_store._config import StudyConfig, constraint_violations
+from paretune.trials_store._mlflow import MlflowLink
+from paretune.trials_store._ownership import (
+    _Heartbeat,
+    is_orphaned,
+    make_storage,
+    owner_is_dead,
+    owner_token,
+    quiet,
+)
 from paretune.trials_store._pareto import pareto_mask
+from paretune.trials_store._preflight import check_writable_dir, probe_tracking_server
 
 if TYPE_CHECKING:
-    from paretune.spec import SearchSpec
+    from paretune.spaces import SearchSpace
 
-__all__ = ["PendingTrial", "TrialsStore", "constraint_violations"]
+__all__ = ["PendingTrial", "TrialsStore"]
 
 _log = logging.getLogger(__name__)
 
-METRICS_ATTR = "paretune.metrics"
-OWNER_ATTR = "paretune.owner"
-# Trial system attribute prefix: a process that tried to claim the WAITING trial (+ its token).
-CLAIM_ATTR_PREFIX = "paretune.claim:"
-SEED_ATTR = "paretune.seed"
-ERROR_ATTR = "paretune.error"
-INTERRUPTED_ATTR = "paretune.interrupted"
-RETRY_OF_ATTR = "paretune.retry_of"
-DUPLICATE_OF_ATTR = "paretune.duplicate_of"
-ENQUEUED_ATTR = "paretune.enqueued"
-BASELINE_ATTR = "paretune.baseline"  # trial attribute: enqueued by the spec
-LABEL_ATTR = "paretune.label"  # trial attribute: the baseline's label
-
-HEARTBEAT_INTERVAL_S = 30
 # Study system attribute: the time the driver that created the study started setting up its
 # MLflow parent run; other drivers wait up to _PARENT_WAIT_S for that run's id.
 _PARENT_PENDING_ATTR = "paretune.mlflow_parent_pending"
 _PARENT_WAIT_S = 120.0
-HEARTBEAT_GRACE_S = 120
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence Optuna's notices about features paretune uses on purpose.
-
-    Heartbeats and metric names are "experimental" since Optuna 2.9/3.2, and Optuna warns that
-    heartbeats are meant for ``Study.optimize``; paretune records them itself (:class:`_Heartbeat`).
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-        yield
-
-
-def _process_start_time(pid: int) -> str:
-    """The kernel's start time of ``pid`` (Linux), so a recycled pid is not mistaken for it."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            # Field 22 counts from after the parenthesised command name, which may hold spaces.
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return "?"
-
-
-def _pid_space() -> str:
-    """Where a pid means the same process: this boot of this kernel and this pid namespace.
-
-    Containers with host networking share the hostname but not their pids, so the hostname
-    alone would let one container declare another's live trials dead.
-    """
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
-            boot = f.read().strip()
-        namespace = os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return "?"
-    return f"{boot}/{namespace}".replace(":", "")
-
-
-def owner_token(pid: int | None = None) -> str:
-    """``host:pid-space:pid:start-time`` of a process (this one by default)."""
-    pid = os.getpid() if pid is None else pid
-    return f"{socket.gethostname()}:{_pid_space()}:{pid}:{_process_start_time(pid)}"
-
-
-def _owner_is_dead(token: str) -> bool:
-    """Whether the owner of a RUNNING trial is a process of this host that no longer runs.
-
-    Only a process in the same pid space can be checked; any other owner is left to the
-    heartbeat.
-    """
-    try:
-        host, space, pid_text, started = token.rsplit(":", 3)
-        pid = int(pid_text)
-    except ValueError:
-        return False
-    if host != socket.gethostname() or space == "?" or space != _pid_space():
-        return False  # another machine, container or boot: the heartbeat decides
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return started != "?" and _process_start_time(pid) != started
-
-
-def _is_orphaned(trial: FrozenTrial) -> bool:
-    """Whether a RUNNING trial's process is known to be gone (see :class:`_OwningStorage`).
-
-    Its owner died, or it has none and every process that tried to claim it died (a driver
-    killed between claiming a queued trial and recording itself). A trial with neither record
-    was made RUNNING by something other than paretune and is left alone.
-    """
-    token = trial.user_attrs.get(OWNER_ATTR)
-    if token is not None:
-        return _owner_is_dead(token)
-    claims = [v for k, v in trial.system_attrs.items() if k.startswith(CLAIM_ATTR_PREFIX)]
-    return bool(claims) and all(_owner_is_dead(str(c)) for c in claims)
-
-
-def constraint_violations(spec: SearchSpec, metrics: Mapping[str, float] | None) -> list[float]:
-    """Optuna-style constraint values for ``metrics``: feasible iff every value is ``<= 0``.
-
-    A missing metric (a failed or pruned trial) counts as violated.
-    """
-    out: list[float] = []
-    for c in spec.objective.constraints:
-        value = None if metrics is None else metrics.get(c.metric)
-        if value is None or not math.isfinite(value):
-            out.extend([1.0] * ((c.max is not None) + (c.min is not None)))
-            continue
-        if c.max is not None:
-            out.append(float(value) - c.max)
-        if c.min is not None:
-            out.append(c.min - float(value))
-    return out
-
-
-class MetricConstraints:
-    """``constraints_func`` for Optuna samplers; a class so samplers stay picklable (Ray)."""
-
-    def __init__(self, spec: SearchSpec) -> None:
-        self._spec = spec
-
-    def __call__(self, trial: FrozenTrial) -> list[float]:
-        return constraint_violations(self._spec, trial.user_attrs.get(METRICS_ATTR))
 
 
 @dataclass
@@ -192,186 +85,125 @@ class PendingTrial:
         return self.trial._trial_id
 
 
-def _storage_url(spec: SearchSpec) -> str:
-    if spec.storage is not None:
-        return spec.storage
-    return f"sqlite:///{spec.resolved_run_dir / 'study.db'}"
-
-
-def _tracking_uri(spec: SearchSpec) -> str:
-    if spec.tracking_uri is not None:
-        return spec.tracking_uri
-    return f"sqlite:///{spec.resolved_run_dir / 'mlflow.db'}"
-
-
-class _OwningStorage(optuna.storages.RDBStorage):
-    """An RDB storage whose trials are owned by the process that made them RUNNING.
-
-    ``Study.ask`` creates a trial (or claims a WAITING one) and only then hands it to paretune,
-    which records its owner. A driver killed in between would leave a RUNNING trial that no
-    recovery could ever attribute to a dead process: it would stay RUNNING and take a place in
-    the budget for good. Here the owner is written in the transaction that creates the trial.
-    A WAITING trial is claimed by a state change that several drivers may attempt at once, so
-    each first records its claim under a key of its own (a system attribute; no claimant can
-    overwrite another's), and the winner records itself as the owner after the claim. A RUNNING
-    trial without an owner whose claimants are all dead was orphaned in between. With
-    heartbeats on, a new RUNNING trial's first beat follows at once, so a driver on another
-    host that dies then is found stale too.
-    """
-
-    def _create_new_trial(
-        self, study_id: int, template_trial: FrozenTrial | None = None
-    ) -> FrozenTrial:
-        # Optuna's _CachedStorage calls this, RDBStorage.create_new_trial too.
-        if template_trial is None:  # a trial asked for now (enqueued trials bring a template)
-            template_trial = FrozenTrial(
-                number=-1,
-                state=TrialState.RUNNING,
-                value=None,
-                datetime_start=datetime.datetime.now(),
-                datetime_complete=None,
-                params={},
-                distributions={},
-                user_attrs={OWNER_ATTR: owner_token()},
-                system_attrs={},
-                intermediate_values={},
-                trial_id=-1,
-            )
-        frozen = super()._create_new_trial(study_id, template_trial)
-        if frozen.state == TrialState.RUNNING:
-            self._first_beat(frozen._trial_id)
-        return frozen
-
-    def set_trial_state_values(
-        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
-    ) -> bool:
-        if state != TrialState.RUNNING:
-            return super().set_trial_state_values(trial_id, state=state, values=values)
-        # Claiming a WAITING trial (Study.ask pops the queue this way).
-        token = owner_token()
-        self.set_trial_system_attr(trial_id, CLAIM_ATTR_PREFIX + token, token)
-        if not super().set_trial_state_values(trial_id, state=state, values=values):
-            return False  # another process claimed it first
-        self.set_trial_user_attr(trial_id, OWNER_ATTR, token)
-        self._first_beat(trial_id)
-        return True
-
-    def _first_beat(self, trial_id: int) -> None:
-        if self.heartbeat_interval is not None:
-            with contextlib.suppress(Exception):  # the heartbeat thread beats it again
-                self.record_heartbeat(trial_id)
-
-
-def make_storage(
-    url: str, *, heartbeat_stale_trial_callback: Any = None
-) -> optuna.storages.RDBStorage:
-    """An RDB storage for ``url``; SQLite gets a lock timeout so worker processes can share it.
-
-    With ``heartbeat_stale_trial_callback`` the storage keeps heartbeats (see :class:`_Heartbeat`)
-    and calls it for every trial found stale.
-    """
-    engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        engine_kwargs["connect_args"] = {"timeout": 60}
-    kwargs: dict[str, Any] = {}
-    if heartbeat_stale_trial_callback is not None:
-        kwargs = {
-            "heartbeat_interval": HEARTBEAT_INTERVAL_S,
-            "grace_period": HEARTBEAT_GRACE_S,
-            "heartbeat_stale_trial_callback": heartbeat_stale_trial_callback,
-        }
-
-    def open_rdb() -> optuna.storages.RDBStorage:
-        with _quiet():
-            return _OwningStorage(url, engine_kwargs=engine_kwargs, **kwargs)
-
-    try:
-        # Another driver may be creating the same tables right now: they exist next time.
-        return retry_setup_race(open_rdb)
-    except Exception as err:  # SQLAlchemy raises many types for bad URLs and dead servers
-        raise StudyError(
-            f"cannot open the study storage {url!r}: {err}. Check `storage` in the spec "
-            "(an SQLAlchemy URL such as sqlite:///path/study.db or postgresql://user@host/db)."
-        ) from err
-
-
 class TrialsStore:
-    """The study of a spec with its MLflow link.
+    """A study with its MLflow link: where a search's trials live.
+
+    Opening a store checks what it writes to before anything is created: the run directory
+    must be writable and the MLflow tracking server must answer (within
+    :data:`PROBE_TIMEOUT_S` seconds), so a broken setup fails at once with one line instead of
+    leaving a study behind.
 
     Args:
-        spec: The validated spec.
+        config: The study (storage, tracking, metrics, space, constraints, baselines, seed).
         sampler: The controller that proposes candidates (an Optuna sampler).
         create: Create the study if it does not exist (``False``: it must exist).
-        mlflow: Link trials to MLflow (the spec's tracking URI).
+        mlflow: Link trials to MLflow (``config.tracking_uri``); ignored without one.
+
+    Raises:
+        StudyError: The run directory is not writable, the tracking server or the storage
+            cannot be reached, the study does not exist (``create=False``), or it optimises
+            other directions than ``config``'s.
     """
 
     def __init__(
         self,
-        spec: SearchSpec,
+        config: StudyConfig,
         *,
         sampler: optuna.samplers.BaseSampler | None = None,
         create: bool = True,
         mlflow: bool = True,
     ) -> None:
-        self.spec = spec
-        self.run_dir = spec.resolved_run_dir
-        if spec.storage is None or spec.tracking_uri is None:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.storage_url = _storage_url(spec)
-        self.tracking_uri = _tracking_uri(spec)
+        self.config = config
+        self.run_dir = config.run_dir
+        self.storage_url = config.storage_url
+        self.tracking_uri = config.tracking_uri
+        mlflow = mlflow and config.tracking_uri is not None
+        if self.run_dir is not None and (create or mlflow):
+            check_writable_dir(self.run_dir)
+        if mlflow:
+            assert config.tracking_uri is not None  # checked above
+            probe_tracking_server(config.tracking_uri)
         self.storage = make_storage(
             self.storage_url, heartbeat_stale_trial_callback=self._on_heartbeat_stale
         )
-        exists = spec.study in {s.study_name for s in self.storage.get_all_studies()}
+        name = config.name
+        exists = name in {s.study_name for s in self.storage.get_all_studies()}
         if not exists and not create:
             raise StudyError(
-                f"no study named {spec.study!r} in {self.storage_url}; start it with "
-                "`paretune run SPEC`"
+                f"no study named {name!r} in {self.storage_url}; start it with `paretune run SPEC`"
+            )
+        if not exists and not config.metrics:
+            raise StudyError(
+                f"study {name!r} does not exist, and no metrics were given to create it"
+            )
+        # MLflow before the study: a tracking store that cannot be opened leaves no study.
+        self.mlflow: MlflowLink | None = None
+        if mlflow:
+            assert config.tracking_uri is not None
+            self.mlflow = MlflowLink(
+                tracking_uri=config.tracking_uri,
+                experiment=name,
+                artifact_location=config.artifact_location,
             )
         # Exactly one of several drivers opening a new study at once creates it (the storage's
         # unique study name decides); only that one creates the MLflow parent run (``start``).
         self._created = False
-        try:
-            self.study = optuna.create_study(
-                storage=self.storage,
-                study_name=spec.study,
-                directions=spec.directions,
-                sampler=sampler,
-            )
-            self._created = True
-        except optuna.exceptions.DuplicatedStudyError:
-            self.study = optuna.load_study(
-                study_name=spec.study, storage=self.storage, sampler=sampler
-            )
-        if self._created and mlflow:
+        if exists:
+            self.study = optuna.load_study(study_name=name, storage=self.storage, sampler=sampler)
+        else:
+            try:
+                self.study = optuna.create_study(
+                    storage=self.storage,
+                    study_name=name,
+                    directions=config.directions,
+                    sampler=sampler,
+                )
+                self._created = True
+            except optuna.exceptions.DuplicatedStudyError:
+                self.study = optuna.load_study(
+                    study_name=name, storage=self.storage, sampler=sampler
+                )
+        if self._created and self.mlflow is not None:
             self.storage.set_study_system_attr(
-                self.storage.get_study_id_from_name(spec.study), _PARENT_PENDING_ATTR, time.time()
+                self.storage.get_study_id_from_name(name), _PARENT_PENDING_ATTR, time.time()
             )
         stored = [d.name.lower() for d in self.study.directions]
-        if stored != spec.directions:
+        if not config.metrics:
+            # A read-only look: the study says what it optimises.
+            names = self.study.metric_names or [f"value{i}" for i in range(len(stored))]
+            self.config = config = dataclasses.replace(
+                config,
+                metrics=tuple(Metric(n, d) for n, d in zip(names, stored, strict=True)),  # type: ignore[arg-type]
+            )
+        elif stored != config.directions:
             raise StudyError(
-                f"study {spec.study!r} in {self.storage_url} optimises {stored}, but the spec "
-                f"says {spec.directions}; use another study name or run directory"
+                f"study {name!r} in {self.storage_url} optimises {stored}, but the spec "
+                f"says {config.directions}; use another study name or run directory"
             )
-        with _quiet():
-            self.study.set_metric_names([m.name for m in spec.metrics])
-        self.mlflow: MlflowLink | None = None
-        if mlflow:
-            # An embedded store keeps its artifacts beside it, not in the working directory.
-            local = spec.tracking_uri is None
-            self.mlflow = MlflowLink(
-                tracking_uri=self.tracking_uri,
-                experiment=spec.study,
-                artifact_location=(self.run_dir / "mlartifacts").as_uri() if local else None,
-            )
+        else:
+            with quiet():
+                self.study.set_metric_names(config.metric_names)
         self.parent_run_id: str | None = None
         self._heartbeat: _Heartbeat | None = None
         self._recovered: list[int] = []
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    @property
+    def space(self) -> SearchSpace:
+        if self.config.space is None:
+            raise StudyError(
+                f"study {self.config.name!r} was opened to read it (no space): it cannot "
+                "prepare trials"
+            )
+        return self.config.space
+
     def start(self) -> list[int]:
         """Open the MLflow parent run, recover stale trials, queue baselines.
+
+        Also repairs what a driver killed at the wrong moment left in MLflow: a trial without
+        its child run gets one (the run it started before its record, found by tag, or a new
+        one), and a finished trial whose run still says RUNNING is closed with its outcome.
 
         Returns:
             The numbers of the trials that were found stale and queued again.
@@ -381,13 +213,14 @@ class TrialsStore:
             if known is None and not self._created:
                 known = self._await_parent_run()
             self.parent_run_id = self.mlflow.start_parent(
-                study_name=self.spec.study,
+                study_name=self.config.name,
                 run_id=known,
                 tags={"paretune.storage": self.storage_url},
             )
             if known is None:
                 self.study.set_user_attr(PARENT_RUN_ATTR, self.parent_run_id)
         recovered = self.recover()
+        self.reconcile_mlflow()
         self._enqueue_baselines()
         self._heartbeat = _Heartbeat(self.storage)
         return recovered
@@ -400,7 +233,7 @@ class TrialsStore:
         run) keeps one parent run per study. ``None`` where no creator is at work: an
         unmarked study, or a mark older than ``_PARENT_WAIT_S`` (that driver died).
         """
-        study_id = self.storage.get_study_id_from_name(self.spec.study)
+        study_id = self.storage.get_study_id_from_name(self.config.name)
         while True:
             marked = self.storage.get_study_system_attrs(study_id).get(_PARENT_PENDING_ATTR)
             if marked is None or time.time() - float(marked) > _PARENT_WAIT_S:
@@ -417,27 +250,14 @@ class TrialsStore:
             self._heartbeat = None
         if self.mlflow is not None and self.parent_run_id is not None:
             self.tag_pareto()
-            self._log_tables()
             if self.counts()["RUNNING"] == 0:  # else another driver still works on the study
                 self.mlflow.end_parent(self.parent_run_id, status=status)
 
-    def _log_tables(self) -> None:
-        """``trials.csv`` and ``pareto.csv`` as artifacts of the parent run."""
-        import tempfile
-
-        from paretune.trials_store._export import export_trials
-
-        assert self.mlflow is not None and self.parent_run_id is not None
-        with tempfile.TemporaryDirectory() as tmp:
-            trials = Path(tmp) / "trials.csv"
-            export_trials(self, "csv", trials)
-            pareto = Path(tmp) / "pareto.csv"
-            export_trials(self, "csv", pareto, pareto_only=True)
-            self.mlflow.log_artifact(self.parent_run_id, str(trials))
-            self.mlflow.log_artifact(self.parent_run_id, str(pareto))
-
     def recover(self) -> list[int]:
         """Fail RUNNING trials whose process is gone and queue their parameters again.
+
+        Also queues again the interrupted trials whose interrupter died before it could
+        (between failing the trial and queueing its retry).
 
         Returns:
             The numbers of the failed trials.
@@ -445,78 +265,159 @@ class TrialsStore:
         self._recovered = []
         # Trials of other hosts: Optuna fails those whose heartbeat stopped and calls
         # _on_heartbeat_stale for each.
-        with _quiet():
+        with quiet():
             optuna.storages.fail_stale_trials(self.study)
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if _is_orphaned(t):
-                self.fail_interrupted(t, reason="its process died")
+        trials = self.study.get_trials(deepcopy=False)
+        retried = {t.user_attrs[RETRY_OF_ATTR] for t in trials if RETRY_OF_ATTR in t.user_attrs}
+        for t in trials:
+            if t.state == TrialState.RUNNING and is_orphaned(t):
+                self.fail_interrupted(t, reason="its process died", requeue=self.config.requeue)
+                self._recovered.append(t.number)
+            elif (
+                t.state == TrialState.FAIL
+                and INTERRUPTED_ATTR in t.user_attrs
+                and t.number not in retried
+                and owner_is_dead(str(t.user_attrs.get(INTERRUPTED_BY_ATTR, "")))
+            ):
+                self._requeue(t)
                 self._recovered.append(t.number)
         return sorted(self._recovered)
 
     def _on_heartbeat_stale(self, study: optuna.Study, frozen: FrozenTrial) -> None:
-        self._requeue(frozen)
+        if self.config.requeue:
+            self._requeue(frozen)
         self._finish_mlflow_of(frozen, "FAIL", {"paretune.fail_reason": "heartbeat lost"})
         self._recovered.append(frozen.number)
 
-    def _enqueue_baselines(self) -> None:
-        if not self.spec.enqueue or self.study.user_attrs.get(ENQUEUED_ATTR):
+    def reconcile_mlflow(self) -> None:
+        """Give every trial of the study exactly one child run whose state is the trial's."""
+        if self.mlflow is None or self.parent_run_id is None:
             return
-        for entry in self.spec.enqueue:
-            attrs: dict[str, Any] = {BASELINE_ATTR: True}
-            if entry.label is not None:
-                attrs[LABEL_ATTR] = entry.label
-            self.study.enqueue_trial(dict(entry.params), user_attrs=attrs)
+        try:
+            runs = self.mlflow.child_runs(self.parent_run_id)
+        except Exception as err:  # tracking is best-effort; the study is the record
+            _log.warning("MLflow: could not list the study's runs: %s", err)
+            return
+        for t in self.study.get_trials(deepcopy=False):
+            if t.state in (TrialState.WAITING, TrialState.RUNNING):
+                continue
+            try:
+                self._reconcile_trial(t, runs.get(str(t._trial_id), []))
+            except Exception as err:  # one broken run must not stop the search
+                _log.warning("MLflow: could not repair the run of trial %d: %s", t.number, err)
+
+    def _reconcile_trial(self, t: FrozenTrial, runs: list[tuple[str, str]]) -> None:
+        assert self.mlflow is not None and self.parent_run_id is not None
+        recorded = t.user_attrs.get(CHILD_RUN_ATTR)
+        ids = [run_id for run_id, _ in runs]
+        if recorded is None:
+            if ids:
+                recorded = ids[0]  # started before its record: a kill in between
+            else:
+                recorded = self.mlflow.start_child(
+                    parent_run_id=self.parent_run_id,
+                    trial_number=t.number,
+                    params=t.params,
+                    tags={"paretune.trial_id": str(t._trial_id)},
+                )
+            self.storage.set_trial_user_attr(t._trial_id, CHILD_RUN_ATTR, recorded)
+        for run_id in ids:
+            if run_id != recorded:  # a second run of one trial: never more than one
+                self.mlflow.delete_run(run_id)
+        status = dict(runs).get(recorded, "RUNNING")
+        if status == "RUNNING":
+            tags = {}
+            if INTERRUPTED_ATTR in t.user_attrs:
+                tags["paretune.fail_reason"] = f"interrupted: {t.user_attrs[INTERRUPTED_ATTR]}"
+            self.mlflow.finish_child(
+                recorded, state=t.state.name, metrics=t.user_attrs.get(METRICS_ATTR), tags=tags
+            )
+
+    def _enqueue_baselines(self) -> None:
+        baselines = self.config.baselines
+        if not baselines or self.study.user_attrs.get(ENQUEUED_ATTR):
+            return
+        # One by one, each marked with its index: a driver killed half-way queues only the
+        # rest the next time.
+        queued = {
+            t.user_attrs.get(BASELINE_INDEX_ATTR) for t in self.study.get_trials(deepcopy=False)
+        }
+        for index, baseline in enumerate(baselines):
+            if index in queued:
+                continue
+            attrs: dict[str, Any] = {BASELINE_ATTR: True, BASELINE_INDEX_ATTR: index}
+            if baseline.label is not None:
+                attrs[LABEL_ATTR] = baseline.label
+            self.study.enqueue_trial(dict(baseline.params), user_attrs=attrs)
         self.study.set_user_attr(ENQUEUED_ATTR, True)
 
     # -- trials ---------------------------------------------------------------------------
 
     def ask(self) -> PendingTrial:
-        """A new trial with its parameters drawn from the spec's space.
+        """A new trial with its parameters drawn from the study's space.
 
         Stale trials (dead processes, lost heartbeats) are recovered first, as Optuna's
         ``Study.optimize`` does, so a driver that runs on notices another that died.
         """
         self.recover()
-        with _quiet():
+        with quiet():
             trial = self.study.ask()
         return self.prepare(trial)
 
     def prepare(self, trial: optuna.Trial) -> PendingTrial:
         """Make a freshly asked trial of this study ready to evaluate.
 
-        Records its seed, draws its parameters from the spec's space, starts its heartbeat and
-        its MLflow child run, and looks for a completed twin (its owner is this process since
-        the store's storage made it RUNNING). :meth:`ask` calls it; a runner whose trials are
-        asked by someone else on this store's storage (Ray Tune's ``OptunaSearch``) calls it
-        on theirs.
+        Records its seed, draws its parameters from the space, starts its heartbeat and its
+        MLflow child run (tagged with the trial's id, so that a kill before the run is recorded
+        in the trial is repaired by :meth:`reconcile_mlflow`), and looks for a completed twin
+        (its owner is this process since the store's storage made it RUNNING). :meth:`ask`
+        calls it; a runner whose trials are asked by someone else on this store's storage (Ray
+        Tune's ``OptunaSearch``) calls it on theirs.
         """
         # A retried trial keeps the seed of the attempt it repeats.
-        seed = trial.user_attrs.get(SEED_ATTR, self.spec.trial_seed(trial.number))
+        seed = trial.user_attrs.get(SEED_ATTR, self.config.trial_seed(trial.number))
         trial.set_user_attr(SEED_ATTR, seed)
-        params = self.spec.search_space.suggest(trial)
+        params = self.space.suggest(trial)
         if self._heartbeat is not None:
             self._heartbeat.add(trial._trial_id)
         duplicate = self._completed_twin(params)
         label = trial.user_attrs.get(LABEL_ATTR)
-        run_id = None
-        if self.mlflow is not None and self.parent_run_id is not None:
-            try:
-                run_id = self.mlflow.start_child(
-                    parent_run_id=self.parent_run_id,
-                    trial_number=trial.number,
-                    params=params,
-                    tags={
-                        "paretune.seed": str(seed),
-                        "paretune.worker": owner_token(),
-                        **({LABEL_ATTR: str(label)} if label is not None else {}),
-                    },
-                )
-            except Exception as err:  # tracking is best-effort; the study is the record
-                _log.warning("MLflow: no run for trial %d: %s", trial.number, err)
-                run_id = None
-            else:
-                trial.set_user_attr(CHILD_RUN_ATTR, run_id)
+        run_id = self.start_run(
+            trial,
+            params,
+            {
+                "paretune.seed": str(seed),
+                "paretune.worker": owner_token(),
+                **({LABEL_ATTR: str(label)} if label is not None else {}),
+            },
+        )
         return PendingTrial(trial, params, seed, run_id, duplicate_of=duplicate)
+
+    def start_run(
+        self,
+        trial: optuna.Trial,
+        params: Mapping[str, Any],
+        tags: Mapping[str, str],
+        *,
+        run_name: str | None = None,
+        trial_number: int | None = None,
+    ) -> str | None:
+        """Start the MLflow child run of ``trial`` and record it in the trial (best effort)."""
+        if self.mlflow is None or self.parent_run_id is None:
+            return None
+        try:
+            run_id = self.mlflow.start_child(
+                parent_run_id=self.parent_run_id,
+                trial_number=trial.number if trial_number is None else trial_number,
+                params=params,
+                tags={**tags, "paretune.trial_id": str(trial._trial_id)},
+                run_name=run_name,
+            )
+        except Exception as err:  # tracking is best-effort; the study is the record
+            _log.warning("MLflow: no run for trial %d: %s", trial.number, err)
+            return None
+        trial.set_user_attr(CHILD_RUN_ATTR, run_id)
+        return run_id
 
     def _completed_twin(self, params: Mapping[str, Any]) -> FrozenTrial | None:
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -532,6 +433,7 @@ class TrialsStore:
         metrics: Mapping[str, float] | None = None,
         error: str | None = None,
         final_step: int = 0,
+        tags: Mapping[str, str] | None = None,
     ) -> FrozenTrial:
         """Record the outcome of a trial in the study, then in MLflow.
 
@@ -542,6 +444,7 @@ class TrialsStore:
             error: Why the trial failed.
             final_step: The MLflow step of the final metrics: after the last reported step, so
                 MLflow's latest value of a metric is the one the objective returned.
+            tags: More tags of the trial's MLflow run.
         """
         trial = pending.trial
         if metrics is not None:
@@ -553,45 +456,67 @@ class TrialsStore:
         values = None
         if state == TrialState.COMPLETE:
             assert metrics is not None  # runner contract
-            values = [float(metrics[m.name]) for m in self.spec.metrics]
-        frozen = self.study.tell(trial, values=values, state=state)
+            values = [float(metrics[name]) for name in self.config.metric_names]
+        with quiet():
+            frozen = self.study.tell(trial, values=values, state=state)
         if self._heartbeat is not None:
             self._heartbeat.remove(pending.trial_id)
         if self.mlflow is not None and pending.mlflow_run_id is not None:
-            tags = {}
+            run_tags = dict(tags or {})
             if error is not None and error.strip():
-                tags["paretune.error"] = error.strip().splitlines()[-1][:500]
+                run_tags["paretune.error"] = error.strip().splitlines()[-1][:500]
             if pending.duplicate_of is not None:
-                tags["paretune.duplicate_of"] = str(pending.duplicate_of.number)
+                run_tags["paretune.duplicate_of"] = str(pending.duplicate_of.number)
             try:
                 self.mlflow.finish_child(
                     pending.mlflow_run_id,
                     state=frozen.state.name,
                     metrics=metrics,
-                    tags=tags,
+                    tags=run_tags,
                     step=final_step,
                 )
             except Exception as err:  # tracking is best-effort; the study is the record
                 _log.warning("MLflow: trial %d not finished in its run: %s", frozen.number, err)
         return frozen
 
-    def fail_interrupted(self, trial: FrozenTrial | PendingTrial, *, reason: str) -> None:
-        """Fail a RUNNING trial that did not finish (crash, Ctrl-C) and queue it again."""
+    def fail_interrupted(
+        self, trial: FrozenTrial | PendingTrial, *, reason: str, requeue: bool = True
+    ) -> bool:
+        """Fail a RUNNING trial that did not finish (crash, Ctrl-C) and queue it again.
+
+        Only the process whose state change wins queues the retry, so a trial is queued again
+        once however many processes find it stale; one that dies in between is found by the
+        next :meth:`recover` (the trial records who interrupted it).
+
+        Args:
+            trial: The RUNNING trial.
+            reason: Why it did not finish (recorded in the trial and its MLflow run).
+            requeue: Queue its parameters again (``False``: the caller redoes it its own way).
+
+        Returns:
+            Whether this call failed it (``False``: another process finished it first).
+        """
         trial_id = trial.trial_id if isinstance(trial, PendingTrial) else trial._trial_id
         try:
             self.storage.set_trial_user_attr(trial_id, INTERRUPTED_ATTR, reason)
+            if requeue:
+                self.storage.set_trial_user_attr(trial_id, INTERRUPTED_BY_ATTR, owner_token())
+            else:
+                self.storage.set_trial_user_attr(trial_id, NOT_REQUEUED_ATTR, True)
             if not self.storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
-                return
+                return False
         except optuna.exceptions.UpdateFinishedTrialError:
-            return  # another process finished or failed it first
+            return False  # another process finished or failed it first
         if self._heartbeat is not None:
             self._heartbeat.remove(trial_id)
         frozen = self.storage.get_trial(trial_id)
-        self._requeue(frozen)
+        if requeue:
+            self._requeue(frozen)
         self._finish_mlflow_of(frozen, "FAIL", {"paretune.fail_reason": f"interrupted: {reason}"})
+        return True
 
     def _requeue(self, frozen: FrozenTrial) -> None:
-        kept = (BASELINE_ATTR, LABEL_ATTR, SEED_ATTR)
+        kept = (BASELINE_ATTR, BASELINE_INDEX_ATTR, LABEL_ATTR, SEED_ATTR)
         keep = {k: v for k, v in frozen.user_attrs.items() if k in kept}
         fixed = frozen.system_attrs.get("fixed_params")  # Optuna's record of a queued trial
         if fixed is not None:
@@ -644,12 +569,18 @@ class TrialsStore:
         trials = self.study.get_trials(deepcopy=False)
         retried = {t.user_attrs[RETRY_OF_ATTR] for t in trials if RETRY_OF_ATTR in t.user_attrs}
         return sum(
-            t.state in counted or (t.state == TrialState.FAIL and t.number not in retried)
+            t.state in counted
+            or (
+                t.state == TrialState.FAIL
+                and t.number not in retried
+                and INTERRUPTED_BY_ATTR not in t.user_attrs  # its retry counts, once queued
+            )
             for t in trials
         )
 
     def feasible(self, t: FrozenTrial) -> bool:
-        return all(v <= 0 for v in constraint_violations(self.spec, t.user_attrs.get(METRICS_ATTR)))
+        metrics = t.user_attrs.get(METRICS_ATTR)
+        return all(v <= 0 for v in constraint_violations(self.config.constraints, metrics))
 
     def pareto_trials(self, tolerance: Mapping[str, float] | None = None) -> list[FrozenTrial]:
         """The feasible COMPLETE trials that no other feasible COMPLETE trial dominates.
@@ -666,14 +597,7 @@ class TrialsStore:
         """
         import numpy as np
 
-        names = [m.name for m in self.spec.metrics]
-        unknown = sorted(set(tolerance or {}) - set(names))
-        if unknown:
-            raise ConfigError(
-                f"a Pareto tolerance is given for {unknown}, which the study does not optimise; "
-                f"its metrics are {names}."
-            )
-        margins = [float((tolerance or {}).get(n, 0.0)) for n in names]
+        margins = self.config.check_tolerance(tolerance)
         done = [
             t
             for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -682,7 +606,7 @@ class TrialsStore:
         if not done:
             return []
         values = np.array([t.values for t in done], dtype=float)
-        mask = pareto_mask(values, self.spec.directions, tolerance=margins)
+        mask = pareto_mask(values, self.config.directions, tolerance=margins)
         front = [t for t, keep in zip(done, mask, strict=True) if keep]
         return sorted(front, key=lambda t: tuple(t.values))
 
@@ -697,41 +621,3 @@ class TrialsStore:
             if CHILD_RUN_ATTR in t.user_attrs
         ]
         self.mlflow.mark_pareto(pairs)
-
-
-class _Heartbeat:
-    """Records Optuna heartbeats for the trials this process runs, so other hosts can tell a
-    live trial from a dead one."""
-
-    def __init__(self, storage: optuna.storages.RDBStorage) -> None:
-        self._storage = storage
-        self._ids: set[int] = set()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="paretune-heartbeat", daemon=True)
-        self._thread.start()
-
-    def add(self, trial_id: int) -> None:
-        with self._lock:
-            self._ids.add(trial_id)
-        self._beat([trial_id])
-
-    def remove(self, trial_id: int) -> None:
-        with self._lock:
-            self._ids.discard(trial_id)
-
-    def _beat(self, ids: Sequence[int]) -> None:
-        for trial_id in ids:
-            try:
-                self._storage.record_heartbeat(trial_id)
-            except Exception as err:  # a missed beat is retried at the next interval
-                _log.debug("heartbeat of trial %d failed: %s", trial_id, err)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(HEARTBEAT_INTERVAL_S):
-            with self._lock:
-                ids = list(self._ids)
-            self._beat(ids)
-
-    def stop(self) -> None:
-        self._stop.set()

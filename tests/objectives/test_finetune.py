@@ -572,7 +572,6 @@ def test_the_analytic_count_is_the_materialised_count(objective, tiny_bert):
 def test_the_botorch_controller_gets_the_trainable_percent_as_a_known_objective(
     tmp_path, tiny_bert, sentiment_csv
 ):
-    from paretune.search import make_sampler
     from paretune.spec import load_spec
 
     raw = {
@@ -586,14 +585,14 @@ def test_the_botorch_controller_gets_the_trainable_percent_as_a_known_objective(
         "budget": {"trials": 3},
     }
     spec = load_spec(raw)
-    sampler = make_sampler(spec)
+    sampler = spec.make_sampler()
     assert [m.name for m in spec.metrics] == ["accuracy", "trainable_percent"]
     assert list(sampler._known) == [1]  # accuracy is modelled
     built = Finetune(model=str(tiny_bert), data=str(sentiment_csv), fidelity=FAST)
     params = {**LORA, "layer_1": False, "lora_rank": 8}
     assert sampler._known[1](params) == built.known_values(params)["trainable_percent"]
     raw["controller"]["options"] = {"known_objectives": {}}  # turned off
-    assert make_sampler(load_spec(raw))._known == {}
+    assert load_spec(raw).make_sampler()._known == {}
 
 
 def test_full_finetuning_trains_every_parameter(objective, tiny_bert, caplog):
@@ -756,7 +755,7 @@ def test_objective_runs_in_a_search(tmp_path, tiny_bert, sentiment_csv):
             "enqueue": [{"method": "full"}],
         }
     )
-    result = run_search(spec)
+    result = run_search(spec.plan())
     trials = result.store.study.trials
     assert result.counts["COMPLETE"] + result.counts["FAIL"] == 3
     assert trials[0].params == {"method": "full"} and trials[0].state.name == "COMPLETE"

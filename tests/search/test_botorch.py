@@ -613,7 +613,7 @@ def test_run_search_with_the_botorch_controller_spends_its_budget(
     data["objective"]["reference_point"] = {"f0": 2.5, "f1": 2.5}
     spec = load_spec(data)
 
-    result = run_search(spec)
+    result = run_search(spec.plan())
 
     study = result.store.study
     assert isinstance(study.sampler, BoTorchSampler)

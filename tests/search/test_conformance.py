@@ -21,7 +21,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from paretune.search import controller_names, make_sampler
+from paretune.search import controller_names
 from paretune.spec import SearchSpec, load_spec
 
 # Options that shorten each controller's start-up so a handful of trials reaches its
@@ -152,7 +152,7 @@ def paretune_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 @controllers(slow=_SLOW)
 def test_valid_values_for_every_parameter_type(name, caplog):
     spec = make_spec(name, MIXED_SPACE)
-    study = optuna.create_study(directions=spec.directions, sampler=make_sampler(spec))
+    study = optuna.create_study(directions=spec.directions, sampler=spec.make_sampler())
     suggested = ask_tell(study, spec, _N_TRIALS)
 
     trials = study.trials
@@ -172,7 +172,7 @@ def test_valid_values_for_every_parameter_type(name, caplog):
 def test_same_seed_same_sequence_other_seed_other_sequence(name, caplog):
     def sequence(seed: int, n: int) -> list[dict[str, Any]]:
         spec = make_spec(name, MIXED_SPACE, seed=seed)
-        study = optuna.create_study(directions=spec.directions, sampler=make_sampler(spec))
+        study = optuna.create_study(directions=spec.directions, sampler=spec.make_sampler())
         return ask_tell(study, spec, n)
 
     first = sequence(0, _N_TRIALS)
@@ -190,7 +190,7 @@ def test_same_seed_same_sequence_other_seed_other_sequence(name, caplog):
 )
 def test_several_objectives_with_mixed_directions(name, directions, caplog):
     spec = make_spec(name, MIXED_SPACE, directions=directions)
-    study = optuna.create_study(directions=spec.directions, sampler=make_sampler(spec))
+    study = optuna.create_study(directions=spec.directions, sampler=spec.make_sampler())
     ask_tell(study, spec, _N_TRIALS)
 
     assert [d.name.lower() for d in study.directions] == list(directions)
@@ -206,7 +206,7 @@ def test_several_objectives_with_mixed_directions(name, directions, caplog):
 def test_running_trials_do_not_break_the_next_proposals(name, caplog):
     spec = make_spec(name, DISCRETE_SPACE)
     space = spec.search_space
-    study = optuna.create_study(directions=spec.directions, sampler=make_sampler(spec))
+    study = optuna.create_study(directions=spec.directions, sampler=spec.make_sampler())
     completed = ask_tell(study, spec, 4)  # past the start-up phase
     running = []
     for _ in range(3):  # asked, never told: what other workers are evaluating
@@ -235,7 +235,10 @@ def test_resume_from_sqlite_with_a_new_sampler(name, tmp_path, caplog):
     spec = make_spec(name, DISCRETE_SPACE)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = optuna.create_study(
-        study_name="resume", storage=storage, directions=spec.directions, sampler=make_sampler(spec)
+        study_name="resume",
+        storage=storage,
+        directions=spec.directions,
+        sampler=spec.make_sampler(),
     )
     first = ask_tell(study, spec, 5)
     del study
@@ -245,7 +248,7 @@ def test_resume_from_sqlite_with_a_new_sampler(name, tmp_path, caplog):
     resumed_study = optuna.load_study(
         study_name="resume",
         storage=storage,
-        sampler=make_sampler(spec, n_existing_trials=len(loaded.trials)),
+        sampler=spec.make_sampler(n_existing_trials=len(loaded.trials)),
     )
     resumed = ask_tell(resumed_study, spec, 5)
 

@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from paretune import ConfigError
-from paretune.search import controller_names, make_sampler, run_search
+from paretune.search import controller_names, run_search
 from paretune.spec import load_spec
 
 
@@ -30,7 +30,7 @@ def test_botorch_controller_gets_the_spec_space_reference_point_and_options(tmp_
     raw = _spec(tmp_path, "botorch", 4)
     raw["controller"]["options"] = {"fast": True, "n_startup_trials": 3}
     spec = load_spec(raw)
-    sampler = make_sampler(spec)
+    sampler = spec.make_sampler()
     assert isinstance(sampler, BoTorchSampler)
     assert sampler._space == spec.search_space
     assert spec.reference_point is not None
@@ -42,12 +42,12 @@ def test_botorch_controller_rejects_unknown_and_bad_options(tmp_path):
     raw = _spec(tmp_path, "botorch", 4)
     raw["controller"]["options"] = {"restarts": 3}
     with pytest.raises(ConfigError) as info:
-        make_sampler(load_spec(raw))
+        load_spec(raw).make_sampler()
     assert info.value.path == ("controller", "options", "restarts")
     assert "num_restarts" in str(info.value)
     raw["controller"]["options"] = {"num_restarts": 0}
     with pytest.raises(ConfigError, match="num_restarts"):
-        make_sampler(load_spec(raw))
+        load_spec(raw).make_sampler()
 
 
 @pytest.mark.parametrize("name", ["random", "tpe", "nsga2", "gp"])
@@ -55,16 +55,16 @@ def test_same_seed_same_first_candidates(tmp_path, name):
     spec = load_spec(_spec(tmp_path, name, 4))
     draws = []
     for _ in range(2):
-        study = optuna.create_study(directions=spec.directions, sampler=make_sampler(spec))
+        study = optuna.create_study(directions=spec.directions, sampler=spec.make_sampler())
         draws.append([spec.search_space.suggest(study.ask()) for _ in range(3)])
     assert draws[0] == draws[1]
 
 
 def test_resumed_sampler_is_reseeded_by_the_study_size(tmp_path):
     spec = load_spec(_spec(tmp_path, "random", 4))
-    fresh = optuna.create_study(directions=spec.directions, sampler=make_sampler(spec))
+    fresh = optuna.create_study(directions=spec.directions, sampler=spec.make_sampler())
     resumed = optuna.create_study(
-        directions=spec.directions, sampler=make_sampler(spec, n_existing_trials=5)
+        directions=spec.directions, sampler=spec.make_sampler(n_existing_trials=5)
     )
     assert spec.search_space.suggest(fresh.ask()) != spec.search_space.suggest(resumed.ask())
 
@@ -76,7 +76,7 @@ def test_each_controller_runs_a_mixed_space_search(tmp_path, name):
     if name in ("tpe", "gp"):
         options["n_startup_trials"] = 4
     spec = load_spec(_spec(tmp_path, name, 10, **options))
-    result = run_search(spec)
+    result = run_search(spec.plan())
     assert result.counts["COMPLETE"] == 10
     for t in result.store.study.trials:
         spec.search_space.validate(t.params)
@@ -85,8 +85,8 @@ def test_each_controller_runs_a_mixed_space_search(tmp_path, name):
 
 def test_botorch_keeps_its_seed_on_resume_and_optuna_samplers_offset_it(tmp_path):
     spec = load_spec(_spec(tmp_path, "botorch", 4))
-    assert make_sampler(spec, n_existing_trials=5)._seed == make_sampler(spec)._seed
+    assert spec.make_sampler(n_existing_trials=5)._seed == spec.make_sampler()._seed
     tpe = load_spec(_spec(tmp_path, "random", 4))
-    a = make_sampler(tpe, n_existing_trials=5)
-    b = make_sampler(tpe)
+    a = tpe.make_sampler(n_existing_trials=5)
+    b = tpe.make_sampler()
     assert a._rng.rng.random() != b._rng.rng.random()

@@ -24,7 +24,7 @@ def test_n_jobs_must_be_positive():
 @pytest.mark.slow
 def test_workers_run_trials_concurrently_in_other_processes(tmp_path, counting_objective):
     spec = load_spec(counting_spec(tmp_path, counting_objective, trials=6, n_jobs=2, sleep=0.5))
-    result = run_search(spec)
+    result = run_search(spec.plan())
     assert result.counts["COMPLETE"] == 6
     lines = [json.loads(x) for x in counting_objective[1].read_text().splitlines()]
     pids = {line["pid"] for line in lines}
@@ -58,7 +58,7 @@ def test_workers_share_the_cpus_instead_of_each_taking_all(tmp_path, threads):
         {"name": "loss", "direction": "minimize"},
         {"name": "threads", "direction": "minimize"},
     ]
-    result = run_search(load_spec(data))
+    result = run_search(load_spec(data).plan())
     expected = max(1, (os.cpu_count() or 1) // 2) if threads is None else threads
     assert [t.values[1] for t in result.store.study.trials] == [expected, expected]
 
@@ -75,7 +75,7 @@ def test_duplicate_parameters_are_not_evaluated_again(tmp_path, counting_objecti
         "x": {"type": "categorical", "choices": [0.1, 0.9]},
         "y": {"type": "fixed", "value": 0.5},
     }
-    result = run_search(load_spec(data))
+    result = run_search(load_spec(data).plan())
     assert result.counts["COMPLETE"] == 6
     evaluated = counting_objective[1].read_text().splitlines()
     assert len(evaluated) == 2  # only two distinct candidates exist
@@ -96,7 +96,7 @@ def test_a_dying_worker_fails_its_trial_and_the_search_goes_on(tmp_path):
             return {"loss": params["x"]}
     """
     data = loss_spec(tmp_path, source, study="crashy", trials=10, seed=3, runner={"n_jobs": 2})
-    result = run_search(load_spec(data))
+    result = run_search(load_spec(data).plan())
     counts = result.counts
     assert counts["COMPLETE"] + counts["FAIL"] == 10
     assert counts["FAIL"] >= 1
@@ -121,7 +121,7 @@ def test_reports_feed_optunas_pruner_for_one_objective(tmp_path):
     """
     pruner = {"name": "median", "options": {"n_startup_trials": 3}}
     data = loss_spec(tmp_path, source, study="pruned", trials=12, pruner=pruner)
-    result = run_search(load_spec(data))
+    result = run_search(load_spec(data).plan())
     trials = result.store.study.trials
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     assert pruned, "the median pruner stopped nothing"
@@ -145,7 +145,7 @@ def test_pruning_a_multi_objective_search_is_refused(tmp_path, counting_objectiv
 def test_an_objective_calling_sys_exit_fails_its_trial_only(tmp_path):
     source = "import sys\n\ndef objective(params, ctx):\n    sys.exit(2)\n"
     data = loss_spec(tmp_path, source, study="exits", trials=2)
-    result = run_search(load_spec(data))
+    result = run_search(load_spec(data).plan())
     assert result.counts["FAIL"] == 2 and not result.counts["RUNNING"]
     assert "SystemExit" in result.store.study.trials[0].user_attrs["paretune.error"]
 
@@ -159,7 +159,7 @@ def test_an_exhausted_space_stops_a_wall_time_search(tmp_path, counting_objectiv
     }
     data["budget"] = {"wall_time": 600}
     spec = load_spec(data)
-    store = open_store(spec)
+    store = open_store(spec.plan())
     store.start()
     started = time.monotonic()
     LocalRunner(max_consecutive_duplicates=3).run(store)
@@ -177,9 +177,9 @@ def test_a_search_whose_trials_keep_failing_stops_with_the_last_error(
     spec = counting_spec(tmp_path, counting_objective, trials=30, n_jobs=n_jobs, fail_above=-1.0)
     spec["budget"]["max_failures_in_a_row"] = 3
     with pytest.raises(SearchFailed, match=r"[34] trials failed in a row.*x too large") as caught:
-        run_search(load_spec(spec))
+        run_search(load_spec(spec).plan())
     assert "paretune resume" in str(caught.value)
-    store = open_store(load_spec(spec), create=False, mlflow=False)
+    store = open_store(load_spec(spec).plan(), create=False, mlflow=False)
     states = [t.state for t in store.study.trials]
     # No trial is started after the third failure; those already running finish.
     assert states.count(TrialState.FAIL) == len(states)
@@ -190,7 +190,7 @@ def test_failures_in_a_row_are_counted_anew_after_each_success(tmp_path, countin
     # About half of the trials fail (x > 0.5), never two in a row... and never 8.
     spec = counting_spec(tmp_path, counting_objective, trials=12, fail_above=0.5)
     spec["budget"]["max_failures_in_a_row"] = 8
-    result = run_search(load_spec(spec))
+    result = run_search(load_spec(spec).plan())
     assert result.counts["COMPLETE"] + result.counts["FAIL"] == 12
     assert result.counts["FAIL"] >= 2
 

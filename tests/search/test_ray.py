@@ -61,7 +61,7 @@ def test_quickstart_on_ray_fills_the_same_study_and_nests_mlflow_runs(tmp_path: 
     spec = yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())
     spec["run_dir"] = str(tmp_path / "run")
     spec["runner"] = {**RAY, "max_concurrent": 2}
-    result = run_search(load_spec(spec))
+    result = run_search(load_spec(spec).plan())
     budget = spec["budget"]["trials"]
     assert result.counts["COMPLETE"] == budget and not result.counts["RUNNING"]
 
@@ -119,7 +119,7 @@ def test_ray_workers_share_a_postgresql_study(tmp_path: Path, postgres_url: str)
     spec = yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())
     spec.update(run_dir=str(tmp_path / "run"), storage=postgres_url, budget={"trials": 8})
     spec["runner"] = {**RAY, "max_concurrent": 2}
-    result = run_search(load_spec(spec))
+    result = run_search(load_spec(spec).plan())
     assert result.counts["COMPLETE"] == 8
     study = optuna.load_study(study_name="quickstart", storage=postgres_url)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 8
@@ -143,7 +143,7 @@ def test_fractional_gpus_run_four_trials_on_one_gpu(tmp_path: Path) -> None:
     data["enqueue"] = [{"x": 0.1 * i, "model": "proxy"} for i in range(4)] + [
         {"x": 0.9, "model": "target"}
     ]
-    result = run_search(load_spec(data))
+    result = run_search(load_spec(data).plan())
     assert result.counts["COMPLETE"] == 8
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     first = [r for r in log if r["trial"] < 4]
@@ -193,7 +193,7 @@ def test_a_killed_worker_is_retried_and_its_trial_recorded_once(tmp_path: Path) 
 
     killer = threading.Thread(target=kill_when_written, daemon=True)
     killer.start()
-    result = run_search(load_spec(data))
+    result = run_search(load_spec(data).plan())
     killer.join(timeout=1)
 
     counts = result.counts
@@ -229,7 +229,7 @@ def test_an_objective_error_fails_its_trial_without_retries(tmp_path: Path, monk
     # A relative objective file: trials work in the driver's directory, not Tune's.
     monkeypatch.chdir(tmp_path)
     data["objective"]["settings"]["target"] = "errors_objective.py:objective"
-    result = run_search(load_spec(data))
+    result = run_search(load_spec(data).plan())
     failed = [t for t in result.store.study.trials if t.state == TrialState.FAIL]
     assert failed and result.counts["COMPLETE"] + len(failed) == 6
     for t in failed:
@@ -254,7 +254,7 @@ def test_asha_stops_poor_trials_early_and_they_are_pruned(tmp_path: Path) -> Non
         "scheduler_options": {"max_t": 10, "grace_period": 1, "reduction_factor": 3},
     }
     data = loss_spec(tmp_path, source, study="asha", trials=6, runner=runner)
-    result = run_search(load_spec(data))
+    result = run_search(load_spec(data).plan())
     trials = result.store.study.trials
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -275,7 +275,7 @@ def test_the_wall_time_stops_new_trials_and_lets_running_ones_finish(
     data = counting_spec(tmp_path, counting_objective, sleep=1.5)
     data["budget"] = {"wall_time": 15}
     data["runner"] = {**RAY, "max_concurrent": 2}
-    result = run_search(load_spec(data))
+    result = run_search(load_spec(data).plan())
     assert not result.interrupted
     counts = result.counts
     assert counts["COMPLETE"] >= 2
@@ -452,7 +452,7 @@ def test_a_ray_search_whose_trials_keep_failing_stops_with_the_last_error(
     spec["budget"]["max_failures_in_a_row"] = 3
     spec["runner"] = {**RAY, "max_concurrent": 2}
     with pytest.raises(SearchFailed, match=r"[34] trials failed in a row.*x too large"):
-        run_search(load_spec(spec))
+        run_search(load_spec(spec).plan())
     study = optuna.load_study(study_name="counting", storage=f"sqlite:///{tmp_path}/run/study.db")
     assert all(t.state == TrialState.FAIL for t in study.trials)
     assert 3 <= len(study.trials) <= 4  # none started after the third; the running one finished

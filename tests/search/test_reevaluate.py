@@ -20,13 +20,9 @@ from mlflow import MlflowClient
 from paretune import ConfigError
 from paretune.cli import main
 from paretune.search import handle_stop_signal, open_store, run_search
-from paretune.search._reevaluate import (
-    Reevaluation,
-    dominates,
-    reevaluate,
-    reevaluation_study_name,
-)
+from paretune.search._reevaluate import Reevaluation, reevaluation_study_name
 from paretune.spec import SearchSpec, load_spec
+from paretune.trials_store import dominates as dominates_values
 
 NOISY_OBJECTIVE = '''
 import json
@@ -87,7 +83,7 @@ def evaluations(tmp_path: Path) -> list[dict[str, Any]]:
 @pytest.fixture
 def searched(tmp_path: Path) -> dict[str, Any]:
     data = noisy_spec(tmp_path)
-    run_search(load_spec(data))
+    run_search(load_spec(data).plan())
     return data
 
 
@@ -97,8 +93,8 @@ def test_pareto_and_baselines_are_trained_again_with_each_seed_at_full_fidelity(
 ) -> None:
     spec = load_spec(searched)
     before = len(evaluations(tmp_path))
-    front = {t.number for t in open_store(spec, create=False, mlflow=False).pareto_trials()}
-    results = reevaluate(spec, pareto=True, baselines=True, seeds=3, full_fidelity=True)
+    front = {t.number for t in open_store(spec.plan(), create=False, mlflow=False).pareto_trials()}
+    results = spec.reevaluate(pareto=True, baselines=True, seeds=3, full_fidelity=True)
     assert [r.source.number for r in results] == sorted(front | {0})  # 0: the baseline
     baseline = next(r for r in results if r.baseline)
     assert baseline.source.number == 0 and baseline.label == "far" and baseline.name == "far"
@@ -119,14 +115,14 @@ def test_a_second_call_evaluates_only_what_is_missing(
     tmp_path: Path, searched: dict[str, Any]
 ) -> None:
     spec = load_spec(searched)
-    reevaluate(spec, numbers=[1, 2], seeds=2)
+    spec.reevaluate(numbers=[1, 2], seeds=2)
     before = len(evaluations(tmp_path))
-    results = reevaluate(spec, numbers=[1, 2], seeds=3)
+    results = spec.reevaluate(numbers=[1, 2], seeds=3)
     assert len(evaluations(tmp_path)) - before == 2  # only seed 2 of each
     assert all(sorted(r.runs) == [0, 1, 2] for r in results)
     # Full fidelity is a separate record: nothing of the above counts for it.
     before = len(evaluations(tmp_path))
-    reevaluate(spec, numbers=[1], seeds=1, full_fidelity=True)
+    spec.reevaluate(numbers=[1], seeds=1, full_fidelity=True)
     assert len(evaluations(tmp_path)) - before == 1
     storage = f"sqlite:///{spec.resolved_run_dir / 'study.db'}"
     names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
@@ -149,6 +145,13 @@ def test_dominance_is_judged_on_the_means_over_seeds() -> None:
         return r
 
     names, directions = ["f0", "f1"], ["minimize", "maximize"]
+
+    def dominates(
+        a: Reevaluation, b: Reevaluation, names: list[str], directions: list[str]
+    ) -> bool:
+        means = [[r.mean(n) for n in names] for r in (a, b)]
+        return bool(dominates_values(means[0], means[1], directions))
+
     base = result(0, [1.0, 1.2], [0.5, 0.5])  # means 1.1, 0.5
     assert dominates(result(1, [1.0, 1.2], [0.6, 0.6]), base, names, directions)
     assert dominates(result(2, [0.9, 1.1], [0.5, 0.5]), base, names, directions)
@@ -175,12 +178,12 @@ def _running(spec: Any, *, full_fidelity: bool = False) -> list[int]:
 def test_the_spec_local_workers_run_reevaluations_with_the_same_results(
     tmp_path: Path, searched: dict[str, Any]
 ) -> None:
-    sequential = reevaluate(load_spec(searched), numbers=[1, 2, 3], seeds=2)
+    sequential = load_spec(searched).reevaluate(numbers=[1, 2, 3], seeds=2)
     assert {e["pid"] for e in evaluations(tmp_path)} == {os.getpid()}  # in this process
     data = copy.deepcopy(searched)
     data["runner"] = {"type": "local", "n_jobs": 2, "threads": 3}
     before = len(evaluations(tmp_path))
-    parallel = reevaluate(load_spec(data), numbers=[1, 2, 3], seeds=2, full_fidelity=True)
+    parallel = load_spec(data).reevaluate(numbers=[1, 2, 3], seeds=2, full_fidelity=True)
     new = evaluations(tmp_path)[before:]
     assert len(new) == 6
     assert os.getpid() not in {e["pid"] for e in new}  # the spec's two worker processes
@@ -196,7 +199,7 @@ def test_the_spec_local_workers_run_reevaluations_with_the_same_results(
 def test_a_dead_worker_fails_its_evaluations_and_the_rest_go_on(
     tmp_path: Path, searched: dict[str, Any]
 ) -> None:
-    results = reevaluate(variant(searched, die_seed=1), numbers=[2], seeds=4, n_jobs=2, threads=1)
+    results = variant(searched, die_seed=1).reevaluate(numbers=[2], seeds=4, n_jobs=2, threads=1)
     r = results[0]
     assert 1 in r.failed and "worker process died" in r.failed[1]
     # The seeds that shared the broken pool failed with it; the call went on to the end.
@@ -204,7 +207,7 @@ def test_a_dead_worker_fails_its_evaluations_and_the_rest_go_on(
     assert _running(load_spec(searched)) == []
     # Lost with a worker, not failed by the objective: the next call does them again.
     before = len(evaluations(tmp_path))
-    again = reevaluate(load_spec(searched), numbers=[2], seeds=4, n_jobs=2, threads=1)
+    again = load_spec(searched).reevaluate(numbers=[2], seeds=4, n_jobs=2, threads=1)
     assert sorted(again[0].runs) == [0, 1, 2, 3] and not again[0].failed
     redone = sorted(e["seed"] for e in evaluations(tmp_path)[before:])
     assert redone == sorted(r.failed)
@@ -219,8 +222,7 @@ def test_ctrl_c_stops_the_workers_and_the_next_call_does_the_rest(
         handle_stop_signal(signal.SIGINT, None)  # what Ctrl-C does in `paretune reevaluate`
 
     with pytest.raises(KeyboardInterrupt):
-        reevaluate(
-            variant(searched, sleep_per_seed=5.0),  # seed 1 still runs when seed 0 is done
+        variant(searched, sleep_per_seed=5.0).reevaluate(  # seed 1 still runs when seed 0 is done
             numbers=[4],
             seeds=4,
             n_jobs=2,
@@ -229,7 +231,7 @@ def test_ctrl_c_stops_the_workers_and_the_next_call_does_the_rest(
         )
     assert [e["seed"] for e in evaluations(tmp_path)][-1:] == [0]
     assert _running(load_spec(searched)) == []  # seed 1 was killed and failed, 2, 3 never began
-    results = reevaluate(load_spec(searched), numbers=[4], seeds=4, n_jobs=2, threads=1)
+    results = load_spec(searched).reevaluate(numbers=[4], seeds=4, n_jobs=2, threads=1)
     assert sorted(results[0].runs) == [0, 1, 2, 3]
     assert sorted(e["seed"] for e in evaluations(tmp_path)[-3:]) == [1, 2, 3]
 
@@ -241,11 +243,11 @@ def test_an_interrupted_reevaluation_is_finished_by_the_next_call(
 ) -> None:
     # With workers, KeyboardInterrupt raised in one (seed 1) stops the call the same way.
     with pytest.raises(KeyboardInterrupt):
-        reevaluate(variant(searched, interrupt_seed=1), numbers=[3], seeds=3, n_jobs=n_jobs)
+        variant(searched, interrupt_seed=1).reevaluate(numbers=[3], seeds=3, n_jobs=n_jobs)
     assert _running(load_spec(searched)) == []  # nothing left RUNNING
     if n_jobs == 1:
         assert [e["seed"] for e in evaluations(tmp_path)][-1] == 0
-    results = reevaluate(load_spec(searched), numbers=[3], seeds=3, n_jobs=n_jobs)
+    results = load_spec(searched).reevaluate(numbers=[3], seeds=3, n_jobs=n_jobs)
     assert sorted(results[0].runs) == [0, 1, 2] and not results[0].failed
     if n_jobs == 1:
         assert [e["seed"] for e in evaluations(tmp_path)][-2:] == [1, 2]
@@ -256,7 +258,7 @@ def test_reevaluations_are_mlflow_runs_under_the_study_parent(
     searched: dict[str, Any],
 ) -> None:
     spec = load_spec(searched)
-    reevaluate(spec, numbers=[0], seeds=2, full_fidelity=True)
+    spec.reevaluate(numbers=[0], seeds=2, full_fidelity=True)
     client = MlflowClient(f"sqlite:///{spec.resolved_run_dir / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("noisy")
     runs = client.search_runs([experiment.experiment_id], "tags.`paretune.reevaluation_of` = '0'")
@@ -274,15 +276,15 @@ def test_reevaluations_are_mlflow_runs_under_the_study_parent(
 def test_bad_selections_say_what_exists(searched: dict[str, Any]) -> None:
     spec = load_spec(searched)
     with pytest.raises(ConfigError, match="say which trials"):
-        reevaluate(spec)
+        spec.reevaluate()
     with pytest.raises(ConfigError, match=r"\[42\].*complete trials: 0-5"):
-        reevaluate(spec, numbers=[42])
+        spec.reevaluate(numbers=[42])
     with pytest.raises(ConfigError, match="seeds"):
-        reevaluate(spec, numbers=[0], seeds=0)
+        spec.reevaluate(numbers=[0], seeds=0)
     with pytest.raises(ConfigError, match="`n_jobs` must be an integer >= 1"):
-        reevaluate(spec, numbers=[0], n_jobs=0)
+        spec.reevaluate(numbers=[0], n_jobs=0)
     with pytest.raises(ConfigError, match="`threads` must be an integer >= 1"):
-        reevaluate(spec, numbers=[0], n_jobs=2, threads=0)
+        spec.reevaluate(numbers=[0], n_jobs=2, threads=0)
 
 
 @pytest.mark.slow
@@ -294,9 +296,9 @@ def test_full_fidelity_needs_an_objective_that_has_it(tmp_path: Path) -> None:
         "controller": {"name": "random"},
         "budget": {"trials": 3},
     }
-    run_search(load_spec(data))
+    run_search(load_spec(data).plan())
     with pytest.raises(ConfigError, match="no full-fidelity mode"):
-        reevaluate(load_spec(data), pareto=True, full_fidelity=True)
+        load_spec(data).reevaluate(pareto=True, full_fidelity=True)
 
 
 @pytest.mark.slow
@@ -310,7 +312,7 @@ def test_cli_prints_mean_and_spread_and_which_trials_beat_the_baselines(
     args += ["--jobs", "2", "--threads", "1"]
     assert main([*args, "-o", str(out_csv)]) == 0
     out = capsys.readouterr().out
-    front = open_store(load_spec(searched), create=False, mlflow=False).pareto_trials()
+    front = open_store(load_spec(searched).plan(), create=False, mlflow=False).pareto_trials()
     total = 2 * len({0} | {t.number for t in front})  # the front and the baseline, 2 seeds
     assert f"[{total}/{total}]" in out  # progress, one line per evaluation
     assert "f0 mean ± std" in out
@@ -361,8 +363,8 @@ def test_pareto_tolerance_adds_the_trials_within_the_margin_of_the_front(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = near_front_spec(tmp_path)
-    run_search(load_spec(data))
-    store = open_store(load_spec(data), create=False, mlflow=False)
+    run_search(load_spec(data).plan())
+    store = open_store(load_spec(data).plan(), create=False, mlflow=False)
     assert [t.number for t in store.pareto_trials()] == [0, 3]
     # Trials 1 and 4 are 0.05 and 0.04 behind the front in f1 only; trial 2 is 0.5 behind.
     assert sorted(t.number for t in store.pareto_trials({"f1": 0.1})) == [0, 1, 3, 4]
@@ -376,7 +378,7 @@ def test_pareto_tolerance_adds_the_trials_within_the_margin_of_the_front(
     assert main([*base, "--pareto", "--pareto-tolerance", "f1=0.1"]) == 0
     out = capsys.readouterr().out
     assert "[4/4]" in out and "[5/" not in out  # trials 0, 1, 3, 4; not 2
-    results = reevaluate(load_spec(data), pareto=True, pareto_tolerance={"f1": 0.1}, seeds=1)
+    results = load_spec(data).reevaluate(pareto=True, pareto_tolerance={"f1": 0.1}, seeds=1)
     assert [r.source.number for r in results] == [0, 1, 3, 4]
     assert main([*base, "--pareto", "--pareto-tolerance", "accuracy=0.1"]) == 2
     assert "does not optimise" in capsys.readouterr().err

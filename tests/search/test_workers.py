@@ -17,7 +17,7 @@ from typing import Any
 import psutil
 import pytest
 
-from paretune.search._runner import Outcome
+from paretune.search._jobs import Outcome
 from paretune.search._workers import _EXIT_GRACE, Handle, WorkerPool
 
 # Generous: two shared cores, and a worker's start imports paretune (about 1.5 s alone).

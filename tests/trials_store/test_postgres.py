@@ -54,7 +54,7 @@ def test_a_search_on_postgresql_spends_its_budget_and_resume_adds_only_the_rest(
         tmp_path, counting_objective, trials=6, n_jobs=2, sleep=0.1, wait_for_drivers=2
     )
     data["storage"] = postgres_url
-    result = run_search(load_spec(data))
+    result = run_search(load_spec(data).plan())
     assert result.store.storage_url == postgres_url
     assert result.counts["COMPLETE"] == 6 and result.counts["RUNNING"] == 0
 
@@ -69,7 +69,7 @@ def test_a_search_on_postgresql_spends_its_budget_and_resume_adds_only_the_rest(
     done_before = [t.params for t in complete]
 
     more = data | {"budget": {"trials": 9}, "runner": {"type": "local", "n_jobs": 1}}
-    resumed = run_search(load_spec(more), resume=True)
+    resumed = run_search(load_spec(more).plan(), resume=True)
     assert resumed.counts["COMPLETE"] == 9 and resumed.recovered == []
     study = optuna.load_study(study_name="counting", storage=postgres_url)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 9
@@ -167,7 +167,7 @@ def test_a_missing_postgresql_database_is_a_study_error(postgres_server, tmp_pat
     )
     data["storage"] = postgres_server.url("no_such_database")
     with pytest.raises(StudyError, match=r"cannot open the study storage .*no_such_database"):
-        run_search(load_spec(data))
+        run_search(load_spec(data).plan())
 
 
 OPEN_AT = """
@@ -177,7 +177,7 @@ from paretune.trials_store import TrialsStore
 
 start = float(sys.argv[2])
 time.sleep(max(0.0, start - time.time()))
-store = TrialsStore(load_spec(sys.argv[1]))
+store = TrialsStore(load_spec(sys.argv[1]).study_config())
 store.start()
 print("opened", store.study.study_name)
 print("parent", store.parent_run_id)

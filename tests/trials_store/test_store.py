@@ -13,15 +13,10 @@ from optuna.trial import TrialState
 from paretune import StudyError
 from paretune.search import open_store, run_search
 from paretune.spec import load_spec
+from paretune.trials_store import TrialsStore, export_trials
 from paretune.trials_store import _store as store_module
-from paretune.trials_store import export_trials
-from paretune.trials_store._store import (
-    CLAIM_ATTR_PREFIX,
-    OWNER_ATTR,
-    RETRY_OF_ATTR,
-    TrialsStore,
-    owner_token,
-)
+from paretune.trials_store._attrs import CLAIM_ATTR_PREFIX, OWNER_ATTR, RETRY_OF_ATTR
+from paretune.trials_store._ownership import owner_token
 from tests.conftest import counting_spec
 
 
@@ -33,7 +28,7 @@ def _dead_owner() -> str:
 
 def test_storage_and_tracking_default_to_sqlite_files_in_run_dir(tmp_path, counting_objective):
     spec = load_spec(counting_spec(tmp_path, counting_objective))
-    store = open_store(spec, mlflow=False)
+    store = open_store(spec.plan(), mlflow=False)
     assert store.storage_url == f"sqlite:///{tmp_path / 'run' / 'study.db'}"
     assert store.tracking_uri == f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}"
     assert (tmp_path / "run" / "study.db").exists()
@@ -42,27 +37,27 @@ def test_storage_and_tracking_default_to_sqlite_files_in_run_dir(tmp_path, count
 
 def test_directions_must_match_an_existing_study(tmp_path, counting_objective):
     data = counting_spec(tmp_path, counting_objective)
-    open_store(load_spec(data), mlflow=False)
+    open_store(load_spec(data).plan(), mlflow=False)
     data["objective"]["metrics"][1]["direction"] = "maximize"
     with pytest.raises(StudyError, match="optimises"):
-        open_store(load_spec(data), mlflow=False)
+        open_store(load_spec(data).plan(), mlflow=False)
 
 
 def test_resume_requires_an_existing_study(tmp_path, counting_objective):
     with pytest.raises(StudyError, match="no study named"):
-        open_store(load_spec(counting_spec(tmp_path, counting_objective)), create=False)
+        open_store(load_spec(counting_spec(tmp_path, counting_objective)).plan(), create=False)
 
 
 def test_unreachable_storage_is_a_clear_error(tmp_path, counting_objective):
     data = counting_spec(tmp_path, counting_objective)
     data["storage"] = f"sqlite:///{tmp_path}/no/such/dir/study.db"
     with pytest.raises(StudyError, match="cannot open the study storage"):
-        open_store(load_spec(data), mlflow=False)
+        open_store(load_spec(data).plan(), mlflow=False)
 
 
 def test_recover_fails_and_requeues_trials_of_dead_processes_only(tmp_path, counting_objective):
     spec = load_spec(counting_spec(tmp_path, counting_objective, trials=3))
-    store = open_store(spec, mlflow=False)
+    store = open_store(spec.plan(), mlflow=False)
     dead = store.study.ask()
     dead.suggest_float("x", 0, 1)
     dead.suggest_float("y", 0, 1)
@@ -88,7 +83,7 @@ def test_recover_fails_and_requeues_trials_of_dead_processes_only(tmp_path, coun
 def test_failing_objective_is_recorded_and_counted(tmp_path, counting_objective):
     # x > 0.5 raises in the objective: those trials FAIL with the traceback and still count.
     spec = load_spec(counting_spec(tmp_path, counting_objective, trials=10, fail_above=0.5))
-    result = run_search(spec)
+    result = run_search(spec.plan())
     counts = result.counts
     assert counts["COMPLETE"] + counts["FAIL"] == 10 and counts["FAIL"] > 0
     failed = [t for t in result.store.study.trials if t.state == TrialState.FAIL]
@@ -102,7 +97,7 @@ def test_failing_objective_is_recorded_and_counted(tmp_path, counting_objective)
 @pytest.mark.slow
 def test_reports_reach_mlflow_as_stepwise_metrics(tmp_path, counting_objective):
     spec = load_spec(counting_spec(tmp_path, counting_objective, trials=2, steps=3))
-    result = run_search(spec)
+    result = run_search(spec.plan())
     t = result.store.study.trials[0]
     client = result.store.mlflow.client
     history = client.get_metric_history(t.user_attrs["paretune.mlflow_run_id"], "partial")
@@ -114,11 +109,11 @@ def test_reports_reach_mlflow_as_stepwise_metrics(tmp_path, counting_objective):
 def test_baselines_are_enqueued_once_and_run_first(tmp_path, counting_objective):
     data = counting_spec(tmp_path, counting_objective, trials=3)
     data["enqueue"] = [{"x": 0.25, "y": 0.5}, {"x": 0.75, "y": 0.5}]
-    result = run_search(load_spec(data))
+    result = run_search(load_spec(data).plan())
     trials = result.store.study.trials
     assert [t.params for t in trials[:2]] == data["enqueue"]
     data["budget"]["trials"] = 4
-    result = run_search(load_spec(data))
+    result = run_search(load_spec(data).plan())
     assert len(result.store.study.trials) == 4
     assert [t.params for t in result.store.study.trials].count({"x": 0.25, "y": 0.5}) == 1
 
@@ -136,7 +131,7 @@ def test_labelled_baselines_carry_their_label_to_the_study_mlflow_and_tables(
         {"label": "corner", "params": {"x": 0.0, "y": 0.0}},
         {"x": 0.75, "y": 0.5},  # bare params: a baseline without a label
     ]
-    result = run_search(load_spec(data))
+    result = run_search(load_spec(data).plan())
     first, second, third = result.store.study.trials
     assert first.params == {"x": 0.0, "y": 0.0}
     assert first.user_attrs["paretune.label"] == "corner"
@@ -163,8 +158,8 @@ def test_a_driver_that_did_not_create_the_study_uses_the_creators_mlflow_parent_
     from mlflow import MlflowClient
 
     spec = load_spec(counting_spec(tmp_path, counting_objective))
-    creator = TrialsStore(spec)
-    other = TrialsStore(spec)  # the study exists now: this driver loads it
+    creator = TrialsStore(spec.study_config())
+    other = TrialsStore(spec.study_config())  # the study exists now: this driver loads it
     started = threading.Event()
 
     def start_other() -> None:
@@ -194,8 +189,10 @@ def test_a_driver_stops_waiting_for_a_parent_run_whose_creator_died(
 ):
     monkeypatch.setattr(store_module, "_PARENT_WAIT_S", 1.0)
     spec = load_spec(counting_spec(tmp_path, counting_objective))
-    TrialsStore(spec)  # created the study, then "died" before starting its parent run
-    other = TrialsStore(spec)
+    TrialsStore(
+        spec.study_config()
+    )  # created the study, then "died" before starting its parent run
+    other = TrialsStore(spec.study_config())
     begun = time.monotonic()
     other.start()
     assert time.monotonic() - begun < 10
@@ -208,7 +205,7 @@ def test_a_driver_stops_waiting_for_a_parent_run_whose_creator_died(
 def test_constraints_exclude_infeasible_trials_from_the_front(tmp_path, counting_objective):
     data = counting_spec(tmp_path, counting_objective, trials=12)
     data["objective"]["constraints"] = [{"metric": "extra", "max": 1.2}]
-    result = run_search(load_spec(data))
+    result = run_search(load_spec(data).plan())
     store = result.store
     assert result.pareto
     for t in result.pareto:
@@ -219,7 +216,7 @@ def test_constraints_exclude_infeasible_trials_from_the_front(tmp_path, counting
 
 
 def test_export_of_an_empty_study(tmp_path, counting_objective):
-    store = open_store(load_spec(counting_spec(tmp_path, counting_objective)), mlflow=False)
+    store = open_store(load_spec(counting_spec(tmp_path, counting_objective)).plan(), mlflow=False)
     assert export_trials(store, "json") == "[]\n"
     with pytest.raises(ValueError, match="unknown export format"):
         export_trials(store, "xml")
@@ -227,7 +224,7 @@ def test_export_of_an_empty_study(tmp_path, counting_objective):
 
 def test_plain_optuna_can_read_the_study(tmp_path, counting_objective):
     spec = load_spec(counting_spec(tmp_path, counting_objective, trials=3))
-    store = open_store(spec, mlflow=False)
+    store = open_store(spec.plan(), mlflow=False)
     store.start()
     study = optuna.load_study(study_name="counting", storage=store.storage_url)
     assert [d.name for d in study.directions] == ["MINIMIZE", "MINIMIZE"]
@@ -235,7 +232,7 @@ def test_plain_optuna_can_read_the_study(tmp_path, counting_objective):
 
 def test_owners_in_another_pid_space_are_left_to_the_heartbeat(tmp_path, counting_objective):
     spec = load_spec(counting_spec(tmp_path, counting_objective, trials=3))
-    store = open_store(spec, mlflow=False)
+    store = open_store(spec.plan(), mlflow=False)
     host, _, pid, started = _dead_owner().rsplit(":", 3)
     other_container = f"{host}:someotherboot/pid[4026531836]:{pid}:{started}"
     trial = store.study.ask()
@@ -250,7 +247,7 @@ def test_a_constraint_on_a_metric_the_objective_never_returns_fails_the_trial(
 ):
     data = counting_spec(tmp_path, counting_objective, trials=2)
     data["objective"]["constraints"] = [{"metric": "params_pct", "max": 1.0}]
-    result = run_search(load_spec(data))
+    result = run_search(load_spec(data).plan())
     assert result.counts["FAIL"] == 2
     error = result.store.study.trials[0].user_attrs["paretune.error"]
     assert "constrains metric(s) ['params_pct']" in error and "'extra'" in error
@@ -259,7 +256,7 @@ def test_a_constraint_on_a_metric_the_objective_never_returns_fails_the_trial(
 _ASK_AND_DIE = """
 import os, signal, sys
 import optuna
-from paretune.trials_store._store import make_storage
+from paretune.trials_store._ownership import make_storage
 study = optuna.load_study(study_name="counting", storage=make_storage(sys.argv[1]))
 trial = study.ask()  # Optuna has made it RUNNING; paretune has not prepared it yet
 print(trial.number, flush=True)
@@ -272,7 +269,7 @@ def test_a_driver_killed_right_after_asking_leaves_a_trial_that_is_recovered(
     tmp_path, counting_objective, queued
 ):
     spec = load_spec(counting_spec(tmp_path, counting_objective, trials=3))
-    store = open_store(spec, mlflow=False)
+    store = open_store(spec.plan(), mlflow=False)
     if queued:
         store.study.enqueue_trial({"x": 0.25, "y": 0.5})
     proc = subprocess.run([sys.executable, "-c", _ASK_AND_DIE, store.storage_url],
@@ -296,7 +293,7 @@ def test_an_unowned_trial_is_recovered_once_every_process_that_claimed_it_is_dea
     tmp_path, counting_objective
 ):
     spec = load_spec(counting_spec(tmp_path, counting_objective, trials=3))
-    store = open_store(spec, mlflow=False)
+    store = open_store(spec.plan(), mlflow=False)
     # Plain Optuna makes trials RUNNING without paretune's records.
     plain = optuna.load_study(study_name="counting", storage=store.storage_url)
     claimed = plain.ask()  # claimed by a live and a dead process, the owner not yet recorded

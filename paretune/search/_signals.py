@@ -1,0 +1,70 @@
+"""Stopping a search cleanly on SIGINT/SIGTERM, to the driver or to its whole process group."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = [
+    "SearchInterrupted",
+    "clear_stop_request",
+    "handle_stop_signal",
+    "objective_in_main_thread",
+    "stop_requested",
+    "stop_signals",
+]
+
+_stop = threading.Event()
+# Set while an objective runs in the main thread: only then does a stop raise at once.
+objective_in_main_thread = threading.Event()
+
+
+class SearchInterrupted(Exception):
+    """The search was stopped (Ctrl-C, SIGTERM); running trials were failed and re-queued."""
+
+    def __init__(self, requeued: list[int]) -> None:
+        self.requeued = requeued
+        super().__init__(f"interrupted; trials {requeued} were queued again")
+
+
+def handle_stop_signal(signum: int, frame: Any) -> None:
+    """A handler for SIGINT/SIGTERM that stops a search cleanly.
+
+    It records the request, which the trial loop checks between trials and while it waits for
+    workers, so bookkeeping is never cut in half. Only while an objective runs in the main
+    thread, or on a second signal, does it also raise ``KeyboardInterrupt``. (Python's default
+    handler raises anywhere, and an interrupt raised inside a finaliser is swallowed.)
+
+    Worker processes ignore both signals, so a signal sent to the whole process group
+    (``timeout``, Slurm, systemd, Kubernetes) reaches them without killing their trials: the
+    driver stops them and queues their trials again.
+    """
+    if _stop.is_set() or objective_in_main_thread.is_set():
+        _stop.set()
+        raise KeyboardInterrupt  # a second signal stops at once, wherever the driver is
+    _stop.set()
+
+
+def stop_requested() -> bool:
+    return _stop.is_set()
+
+
+def clear_stop_request() -> None:
+    _stop.clear()
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM go to :func:`handle_stop_signal` inside the block (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handle_stop_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -1,0 +1,63 @@
+"""Checks of what a study writes to, made before anything is created.
+
+A search that cannot write its run directory or reach its tracking server should say so at
+once, in one line, and leave nothing behind: not a new study whose first trial then fails, and
+not four minutes of MLflow's HTTP retries.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from paretune._errors import StudyError
+
+__all__ = ["PROBE_TIMEOUT_S", "check_writable_dir", "probe_tracking_server"]
+
+#: Seconds the tracking server has to answer the first request.
+PROBE_TIMEOUT_S = 5.0
+
+
+def check_writable_dir(path: Path) -> None:
+    """Create ``path`` (with its parents) if needed and check that files can be written in it.
+
+    Raises:
+        StudyError: It cannot be created, or it is not writable.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".paretune-write-check-"):
+            pass
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise StudyError(
+            f"cannot write to the run directory {str(path)!r}: {reason}. Choose a writable "
+            "`run_dir` in the spec (or give `storage` and `tracking_uri` on servers)."
+        ) from None
+
+
+def probe_tracking_server(uri: str, *, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Check that an MLflow tracking server answers at ``uri`` (http and https URIs only).
+
+    Any HTTP answer counts (a server that rejects the probe is there); no answer within
+    ``timeout`` seconds, a refused connection or an unknown host is an error.
+
+    Raises:
+        StudyError: The server does not answer.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    url = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", None) or err
+        raise StudyError(
+            f"the MLflow tracking server {uri!r} does not answer ({reason}); start it, or fix "
+            "`tracking_uri` in the spec"
+        ) from None
