@@ -102,8 +102,8 @@ class WorkerPool:
     MKL's and OpenBLAS's) to ``threads``, so that ``n_jobs`` workers share the machine's cores;
     torch, if something imported it earlier, is set to ``threads`` threads directly.
 
-    The pool belongs to one driver thread (the one that created it: on Linux a worker is
-    killed when the thread that started it exits).
+    Call it from one thread, which outlives the pool: it is not thread-safe, and on Linux a
+    worker is killed when the thread whose :meth:`submit` started it exits.
 
     Args:
         n_jobs: How many jobs run at once (one worker process each).
@@ -276,9 +276,6 @@ class WorkerPool:
             # Not a daemon: objectives may start processes of their own (DataLoader workers).
             daemon=False,
         )
-        # spawn starts multiprocessing's resource tracker the first time, and doing so unblocks
-        # SIGINT/SIGTERM in this thread; started first, it leaves the mask below alone.
-        resource_tracker.ensure_running()
         try:
             with _stop_signals_blocked():
                 # The worker inherits the blocked mask, so a stop signal sent to the process
@@ -375,6 +372,9 @@ def _stop_signals_blocked() -> Iterator[None]:
     if not hasattr(signal, "pthread_sigmask"):  # Windows
         yield
         return
+    # spawn starts multiprocessing's resource tracker the first time, and doing so unblocks
+    # SIGINT/SIGTERM in this thread; started first, it leaves the mask alone.
+    resource_tracker.ensure_running()
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
         yield

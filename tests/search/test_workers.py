@@ -70,12 +70,23 @@ def _await(condition: Callable[[], bool], *, what: str) -> None:
         time.sleep(0.01)
 
 
+def _await_start(handle: Handle, marker: Path) -> None:
+    """Wait until ``handle``'s job touched ``marker``; fail at once if its worker died."""
+    _await(lambda: marker.exists() or _gone(handle.pid), what=f"the job to touch {marker}")
+    assert marker.exists(), f"worker {handle.pid} died before its job started"
+
+
 def _gone(pid: int) -> bool:
     """Whether process ``pid`` is dead (a zombie nobody reaped is dead too)."""
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+def _open_fds() -> int:
+    resource_tracker.ensure_running()  # spawn's one shared helper, opened once per process
+    return psutil.Process().num_fds()
 
 
 def _results(pool: WorkerPool, n: int) -> list[tuple[Handle, Any]]:
@@ -113,7 +124,7 @@ def test_arguments_are_checked():
 def test_a_dead_worker_fails_only_its_own_job(tmp_path):
     with _pool(n_jobs=2) as pool:
         survivor = pool.submit(("await", (tmp_path / "started", tmp_path / "go")))
-        _await((tmp_path / "started").exists, what="the survivor's job to start")
+        _await_start(survivor, tmp_path / "started")
         dying = pool.submit(("exit", 3))
         assert pool.free_slots() == 0
 
@@ -129,7 +140,7 @@ def test_a_dead_worker_fails_only_its_own_job(tmp_path):
         # A worker killed from outside (the out-of-memory killer) is named by its signal.
         hung = pool.submit(("hang", tmp_path / "hung"))
         assert hung.pid == survivor.pid  # workers serve many jobs
-        _await((tmp_path / "hung").exists, what="the hanging job to start")
+        _await_start(hung, tmp_path / "hung")
         os.kill(hung.pid, signal.SIGKILL)
         [(handle, outcome)] = _results(pool, 1)
         assert handle is hung and outcome.lost
@@ -139,11 +150,12 @@ def test_a_dead_worker_fails_only_its_own_job(tmp_path):
 
 @pytest.mark.slow
 def test_a_hung_job_is_cancelled_and_the_next_runs_in_a_fresh_worker(tmp_path):
+    fds = _open_fds()
     with _pool(n_jobs=1) as pool:
         for attempt in range(2):  # cancel and resubmit, repeatedly
             started = tmp_path / f"started{attempt}"
             hung = pool.submit(("hang", started))
-            _await(started.exists, what="the hanging job to start")
+            _await_start(hung, started)
             assert pool.wait(0) == [] and pool.running() == [hung]
 
             pool.cancel(hung)
@@ -155,6 +167,7 @@ def test_a_hung_job_is_cancelled_and_the_next_runs_in_a_fresh_worker(tmp_path):
             assert after.pid != hung.pid
             [(handle, outcome)] = _results(pool, 1)  # the cancelled job is never reported
             assert handle is after and outcome == {"value": attempt, "pid": after.pid}
+    assert _open_fds() == fds  # no pipe or sentinel left open by the killed workers
 
 
 def test_a_worker_ignores_stop_signals_from_its_start_on(tmp_path):
@@ -165,7 +178,7 @@ def test_a_worker_ignores_stop_signals_from_its_start_on(tmp_path):
         # the job, as a stop of the whole process group would (Ctrl-C, timeout, Slurm).
         for signum in (signal.SIGTERM, signal.SIGINT):
             os.kill(handle.pid, signum)
-        _await(started.exists, what="the job to start")
+        _await_start(handle, started)
         for signum in (signal.SIGTERM, signal.SIGINT):
             os.kill(handle.pid, signum)
         go.touch()
@@ -222,19 +235,20 @@ def test_a_worker_that_died_idle_is_replaced():
 
 
 def test_kill_leaves_no_process(tmp_path):
+    fds = _open_fds()
     pool = _pool(n_jobs=2)
     handles = [pool.submit(("hang", tmp_path / f"started{i}")) for i in range(2)]
-    for i in range(2):
-        _await((tmp_path / f"started{i}").exists, what="the hanging jobs to start")
+    for i, handle in enumerate(handles):
+        _await_start(handle, tmp_path / f"started{i}")
     pool.kill()
     assert not any(psutil.pid_exists(h.pid) for h in handles)  # killed and reaped
     assert pool.running() == [] and pool.wait(0) == [] and pool.free_slots() == 2
     assert multiprocessing.active_children() == []
+    assert _open_fds() == fds
 
 
 def test_close_returns_at_once_and_leaks_no_pipe():
-    resource_tracker.ensure_running()  # spawn's one shared helper, opened once per process
-    fds = psutil.Process().num_fds()
+    fds = _open_fds()
     pool = _pool(n_jobs=2)
     handles = [pool.submit(("echo", i)) for i in range(2)]
     _results(pool, 2)
@@ -244,7 +258,7 @@ def test_close_returns_at_once_and_leaks_no_pipe():
     pool.close()
     assert time.monotonic() - begin < _EXIT_GRACE  # the idle workers exited on request
     assert not any(psutil.pid_exists(h.pid) for h in handles)
-    assert psutil.Process().num_fds() == fds
+    assert _open_fds() == fds
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
@@ -258,23 +272,22 @@ def test_a_worker_dies_with_its_driver(tmp_path):
         "threading.Event().wait()\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
-    driver = subprocess.Popen(
+    worker_pid = None
+    with subprocess.Popen(
         [sys.executable, "-c", driver_code, str(started)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
         text=True,
-    )
-    worker_pid = None
-    try:
-        assert driver.stdout is not None
-        worker_pid = int(driver.stdout.readline())
-        _await(started.exists, what="the worker's job to start")  # so its prctl has run
-        driver.kill()
-        driver.wait()
-        _await(lambda: _gone(worker_pid), what="the orphaned worker to die")
-    finally:
-        driver.kill()
-        driver.wait()
-        if worker_pid is not None and not _gone(worker_pid):
-            os.kill(worker_pid, signal.SIGKILL)
+    ) as driver:
+        try:
+            assert driver.stdout is not None
+            worker_pid = int(driver.stdout.readline())
+            _await(started.exists, what="the worker's job to start")  # so its prctl has run
+            driver.kill()
+            driver.wait()
+            _await(lambda: _gone(worker_pid), what="the orphaned worker to die")
+        finally:
+            driver.kill()
+            if worker_pid is not None and not _gone(worker_pid):
+                os.kill(worker_pid, signal.SIGKILL)
