@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from paretune.dashboards._text import format_table, metric_title, params_cell
-from paretune.trials_store._store import LABEL_ATTR
+from paretune.trials_store import LABEL_ATTR
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial

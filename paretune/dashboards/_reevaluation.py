@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from paretune.dashboards._text import format_table, format_value, metric_title, params_cell
-from paretune.trials_store._pareto import dominates
+from paretune.objectives import dominates
 
 if TYPE_CHECKING:
     from paretune.objectives import Metric
@@ -90,7 +90,7 @@ def reevaluation_table(
 def dominance_lines(results: Sequence[Reevaluation], metrics: Sequence[Metric]) -> list[str]:
     """For each re-evaluated baseline, the re-evaluated search trials whose means dominate it.
 
-    Dominance is :func:`~paretune.trials_store._pareto.dominates` on the means over seeds; a
+    Dominance is :func:`~paretune.objectives.dominates` on the means over seeds; a
     mean that no seed produced (NaN) decides nothing.
 
     Returns:

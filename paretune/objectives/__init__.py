@@ -1,6 +1,8 @@
-"""What a trial computes: objective functions and the context they run in."""
+"""What a trial computes: objective types, the context they run in, and how metric vectors
+compare (Pareto dominance, fronts, hypervolume)."""
 
 from paretune.objectives._base import BaseObjective, FunctionObjective
+from paretune.objectives._pareto import dominates, hypervolume, log10_hv_difference, pareto_mask
 from paretune.objectives._protocol import Direction, Metric, Objective, TrialContext, TrialPruned
 from paretune.objectives._registry import (
     build_objective,
@@ -33,6 +35,10 @@ __all__ = [
     "TrialPruned",
     "VehicleSafety",
     "build_objective",
+    "dominates",
+    "hypervolume",
+    "log10_hv_difference",
+    "pareto_mask",
     "register_objective",
     "registered_objectives",
 ]

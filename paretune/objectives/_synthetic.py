@@ -3,7 +3,7 @@
 Each problem is an objective (``problem(params, ctx) -> dict[str, float]``) that also carries
 its search space, its metrics with their directions, a reference point and, where known, the
 hypervolume of its true Pareto front, so that a benchmark can report how far a controller is
-from the optimum (:func:`~paretune.trials_store._pareto.log10_hv_difference`).
+from the optimum (:func:`~paretune.objectives._pareto.log10_hv_difference`).
 
 The continuous problems wrap BoTorch's test functions (imported when a problem is constructed,
 so that ``import paretune.objectives`` stays free of torch). :class:`PeftLike` is our own: a
@@ -93,8 +93,7 @@ class SyntheticProblem(BaseObjective):
         Returns:
             The hypervolume in the metrics' own units (0.0 for no results).
         """
-        # Imported here: importing paretune.objectives should not load the trials store.
-        from paretune.trials_store._pareto import hypervolume
+        from paretune.objectives._pareto import hypervolume
 
         names = self.metric_names
         rows = [[float(result[name]) for name in names] for result in results]

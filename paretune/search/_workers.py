@@ -256,7 +256,9 @@ class WorkerPool:
     def _idle_worker(self) -> _Worker:
         """An idle, live worker: a running one if any, else a new one."""
         for worker in [w for w in self._workers if w.handle is None]:
-            if worker.process.exitcode is None:
+            # The sentinel is ready from the moment the process ends, reaped or not.
+            ended = multiprocessing.connection.wait([worker.process.sentinel], timeout=0)
+            if worker.process.exitcode is None and not ended:
                 return worker
             # Died between jobs (killed from outside, out of memory): it held no job.
             _log.warning(

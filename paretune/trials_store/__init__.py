@@ -5,6 +5,16 @@ spec); :func:`pareto_mask` and :func:`hypervolume` work on plain metric tables; 
 of a trial (its reports to the study and to MLflow) is :func:`attach_trial`.
 """
 
+from paretune.objectives import dominates, hypervolume, log10_hv_difference, pareto_mask
+from paretune.trials_store._attrs import (
+    BASELINE_ATTR,
+    CHILD_RUN_ATTR,
+    ERROR_ATTR,
+    LABEL_ATTR,
+    METRICS_ATTR,
+    PARENT_RUN_ATTR,
+    SEED_ATTR,
+)
 from paretune.trials_store._config import (
     Baseline,
     Constraint,
@@ -14,11 +24,17 @@ from paretune.trials_store._config import (
 )
 from paretune.trials_store._export import export_trials, trial_records
 from paretune.trials_store._mlflow import MlflowLink
-from paretune.trials_store._pareto import dominates, hypervolume, log10_hv_difference, pareto_mask
 from paretune.trials_store._store import PendingTrial, TrialsStore
 from paretune.trials_store._worker import TrialLink, attach_trial
 
 __all__ = [
+    "BASELINE_ATTR",
+    "CHILD_RUN_ATTR",
+    "ERROR_ATTR",
+    "LABEL_ATTR",
+    "METRICS_ATTR",
+    "PARENT_RUN_ATTR",
+    "SEED_ATTR",
     "Baseline",
     "Constraint",
     "MetricConstraints",

@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from paretune._errors import StudyError
 from paretune.objectives import Metric
+from paretune.objectives._pareto import pareto_mask
 from paretune.trials_store._attrs import (
     BASELINE_ATTR,
     BASELINE_INDEX_ATTR,
@@ -50,7 +51,6 @@ from paretune.trials_store._ownership import (
     owner_token,
     quiet,
 )
-from paretune.trials_store._pareto import pareto_mask
 from paretune.trials_store._preflight import check_writable_dir, probe_tracking_server
 
 if TYPE_CHECKING:

@@ -21,8 +21,8 @@ from paretune.objectives import (
     TrialContext,
     VehicleSafety,
 )
+from paretune.objectives._pareto import pareto_mask
 from paretune.objectives._synthetic import _best_masks, _coverage, _layer_weights
-from paretune.trials_store._pareto import pareto_mask
 
 CTX = TrialContext(trial_number=0)
 

@@ -124,7 +124,7 @@ def test_labelled_baselines_carry_their_label_to_the_study_mlflow_and_tables(
 ):
     from mlflow import MlflowClient
 
-    from paretune.cli import pareto_table
+    from paretune.dashboards import pareto_table
 
     data = counting_spec(tmp_path, counting_objective, trials=3)
     data["enqueue"] = [
@@ -143,7 +143,7 @@ def test_labelled_baselines_carry_their_label_to_the_study_mlflow_and_tables(
         first.user_attrs["paretune.mlflow_run_id"]
     )
     assert run.data.tags["paretune.label"] == "corner"
-    table = pareto_table(result.store, [first, second])
+    table = pareto_table([first, second], load_spec(data).metrics)
     assert table.splitlines()[0].split()[:2] == ["trial", "baseline"]
     assert "corner" in table.splitlines()[2]
 

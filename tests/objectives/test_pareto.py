@@ -10,7 +10,7 @@ from botorch.utils.multi_objective.hypervolume import Hypervolume
 from botorch.utils.multi_objective.pareto import is_non_dominated
 
 from paretune._errors import ConfigError
-from paretune.trials_store._pareto import (
+from paretune.objectives._pareto import (
     dominates,
     hypervolume,
     log10_hv_difference,
