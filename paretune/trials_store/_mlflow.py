@@ -101,15 +101,26 @@ class MlflowLink:
         return self._client
 
     def start_parent(self, *, study_name: str, run_id: str | None, tags: Mapping[str, str]) -> str:
-        """The study's parent run: the one recorded in the study, or a new one.
+        """The study's parent run: the one recorded in the study, or else the one carrying the
+        same ``paretune.study_uid`` tag (started by a driver killed before it recorded it),
+        or a new one.
 
         A parent run that ended (the search stopped) is reopened when the search resumes.
         """
+        uid = tags.get("paretune.study_uid")
+        if run_id is None and uid is not None:
+            found = self._client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`paretune.study_uid` = '{uid}'",
+                max_results=1,
+                order_by=["attributes.start_time ASC"],
+            )
+            run_id = found[0].info.run_id if found else None
         if run_id is not None:
             run = self._client.get_run(run_id)
             if run.info.status != "RUNNING":
                 self._client.update_run(run_id, status="RUNNING")
-            return run_id
+            return str(run_id)
         run = self._client.create_run(
             self.experiment_id,
             run_name=study_name,

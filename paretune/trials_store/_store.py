@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -61,8 +62,13 @@ __all__ = ["PendingTrial", "TrialsStore"]
 _log = logging.getLogger(__name__)
 
 # Study system attribute: the time the driver that created the study started setting up its
-# MLflow parent run; other drivers wait up to _PARENT_WAIT_S for that run's id.
+# MLflow parent run, and who; other drivers wait up to _PARENT_WAIT_S for that run's id, unless
+# that driver is found dead.
 _PARENT_PENDING_ATTR = "paretune.mlflow_parent_pending"
+_CREATOR_ATTR = "paretune.creator"
+# Study system attribute: an id of this study that its MLflow parent run carries as a tag, so a
+# parent run started by a driver killed before recording it is found again.
+_UID_ATTR = "paretune.uid"
 _PARENT_WAIT_S = 120.0
 
 
@@ -164,9 +170,9 @@ class TrialsStore:
                     study_name=name, storage=self.storage, sampler=sampler
                 )
         if self._created and self.mlflow is not None:
-            self.storage.set_study_system_attr(
-                self.storage.get_study_id_from_name(name), _PARENT_PENDING_ATTR, time.time()
-            )
+            study_id = self.storage.get_study_id_from_name(name)
+            self.storage.set_study_system_attr(study_id, _CREATOR_ATTR, owner_token())
+            self.storage.set_study_system_attr(study_id, _PARENT_PENDING_ATTR, time.time())
         stored = [d.name.lower() for d in self.study.directions]
         if not config.metrics:
             # A read-only look: the study says what it optimises.
@@ -212,10 +218,15 @@ class TrialsStore:
             known = self.study.user_attrs.get(PARENT_RUN_ATTR)
             if known is None and not self._created:
                 known = self._await_parent_run()
+            study_id = self.storage.get_study_id_from_name(self.config.name)
+            uid = self.storage.get_study_system_attrs(study_id).get(_UID_ATTR)
+            if uid is None:
+                uid = uuid.uuid4().hex
+                self.storage.set_study_system_attr(study_id, _UID_ATTR, uid)
             self.parent_run_id = self.mlflow.start_parent(
                 study_name=self.config.name,
                 run_id=known,
-                tags={"paretune.storage": self.storage_url},
+                tags={"paretune.storage": self.storage_url, "paretune.study_uid": uid},
             )
             if known is None:
                 self.study.set_user_attr(PARENT_RUN_ATTR, self.parent_run_id)
@@ -231,12 +242,15 @@ class TrialsStore:
         Another driver created the study moments ago and marked it; it records its MLflow
         parent run within seconds. Waiting for that id (rather than creating a second parent
         run) keeps one parent run per study. ``None`` where no creator is at work: an
-        unmarked study, or a mark older than ``_PARENT_WAIT_S`` (that driver died).
+        unmarked study, a mark older than ``_PARENT_WAIT_S``, or a creator that died.
         """
         study_id = self.storage.get_study_id_from_name(self.config.name)
         while True:
-            marked = self.storage.get_study_system_attrs(study_id).get(_PARENT_PENDING_ATTR)
+            attrs = self.storage.get_study_system_attrs(study_id)
+            marked = attrs.get(_PARENT_PENDING_ATTR)
             if marked is None or time.time() - float(marked) > _PARENT_WAIT_S:
+                return None
+            if owner_is_dead(str(attrs.get(_CREATOR_ATTR, ""))):
                 return None
             known = self.storage.get_study_user_attrs(study_id).get(PARENT_RUN_ATTR)
             if known is not None:

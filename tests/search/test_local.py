@@ -10,7 +10,7 @@ import pytest
 from optuna.trial import TrialState
 
 from paretune import SearchFailed
-from paretune.search import LocalRunner, open_store, run_search
+from paretune.search import Budget, LocalRunner, StudyTrials, open_store, run_search
 from paretune.spec import load_spec
 from tests.conftest import counting_spec, loss_spec
 from tests.test_cli import run_cli, write
@@ -162,7 +162,8 @@ def test_an_exhausted_space_stops_a_wall_time_search(tmp_path, counting_objectiv
     store = open_store(spec.plan())
     store.start()
     started = time.monotonic()
-    LocalRunner(max_consecutive_duplicates=3).run(store)
+    trials = StudyTrials(store, spec.objective_ref())
+    LocalRunner().run(trials, Budget(wall_time=600, max_consecutive_duplicates=3))
     store.close()
     assert time.monotonic() - started < 120  # far from the 600 s budget
     trials = store.study.trials
