@@ -6,6 +6,7 @@ from paretune.objectives._pareto import dominates, hypervolume, log10_hv_differe
 from paretune.objectives._protocol import Direction, Metric, Objective, TrialContext, TrialPruned
 from paretune.objectives._registry import (
     build_objective,
+    load_module,
     register_objective,
     registered_objectives,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "build_objective",
     "dominates",
     "hypervolume",
+    "load_module",
     "log10_hv_difference",
     "pareto_mask",
     "register_objective",

@@ -1,0 +1,53 @@
+"""The search spec: what a user writes (YAML) to describe one search, validated at the boundary.
+
+A spec names the study, where trials are stored and tracked, the objective and its metrics, the
+space, the controller, the budget and the runner::
+
+    study: quickstart
+    objective:
+      type: branin_currin            # a registered objective, or `python` with settings.target
+      metrics:                       # optional for registered problems (they declare their own)
+        - {name: f0, direction: minimize}
+        - {name: f1, direction: minimize}
+    controller: {name: tpe, seed: 0}
+    budget: {trials: 40}
+    runner: {type: local, n_jobs: 1}   # or {type: ray, resources: {cpu: 1, gpu: 0.25}}
+
+:func:`load_spec` reads and validates a spec; every problem becomes a :class:`ConfigError` whose
+``path`` names the field (``objective.metrics[0].direction``) and whose message names the value
+received and what is allowed. ``paretune schema`` prints the JSON schema of :class:`SearchSpec`.
+"""
+
+from paretune.search import LocalRunnerSettings, RayRunnerSettings
+from paretune.spec._load import apply_overrides, load_plugins, load_spec
+from paretune.spec._search import KnownMetric, SearchSpec
+from paretune.spec._sections import (
+    BudgetSpec,
+    ConstraintSpec,
+    ControllerSpec,
+    EnqueueSpec,
+    MetricSpec,
+    ObjectiveSpec,
+    PrunerSpec,
+)
+
+__all__ = [
+    "BudgetSpec",
+    "ConstraintSpec",
+    "ControllerSpec",
+    "EnqueueSpec",
+    "KnownMetric",
+    "LocalRunnerSpec",
+    "MetricSpec",
+    "ObjectiveSpec",
+    "PrunerSpec",
+    "RayRunnerSpec",
+    "SearchSpec",
+    "apply_overrides",
+    "load_plugins",
+    "load_spec",
+]
+
+# The runner sections are the runners' own settings models (registered with the runners).
+LocalRunnerSpec = LocalRunnerSettings
+RayRunnerSpec = RayRunnerSettings
