@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from optuna.trial import TrialState
@@ -167,13 +167,19 @@ class RayRunner(Runner):
         assert isinstance(settings, RayRunnerSettings)  # the registry pairs them
         return cls(settings)
 
-    def check(self, *, metrics: int, pruning: bool) -> None:
+    def check(self, *, metrics: Sequence[str], pruning: bool, budget: Budget) -> None:
+        if budget.trial_timeout is not None:
+            raise ConfigError(
+                "budget.trial_timeout is not supported by the ray runner yet; use the local "
+                "runner, or Tune's own stopping (scheduler: asha)",
+                path=("budget", "trial_timeout"),
+            )
         if self.spec.scheduler != "asha":
             return
-        if metrics > 1:
+        if len(metrics) > 1:
             raise ConfigError(
-                f"ASHA stops trials on one metric, but the spec optimises {metrics}; use "
-                "`scheduler: fifo`",
+                f"ASHA stops trials on one metric, but the spec optimises {len(metrics)} "
+                f"({', '.join(metrics)}); use `scheduler: fifo`",
                 path=("runner", "scheduler"),
             )
         if pruning:
@@ -189,12 +195,7 @@ class RayRunner(Runner):
 
         from paretune.search import _ray_tune as rt
 
-        if budget.trial_timeout is not None:
-            raise ConfigError(
-                "budget.trial_timeout is not supported by the ray runner yet; use the local "
-                "runner, or Tune's own stopping (scheduler: asha)",
-                path=("budget", "trial_timeout"),
-            )
+        self.check(metrics=trials.store.config.metric_names, pruning=False, budget=budget)
         store = trials.store
         # RUNNING trials of other drivers on the same study count too.
         policy = StopPolicy(budget, finished=lambda: store.n_finished(running=True))

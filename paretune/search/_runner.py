@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -63,12 +63,14 @@ class Runner(abc.ABC):
             budget: When to stop starting trials, and the per-trial rules.
         """
 
-    def check(self, *, metrics: int, pruning: bool) -> None:
-        """Reject a search this runner cannot run (called when the spec is loaded).
+    def check(self, *, metrics: Sequence[str], pruning: bool, budget: Budget) -> None:
+        """Reject a search this runner cannot run (called when the spec is loaded, so that a
+        search it cannot finish never starts).
 
         Args:
-            metrics: How many metrics the search optimises.
+            metrics: The names of the metrics the search optimises.
             pruning: Whether an Optuna pruner is set.
+            budget: The search's budget (a runner may not support each of its limits).
 
         Raises:
             ConfigError: With the path of the offending setting.

@@ -205,7 +205,9 @@ class SearchSpec(_Strict):
 
         from paretune.search import make_runner
 
-        make_runner(self.runner).check(metrics=len(metrics), pruning=self.pruner.name != "none")
+        make_runner(self.runner).check(
+            metrics=names, pruning=self.pruner.name != "none", budget=self.search_budget()
+        )
         if self.pruner.name != "none" and len(metrics) > 1:
             raise ConfigError(
                 f"pruning needs a single optimised metric (Optuna prunes single-objective "

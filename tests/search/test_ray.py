@@ -405,6 +405,19 @@ def test_bad_ray_runner_sections_name_the_field(
         assert word in str(info.value)
 
 
+def test_a_trial_timeout_on_ray_is_rejected_when_the_spec_is_loaded(
+    tmp_path: Path, counting_objective
+) -> None:
+    from paretune import ConfigError
+
+    data = _ray_spec(tmp_path, counting_objective)
+    data["budget"]["trial_timeout"] = 30
+    with pytest.raises(ConfigError) as info:
+        load_spec(data)
+    assert info.value.path == ("budget", "trial_timeout")
+    assert "ray runner" in str(info.value)
+
+
 def test_resources_follow_the_first_matching_rule(tmp_path: Path, counting_objective) -> None:
     rules = [
         {"params": {"model": ["large", "xl"]}, "gpu": 1},
