@@ -13,7 +13,7 @@ HEAVY = ("torch", "botorch", "ray", "mlflow", "transformers", "peft")
 @pytest.mark.parametrize(
     "module",
     ["paretune", "paretune.cli", "paretune.spec", "paretune.spaces", "paretune.objectives",
-     "paretune.search", "paretune.trials_store", "paretune.dashboards"],
+     "paretune.search", "paretune.trials_store", "paretune.dashboards", "paretune.testing"],
 )  # fmt: skip
 def test_import_does_not_load_heavy_libraries(module):
     code = f"import sys, {module}; print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
