@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import optuna
 import pytest
 import yaml
 
 from paretune import ConfigError
+from paretune.search import Capabilities
 from paretune.spec import load_spec
 
 BASE = {
@@ -128,13 +130,41 @@ def test_enqueued_params_are_validated_against_the_space() -> None:
     assert err.path[:2] == ("enqueue", 0)
 
 
-def test_unknown_controller_option() -> None:
+def test_unknown_controller_option_is_rejected_when_the_spec_is_loaded() -> None:
+    err = error_of(with_(controller={"name": "tpe", "options": {"n_startup": 3}}))
+    assert err.path == ("controller", "options", "n_startup")
+    assert "n_startup_trials" in str(err)
 
-    spec = load_spec(with_(controller={"name": "tpe", "options": {"n_startup": 3}}))
-    with pytest.raises(ConfigError) as info:
-        spec.make_sampler()
-    assert info.value.path == ("controller", "options", "n_startup")
-    assert "n_startup_trials" in str(info.value)
+
+def test_a_need_the_controller_does_not_declare_is_rejected_when_the_spec_is_loaded() -> None:
+    from paretune.search import ControllerContext, register_controller
+
+    def single(context: ControllerContext, **options: object) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.RandomSampler(seed=context.seed)
+
+    register_controller(
+        "test-single-objective",
+        single,
+        capabilities=Capabilities(multi_objective=False, conditional=False),
+        replace=True,
+    )
+    two = [{"name": "loss", "direction": "minimize"}, {"name": "size", "direction": "minimize"}]
+    err = error_of(with_(controller={"name": "test-single-objective"}, objective__metrics=two))
+    assert err.path == ("controller", "name")
+    assert "optimises one metric" in str(err) and "loss, size" in str(err)
+    assert "botorch" in str(err)  # the multi-objective controllers are named
+
+    conditional = {
+        "use": {"type": "categorical", "choices": [True, False]},
+        "lr": {"type": "float", "low": 0.001, "high": 0.1, "condition": {"use": [True]}},
+    }
+    err = error_of(with_(controller={"name": "test-single-objective"}, space=conditional))
+    assert err.path == ("controller", "name") and "conditional" in str(err)
+
+    constrained = [{"metric": "loss", "max": 1.0}]
+    err = error_of(with_(controller={"name": "random"}, objective__constraints=constrained))
+    assert err.path == ("controller", "name") and "constraints" in str(err)
+    assert "tpe" in str(err)
 
 
 def test_study_name_is_checked() -> None:

@@ -30,6 +30,7 @@ __all__ = [
     "Capabilities",
     "ControllerContext",
     "ControllerFactory",
+    "check_controller",
     "controller_capabilities",
     "controller_names",
     "make_pruner",
@@ -182,6 +183,52 @@ def _lookup(name: str) -> _Registered:
     return registered
 
 
+def check_controller(
+    name: str, context: ControllerContext, options: Mapping[str, Any] | None = None
+) -> None:
+    """Reject a search the controller ``name`` cannot serve, before anything runs: an option
+    it does not take, or a need it does not declare (two or more metrics, outcome constraints,
+    conditional parameters; see :class:`Capabilities`).
+
+    Raises:
+        ConfigError: With the path of the spec field to change.
+    """
+    registered = _lookup(name)
+    allowed = registered.options
+    for key in options or {}:
+        if allowed is not None and key not in allowed:
+            raise ConfigError(
+                f"unknown option {key!r} for controller {name!r}; allowed: "
+                f"{', '.join(sorted(allowed)) or 'none'}",
+                path=("controller", "options", key),
+            )
+    can = registered.capabilities
+    if len(context.metrics) > 1 and not can.multi_objective:
+        raise ConfigError(
+            f"controller {name!r} optimises one metric, but the search has "
+            f"{len(context.metrics)} ({', '.join(m.name for m in context.metrics)}); choose a "
+            f"multi-objective controller ({', '.join(_names_with('multi_objective'))})",
+            path=("controller", "name"),
+        )
+    if context.constraints_func is not None and not can.constraints:
+        raise ConfigError(
+            f"controller {name!r} does not take outcome constraints; remove "
+            f"`objective.constraints` or choose one that does "
+            f"({', '.join(_names_with('constraints'))})",
+            path=("controller", "name"),
+        )
+    if not can.conditional and any(p.condition is not None for p in context.space):
+        raise ConfigError(
+            f"controller {name!r} does not handle conditional parameters; choose one that does "
+            f"({', '.join(_names_with('conditional'))})",
+            path=("controller", "name"),
+        )
+
+
+def _names_with(capability: str) -> list[str]:
+    return [n for n, r in _REGISTRY.items() if getattr(r.capabilities, capability)]
+
+
 def make_sampler(
     name: str,
     context: ControllerContext,
@@ -201,14 +248,7 @@ def make_sampler(
     """
     registered = _lookup(name)
     options = dict(options or {})
-    allowed = registered.options
-    for key in options:
-        if allowed is not None and key not in allowed:
-            raise ConfigError(
-                f"unknown option {key!r} for controller {name!r}; allowed: "
-                f"{', '.join(sorted(allowed)) or 'none'}",
-                path=("controller", "options", key),
-            )
+    check_controller(name, context, options)
     if context.seed is not None and not registered.capabilities.keyed_by_trial:
         context = dataclasses.replace(context, seed=context.seed + n_existing_trials)
     try:

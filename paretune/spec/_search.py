@@ -230,6 +230,10 @@ class SearchSpec(_Strict):
         self._max_hypervolume = max_hv
         self._metrics = metrics
 
+        from paretune.search import check_controller
+
+        check_controller(self.controller.name, self.controller_context(), self.controller.options)
+
     def controller_context(self) -> ControllerContext:
         """The controller factory's input (:class:`~paretune.search.ControllerContext`)."""
         from paretune.search import ControllerContext

@@ -21,7 +21,8 @@ def _spec(tmp_path, controller: str, trials: int, **options) -> dict:
 
 
 def test_optuna_and_botorch_controllers_are_registered():
-    assert controller_names() == ["random", "tpe", "nsga2", "gp", "botorch"]
+    # the built-in ones first, in this order (tests may register more)
+    assert controller_names()[:5] == ["random", "tpe", "nsga2", "gp", "botorch"]
 
 
 def test_botorch_controller_gets_the_spec_space_reference_point_and_options(tmp_path):
