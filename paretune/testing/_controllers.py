@@ -38,8 +38,6 @@ DISCRETE_SPACE: dict[str, dict[str, Any]] = {
     "s": {"type": "float", "low": 0.0, "high": 1.0, "step": 0.5},
 }
 
-SamplerFactory = Callable[..., optuna.samplers.BaseSampler]
-
 
 def _number(value: Any) -> float:
     if value is None:
@@ -91,48 +89,43 @@ class ControllerConformance:
         """The controller's options (``controller.options`` of a spec)."""
         return {}
 
-    @pytest.fixture
-    def capabilities(self, controller: str) -> Capabilities:
-        return controller_capabilities(controller)
-
-    @pytest.fixture
-    def new_sampler(self, controller: str, controller_options: dict[str, Any]) -> SamplerFactory:
-        """``new_sampler(space, directions, seed=0, n_existing_trials=0,
-        constraints_func=None)``: the controller's sampler, built through
-        :func:`~paretune.search.make_sampler` as a search builds it."""
-
-        def build(
-            space: SearchSpace,
-            directions: Sequence[str] = ("minimize",),
-            *,
-            seed: int | None = 0,
-            n_existing_trials: int = 0,
-            constraints_func: Callable[[FrozenTrial], Sequence[float]] | None = None,
-        ) -> optuna.samplers.BaseSampler:
-            context = ControllerContext(
-                space=space,
-                metrics=tuple(
-                    Metric(f"m{i}", cast(Direction, d)) for i, d in enumerate(directions)
-                ),
-                seed=seed,
-                constraints_func=constraints_func,
-            )
-            return make_sampler(
-                controller, context, controller_options, n_existing_trials=n_existing_trials
-            )
-
-        return build
+    @pytest.fixture(autouse=True)
+    def _under_test(
+        self, controller: str, controller_options: dict[str, Any], caplog: pytest.LogCaptureFixture
+    ) -> None:
+        self.name = controller
+        self.options = controller_options
+        self.declared: Capabilities = controller_capabilities(controller)
+        self.caplog = caplog
 
     # -- helpers -------------------------------------------------------------------------
 
-    @staticmethod
-    def space(spec: Mapping[str, Mapping[str, Any]], capabilities: Capabilities) -> SearchSpace:
+    def new_sampler(
+        self,
+        space: SearchSpace,
+        directions: Sequence[str] = ("minimize",),
+        *,
+        seed: int | None = 0,
+        n_existing_trials: int = 0,
+        constraints_func: Callable[[FrozenTrial], Sequence[float]] | None = None,
+    ) -> optuna.samplers.BaseSampler:
+        """The controller's sampler, built by :func:`~paretune.search.make_sampler` as a
+        search builds it."""
+        context = ControllerContext(
+            space=space,
+            metrics=tuple(Metric(f"m{i}", cast(Direction, d)) for i, d in enumerate(directions)),
+            seed=seed,
+            constraints_func=constraints_func,
+        )
+        return make_sampler(self.name, context, self.options, n_existing_trials=n_existing_trials)
+
+    def space(self, spec: Mapping[str, Mapping[str, Any]]) -> SearchSpace:
         """``spec`` as a space, without its conditional parameters where the controller does
         not declare ``conditional``."""
         kept = {
             name: dict(p)
             for name, p in spec.items()
-            if capabilities.conditional or "condition" not in p
+            if self.declared.conditional or "condition" not in p
         }
         return SearchSpace.from_dict(kept)
 
@@ -153,26 +146,20 @@ class ControllerConformance:
             space.validate(t.params)  # raises on a bad value, a missing or inactive parameter
             assert set(t.params) == set(space.active(t.params)), t.params
 
-    @staticmethod
-    def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    def fallback_warnings(self) -> list[str]:
         # A controller that falls back (logs a warning and samples at random) would pass the
         # validity checks without ever running its model.
         return [
             r.getMessage()
-            for r in caplog.records
+            for r in self.caplog.records
             if r.name.startswith("paretune") and r.levelno >= logging.WARNING
         ]
 
     # -- the suite -----------------------------------------------------------------------
 
-    def test_valid_values_for_every_parameter_type(
-        self,
-        new_sampler: SamplerFactory,
-        capabilities: Capabilities,
-        caplog: pytest.LogCaptureFixture,
-    ) -> None:
-        space = self.space(MIXED_SPACE, capabilities)
-        study = optuna.create_study(sampler=new_sampler(space))
+    def test_valid_values_for_every_parameter_type(self) -> None:
+        space = self.space(MIXED_SPACE)
+        study = optuna.create_study(sampler=self.new_sampler(space))
         suggested = self.ask_tell(study, space, self.n_trials)
 
         trials = study.trials
@@ -180,49 +167,38 @@ class ControllerConformance:
         assert [t.params for t in trials] == suggested  # what the objective got is stored
         self.check_valid(space, trials)
         for params in suggested:
-            if capabilities.conditional:
+            if self.declared.conditional:
                 assert ("k" in params) == (params["flag"] is True)
                 assert ("m" in params) == (params["kind"] in ("a", 3))
             assert params["tag"] == "v1"
             assert type(params["n"]) is int and type(params["width"]) is int
-        assert self.warnings(caplog) == []
+        assert self.fallback_warnings() == []
 
-    def test_same_seed_same_sequence_other_seed_other_sequence(
-        self,
-        new_sampler: SamplerFactory,
-        capabilities: Capabilities,
-        caplog: pytest.LogCaptureFixture,
-    ) -> None:
-        space = self.space(MIXED_SPACE, capabilities)
+    def test_same_seed_same_sequence_other_seed_other_sequence(self) -> None:
+        space = self.space(MIXED_SPACE)
 
         def sequence(seed: int, n: int) -> list[dict[str, Any]]:
-            study = optuna.create_study(sampler=new_sampler(space, seed=seed))
+            study = optuna.create_study(sampler=self.new_sampler(space, seed=seed))
             return self.ask_tell(study, space, n)
 
         first = sequence(0, self.n_trials)
         assert sequence(0, self.n_trials) == first
         # A few trials suffice to tell seeds apart (the start-up draws differ).
         assert sequence(1, 4) != first[:4]
-        assert self.warnings(caplog) == []
+        assert self.fallback_warnings() == []
 
     @pytest.mark.parametrize(
         "directions",
         [("minimize", "maximize"), ("maximize", "minimize", "maximize")],
         ids=["2obj", "3obj"],
     )
-    def test_several_objectives_with_mixed_directions(
-        self,
-        new_sampler: SamplerFactory,
-        capabilities: Capabilities,
-        directions: tuple[str, ...],
-        caplog: pytest.LogCaptureFixture,
-    ) -> None:
-        if not capabilities.multi_objective:
+    def test_several_objectives_with_mixed_directions(self, directions: tuple[str, ...]) -> None:
+        if not self.declared.multi_objective:
             pytest.skip("the controller does not declare multi_objective")
-        space = self.space(MIXED_SPACE, capabilities)
+        space = self.space(MIXED_SPACE)
         study = optuna.create_study(
             directions=[cast(Direction, d) for d in directions],
-            sampler=new_sampler(space, directions),
+            sampler=self.new_sampler(space, directions),
         )
         self.ask_tell(study, space, self.n_trials)
 
@@ -232,38 +208,28 @@ class ControllerConformance:
         assert all(len(t.values) == len(directions) for t in trials)
         self.check_valid(space, trials)
         assert study.best_trials  # a non-empty Pareto front
-        assert self.warnings(caplog) == []
+        assert self.fallback_warnings() == []
 
-    def test_outcome_constraints_are_evaluated_for_every_trial(
-        self,
-        new_sampler: SamplerFactory,
-        capabilities: Capabilities,
-        caplog: pytest.LogCaptureFixture,
-    ) -> None:
-        if not capabilities.constraints:
+    def test_outcome_constraints_are_evaluated_for_every_trial(self) -> None:
+        if not self.declared.constraints:
             pytest.skip("the controller does not declare constraints")
-        space = self.space(DISCRETE_SPACE, capabilities)
+        space = self.space(DISCRETE_SPACE)
         seen: list[int] = []
 
         def constraints(trial: FrozenTrial) -> list[float]:
             seen.append(trial.number)
             return [float(trial.params["n"]) - 1.5]  # feasible: n <= 1
 
-        study = optuna.create_study(sampler=new_sampler(space, constraints_func=constraints))
+        study = optuna.create_study(sampler=self.new_sampler(space, constraints_func=constraints))
         self.ask_tell(study, space, self.n_trials)
 
         assert sorted(set(seen)) == list(range(self.n_trials))
         self.check_valid(space, study.trials)
-        assert self.warnings(caplog) == []
+        assert self.fallback_warnings() == []
 
-    def test_running_trials_do_not_break_the_next_proposals(
-        self,
-        new_sampler: SamplerFactory,
-        capabilities: Capabilities,
-        caplog: pytest.LogCaptureFixture,
-    ) -> None:
-        space = self.space(DISCRETE_SPACE, capabilities)
-        study = optuna.create_study(sampler=new_sampler(space))
+    def test_running_trials_do_not_break_the_next_proposals(self) -> None:
+        space = self.space(DISCRETE_SPACE)
+        study = optuna.create_study(sampler=self.new_sampler(space))
         completed = self.ask_tell(study, space, self.n_startup + 1)  # past the start-up
         running = [space.suggest(study.ask()) for _ in range(3)]  # other workers' trials
 
@@ -277,22 +243,16 @@ class ControllerConformance:
         assert states.count(TrialState.RUNNING) == 3
         assert states.count(TrialState.COMPLETE) == len(completed) + 3
         self.check_valid(space, study.trials)
-        if capabilities.no_duplicates:
+        if self.declared.no_duplicates:
             everything = completed + running + proposed
             assert len({_key(p) for p in everything}) == len(everything)
-        assert self.warnings(caplog) == []
+        assert self.fallback_warnings() == []
 
-    def test_resume_from_sqlite_with_a_new_sampler(
-        self,
-        new_sampler: SamplerFactory,
-        capabilities: Capabilities,
-        tmp_path: Any,
-        caplog: pytest.LogCaptureFixture,
-    ) -> None:
-        space = self.space(DISCRETE_SPACE, capabilities)
+    def test_resume_from_sqlite_with_a_new_sampler(self, tmp_path: Any) -> None:
+        space = self.space(DISCRETE_SPACE)
         storage = f"sqlite:///{tmp_path / 'study.db'}"
         study = optuna.create_study(
-            study_name="resume", storage=storage, sampler=new_sampler(space)
+            study_name="resume", storage=storage, sampler=self.new_sampler(space)
         )
         first = self.ask_tell(study, space, 5)
         del study
@@ -300,7 +260,7 @@ class ControllerConformance:
         resumed_study = optuna.load_study(
             study_name="resume",
             storage=storage,
-            sampler=new_sampler(space, n_existing_trials=5),
+            sampler=self.new_sampler(space, n_existing_trials=5),
         )
         resumed = self.ask_tell(resumed_study, space, 5)
 
@@ -311,7 +271,7 @@ class ControllerConformance:
         self.check_valid(space, trials)
         # A resumed search does not replay the first session's draws.
         assert resumed != first
-        if capabilities.no_duplicates:
+        if self.declared.no_duplicates:
             everything = first + resumed
             assert len({_key(p) for p in everything}) == len(everything)
-        assert self.warnings(caplog) == []
+        assert self.fallback_warnings() == []
