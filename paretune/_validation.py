@@ -1,4 +1,5 @@
-"""The base of every validated settings model (a spec section, a runner's settings)."""
+"""The base of every validated settings model (a spec section, a runner's settings), and the
+checks every registry (objective types, controllers, runners) makes of a new entry."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-__all__ = ["StrictModel"]
+from paretune._errors import ConfigError, describe
+
+__all__ = ["StrictModel", "check_registration"]
 
 
 class StrictModel(BaseModel):
@@ -24,3 +27,22 @@ class StrictModel(BaseModel):
                 if key not in allowed:
                     raise ValueError(f"unknown key {key!r}; allowed keys: {', '.join(allowed)}")
         return data
+
+
+def check_registration(
+    kind: str, registry: Mapping[str, Any], name: Any, factory: Any, *, replace: bool
+) -> None:
+    """Check a new entry of a registry of ``kind`` ("objective type", "controller").
+
+    Raises:
+        ConfigError: ``name`` is not a non-empty string or is taken (unless ``replace``), or
+            ``factory`` is not callable.
+    """
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{kind} names must be non-empty strings, but got {name!r}.")
+    if not callable(factory):
+        raise ConfigError(f"the factory of {name!r} must be callable, but got {describe(factory)}.")
+    if name in registry and not replace:
+        raise ConfigError(
+            f"the {kind} {name!r} is already registered. Pass replace=True to replace it."
+        )

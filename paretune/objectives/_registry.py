@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from paretune._errors import ConfigError, describe
+from paretune._validation import check_registration
 from paretune.objectives._base import BaseObjective, FunctionObjective
 from paretune.objectives._protocol import Objective
 from paretune.objectives._synthetic import DTLZ2, ZDT1, BraninCurrin, PeftLike, VehicleSafety
@@ -62,14 +63,7 @@ def register_objective(name: str, factory: ObjectiveFactory, *, replace: bool = 
     Raises:
         ConfigError: ``name`` is empty or already registered, or ``factory`` is not callable.
     """
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"objective type names must be non-empty strings, but got {name!r}.")
-    if not callable(factory):
-        raise ConfigError(f"the factory of {name!r} must be callable, but got {describe(factory)}.")
-    if name in _REGISTRY and not replace:
-        raise ConfigError(
-            f"the objective type {name!r} is already registered. Pass replace=True to replace it."
-        )
+    check_registration("objective type", _REGISTRY, name, factory, replace=replace)
     _REGISTRY[name] = factory
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import optuna
 
 from paretune._errors import ConfigError, describe
+from paretune._validation import check_registration
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -129,14 +130,7 @@ def register_controller(
     Raises:
         ConfigError: ``name`` is empty or taken, or ``factory`` is not callable.
     """
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"controller names must be non-empty strings, but got {name!r}.")
-    if not callable(factory):
-        raise ConfigError(f"the factory of {name!r} must be callable, but got {describe(factory)}.")
-    if name in _REGISTRY and not replace:
-        raise ConfigError(
-            f"the controller {name!r} is already registered. Pass replace=True to replace it."
-        )
+    check_registration("controller", _REGISTRY, name, factory, replace=replace)
     if capabilities is None:
         capabilities = getattr(factory, "capabilities", None) or Capabilities()
     if not isinstance(capabilities, Capabilities):

@@ -370,7 +370,7 @@ def _quiet_tune() -> Iterator[None]:
     check wants the optimised metrics in every result, but a trial's reports carry what the
     objective chose to report, and a failed trial's final result carries none.
     """
-    from paretune.trials_store._ownership import quiet
+    from paretune.trials_store import quiet
 
     settings = {"RAY_AIR_NEW_OUTPUT": "0", "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1"}
     old = {k: os.environ.get(k) for k in settings}

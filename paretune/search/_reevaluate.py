@@ -35,16 +35,19 @@ from paretune.search._jobs import Job, ObjectiveRef, Outcome
 from paretune.search._local import default_threads, make_executor
 from paretune.search._loop import Budget, Started, StopPolicy, run_trials
 from paretune.search._signals import SearchInterrupted, clear_stop_request
-from paretune.trials_store import PendingTrial, StudyConfig, TrialLink, TrialsStore
-from paretune.trials_store._attrs import (
+from paretune.trials_store import (
     BASELINE_ATTR,
     CHILD_RUN_ATTR,
     ERROR_ATTR,
     LABEL_ATTR,
     METRICS_ATTR,
     PARENT_RUN_ATTR,
+    PendingTrial,
+    StudyConfig,
+    TrialLink,
+    TrialsStore,
+    quiet,
 )
-from paretune.trials_store._ownership import quiet
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial

@@ -24,6 +24,7 @@ from paretune.trials_store._config import (
 )
 from paretune.trials_store._export import export_trials, trial_records
 from paretune.trials_store._mlflow import MlflowLink
+from paretune.trials_store._ownership import quiet
 from paretune.trials_store._store import PendingTrial, TrialsStore
 from paretune.trials_store._worker import TrialLink, attach_trial
 
@@ -50,5 +51,6 @@ __all__ = [
     "hypervolume",
     "log10_hv_difference",
     "pareto_mask",
+    "quiet",
     "trial_records",
 ]
