@@ -60,12 +60,36 @@ def counting_spec(
     **settings: Any,
 ) -> dict[str, Any]:
     src, counter = objective
+    return xy_spec(
+        tmp_path,
+        f"{src}:objective",
+        study="counting",
+        trials=trials,
+        controller=controller,
+        n_jobs=n_jobs,
+        counter=str(counter),
+        **settings,
+    )
+
+
+def xy_spec(
+    tmp_path: Path,
+    target: str,
+    *,
+    study: str,
+    trials: int,
+    controller: str = "random",
+    n_jobs: int = 1,
+    **settings: Any,
+) -> dict[str, Any]:
+    """A spec over ``x, y`` in [0, 1] minimising the metrics ``f0, f1`` of the ``python``
+    objective ``target``, with ``settings``, stored under ``tmp_path/run``."""
     return {
-        "study": "counting",
+        "study": study,
         "run_dir": str(tmp_path / "run"),
         "objective": {
             "type": "python",
-            "settings": {"target": f"{src}:objective", "counter": str(counter), **settings},
+            "settings": {"target": target, **settings},
             "metrics": [
                 {"name": "f0", "direction": "minimize"},
                 {"name": "f1", "direction": "minimize"},

@@ -23,6 +23,7 @@ from paretune.search import handle_stop_signal, open_store, run_search
 from paretune.search._reevaluate import Reevaluation, reevaluation_study_name
 from paretune.spec import SearchSpec, load_spec
 from paretune.trials_store import dominates as dominates_values
+from tests.conftest import xy_spec
 
 NOISY_OBJECTIVE = '''
 import json
@@ -338,25 +339,9 @@ def near_front_spec(tmp_path: Path) -> dict[str, Any]:
     src = tmp_path / "near.py"
     src.write_text(textwrap.dedent(NEAR_FRONT_OBJECTIVE))
     points = [(0.2, 0.0), (0.2, 0.05), (0.2, 0.5), (0.6, 0.0), (0.6, 0.04)]
-    return {
-        "study": "near",
-        "run_dir": str(tmp_path / "run"),
-        "objective": {
-            "type": "python",
-            "settings": {"target": f"{src}:objective"},
-            "metrics": [
-                {"name": "f0", "direction": "minimize"},
-                {"name": "f1", "direction": "minimize"},
-            ],
-        },
-        "space": {
-            "x": {"type": "float", "low": 0.0, "high": 1.0},
-            "y": {"type": "float", "low": 0.0, "high": 1.0},
-        },
-        "controller": {"name": "random", "seed": 0},
-        "budget": {"trials": len(points)},
-        "enqueue": [{"params": {"x": x, "y": y}} for x, y in points],
-    }
+    spec = xy_spec(tmp_path, f"{src}:objective", study="near", trials=len(points))
+    spec["enqueue"] = [{"params": {"x": x, "y": y}} for x, y in points]
+    return spec
 
 
 def test_pareto_tolerance_adds_the_trials_within_the_margin_of_the_front(
