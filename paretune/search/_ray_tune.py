@@ -19,6 +19,7 @@ from ray import tune
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from paretune._errors import StudyError
 from paretune.search._jobs import Job, Outcome, evaluate
 from paretune.search._signals import stop_requested
 
@@ -186,7 +187,7 @@ class StudySearch(OptunaSearch):
 
     def _live(self) -> StudyTrials:
         if self.trials is None:
-            raise RuntimeError(_NOT_RESTORABLE)
+            raise StudyError(_NOT_RESTORABLE)
         return self.trials
 
     @property
