@@ -313,20 +313,20 @@ def test_hub_name_is_passed_to_from_pretrained(sentiment_csv, monkeypatch):
 def test_auto_precision_uses_bf16_only_where_the_cpu_computes_it(
     monkeypatch, has_bf16_instructions
 ):
-    from paretune.objectives import finetune
+    from paretune.objectives.finetune import _precision
 
-    monkeypatch.setattr(finetune, "_cpu_has_bf16_instructions", lambda: has_bf16_instructions)
+    monkeypatch.setattr(_precision, "_cpu_has_bf16_instructions", lambda: has_bf16_instructions)
     expected = "bf16" if has_bf16_instructions else "fp32"
-    assert finetune.resolve_precision("auto", "cpu") == expected
+    assert _precision.resolve_precision("auto", "cpu") == expected
     # Explicit settings are kept whatever the CPU.
-    assert finetune.resolve_precision("bf16", "cpu") == "bf16"
-    assert finetune.resolve_precision("fp32", "cpu") == "fp32"
+    assert _precision.resolve_precision("bf16", "cpu") == "bf16"
+    assert _precision.resolve_precision("fp32", "cpu") == "fp32"
     if not torch.cuda.is_available():
-        assert finetune.resolve_precision("auto", "cuda:0") == "fp32"
+        assert _precision.resolve_precision("auto", "cuda:0") == "fp32"
 
 
 def test_cpu_bf16_detection_reads_this_machines_flags():
-    from paretune.objectives.finetune import _cpu_has_bf16_instructions
+    from paretune.objectives.finetune._precision import _cpu_has_bf16_instructions
 
     try:
         flags = next(
@@ -658,7 +658,7 @@ def test_searched_hyperparameters_win_over_settings(objective, caplog):
 
 
 def test_each_module_kind_trains_at_its_multiple_of_the_learning_rate(objective, tiny_bert):
-    from paretune.objectives._finetune_train import param_groups
+    from paretune.objectives.finetune._train import param_groups
     from paretune.spaces.peft import decode_params, materialize, module_kind
 
     model = transformers.AutoModelForSequenceClassification.from_pretrained(tiny_bert)
@@ -726,9 +726,9 @@ def test_decoders_pad_with_their_end_of_sequence_token(tmp_path, sentiment_csv, 
         "lora_alpha_ratio": 2.0, "lora_targets": "qv", "layer_0": True, "layer_1": False,
     }  # fmt: skip
     out = built(params, ctx())
-    tokenizer, pad_id = built._tokenizer()
+    tokenizer, pad_id = built._shared.load_tokenizer()
     assert pad_id == tokenizer.eos_token_id == 1
-    assert built._base_model().config.pad_token_id == 1
+    assert built._shared.load_base_model().config.pad_token_id == 1
     assert 0 <= out["accuracy"] <= 1 and out["trainable_params"] > 0
 
 
