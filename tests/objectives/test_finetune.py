@@ -25,6 +25,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from paretune import ConfigError
 from paretune.objectives import (
+    BaseObjective,
     Finetune,
     TrialContext,
     TrialPruned,
@@ -197,7 +198,8 @@ def test_registered_and_built_from_settings(tiny_bert, sentiment_csv):
             "space": {"modules": ["lora", "serial"], "layer_selection": "none"},
         },
     )
-    assert isinstance(built, Finetune)
+    assert isinstance(built, Finetune) and isinstance(built, BaseObjective)
+    assert built.fidelity is None  # the settings say how much a trial does
     assert built.space.names == ("lora_rank", "lora_alpha_ratio", "lora_targets", "serial_size")
     assert [(m.name, m.direction) for m in built.metrics] == [
         ("accuracy", "maximize"),
@@ -692,29 +694,39 @@ def test_multipliers_change_training_and_are_logged(objective, caplog):
 
 
 def test_budget_scales_the_training_examples(objective):
-    assert objective.trial_fidelity(0.5).train_examples == 32
-    assert objective.trial_fidelity(None) == objective.fidelity
+    assert objective.trial_schedule(0.5).train_examples == 32
+    assert objective.trial_schedule(None) == objective.schedule
     out = objective(dict(LORA), ctx(budget=0.25))
     assert out["train_examples"] == 16 and out["steps"] == 1
     with pytest.raises(ValueError, match=r"budget in \(0, 1\]"):
-        objective.trial_fidelity(2.0)
+        objective.trial_schedule(2.0)
 
 
 def test_full_fidelity(objective, tiny_bert, sentiment_csv):
-    full = objective.at_full_fidelity()
-    assert full._shared is objective._shared and full.use_full_fidelity
-    assert full.fidelity == Fidelity(epochs=1, max_length=16)  # all rows, other values kept
-    assert full.at_full_fidelity() is full
+    assert objective.fidelity is None and objective.schedule == objective.search_schedule
+    full = objective.at_fidelity(1.0)
+    assert full._shared is objective._shared and full.fidelity == 1.0
+    assert full.schedule == Fidelity(epochs=1, max_length=16)  # all rows, other values kept
+    assert full.at_fidelity(1.0) is full
+    assert objective.fidelity is None and objective.schedule == Fidelity(**FAST)  # unchanged
     settings = {
         "model": str(tiny_bert),
         "data": str(sentiment_csv),
         "fidelity": FAST,
         "full_fidelity": {"epochs": 3, "train_examples": 128},
-        "use_full_fidelity": True,
     }
-    built = build_objective("finetune", settings)
-    assert built.fidelity == Fidelity(train_examples=128, epochs=3, max_length=16)
-    assert built.search_fidelity == Fidelity(**FAST)
+    built = build_objective("finetune", settings, budget=1.0)
+    assert built.fidelity == 1.0
+    assert built.schedule == Fidelity(train_examples=128, epochs=3, max_length=16)
+    assert built.search_schedule == Fidelity(**FAST)
+    # A smaller budget is that fraction of full fidelity's training rows; trials run at it.
+    half = built.at_fidelity(0.5)
+    assert half.fidelity == 0.5 and half.schedule == built.schedule
+    out = half(dict(LORA), ctx(budget=half.fidelity))
+    assert out["train_examples"] == 64 and out["epochs"] == 3
+    for budget in (0, 1.5, "full", True):
+        with pytest.raises(ConfigError, match=r"budget in \(0, 1\]"):
+            build_objective("finetune", settings, budget=budget)
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])

@@ -52,10 +52,13 @@ Fidelity:
     ``data_seed``, so every trial trains on the same examples and smaller subsets are nested in
     larger ones. ``full_fidelity`` overrides ``fidelity`` key by key for the final
     re-evaluation of selected candidates; without it, full fidelity uses all training,
-    validation and test rows and the other ``fidelity`` values. Build that objective with
-    :meth:`Finetune.at_full_fidelity`, or with the setting ``use_full_fidelity: true`` (what
-    ``paretune reevaluate --full-fidelity`` does through the registry). A trial with a budget
-    ``ctx.budget`` in ``(0, 1]`` (multi-fidelity controllers) trains on that fraction of its
+    validation and test rows and the other ``fidelity`` values. The objective as built has
+    ``fidelity = None`` (:class:`~paretune.objectives.BaseObjective`: its settings say how much
+    a trial does); :meth:`Finetune.at_fidelity` gives it at a budget, a fraction of full
+    fidelity: ``at_fidelity(1.0)`` evaluates at full fidelity (what ``paretune reevaluate
+    --full-fidelity`` builds), a smaller budget trains on that fraction of full fidelity's
+    training examples. A trial runs at ``ctx.budget``, which the runner sets to the objective's
+    ``fidelity``: with a budget in ``(0, 1]`` it trains on that fraction of its schedule's
     training examples (at least one), for the same number of epochs.
 
 Training:

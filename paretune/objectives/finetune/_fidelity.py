@@ -100,8 +100,8 @@ def checked_budget(budget: Any) -> float:
         or not 0 < float(budget) <= 1
     ):
         raise ConfigError(
-            "the finetune objective takes a budget in (0, 1] (a fraction of the training "
-            f"examples), but got budget={describe(budget)}."
+            "the finetune objective takes a budget in (0, 1] (1.0: full fidelity; less: that "
+            f"fraction of the training examples), but got budget={describe(budget)}."
         )
     return float(budget)
 

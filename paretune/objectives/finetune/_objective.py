@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from paretune.objectives._base import BaseObjective
 from paretune.objectives._protocol import Metric, TrialContext
 from paretune.objectives.finetune._costs import (
     KNOWN_METRICS,
@@ -24,7 +26,7 @@ from paretune.objectives.finetune._fidelity import (
 )
 from paretune.objectives.finetune._loading import Loaded
 from paretune.objectives.finetune._model import load_config, model_layout, resolve_model
-from paretune.objectives.finetune._settings import boolean, data_settings, training_settings
+from paretune.objectives.finetune._settings import data_settings, training_settings
 from paretune.objectives.finetune._space import searched_space
 
 if TYPE_CHECKING:
@@ -36,7 +38,7 @@ __all__ = ["Finetune"]
 _log = logging.getLogger(__name__)
 
 
-class Finetune:
+class Finetune(BaseObjective):
     """The ``finetune`` objective: train a PEFT candidate (or the full model) and score it.
 
     See :mod:`paretune.objectives.finetune` for the model, data, fidelity and training rules.
@@ -82,18 +84,22 @@ class Finetune:
             1.3x faster training and 2x faster evaluation, but several times slower on CPUs
             without them, where bfloat16 is emulated. ``"auto"``: bf16 on a CUDA device that
             supports it and on a CPU with AVX512-BF16 or AMX-BF16, fp32 otherwise.
-        fidelity: Search fidelity, see :class:`Fidelity`.
-        full_fidelity: Overrides of ``fidelity`` for full-fidelity evaluations.
-        use_full_fidelity: Build the objective at full fidelity.
+        fidelity: How much a search trial trains and evaluates, see :class:`Fidelity`.
+        full_fidelity: Overrides of ``fidelity`` for full-fidelity evaluations
+            (:meth:`at_fidelity`).
         device: Where to train (``"cpu"``, ``"cuda:0"``); ``None`` uses ``ctx.device``.
 
     Attributes:
-        search_fidelity: The fidelity of search trials (``max_length`` resolved).
-        full_fidelity: The fidelity of full-fidelity evaluations (``max_length`` resolved).
+        search_schedule: How much search trials train and evaluate (``max_length`` resolved).
+        full_schedule: How much full-fidelity trials train and evaluate (``max_length``
+            resolved).
+        schedule: How much this objective's trials train and evaluate, before a budget:
+            :attr:`search_schedule`, or :attr:`full_schedule` at a :attr:`fidelity`.
+        fidelity: ``None`` as built (the settings say how much a trial does), or the budget
+            of :meth:`at_fidelity`: a fraction of full fidelity.
         space: The searched space: :func:`~paretune.spaces.peft.peft_space` of the model's
             layout with ``space``'s options, then ``extra_space``.
         metrics: ``accuracy`` (maximize) and ``trainable_percent`` (minimize).
-        fidelity: The fidelity trials run at (full fidelity with ``use_full_fidelity``).
         layout: The model's layout, read from its config.
         settings: The settings this objective was built from.
 
@@ -103,7 +109,6 @@ class Finetune:
             the setting.
     """
 
-    reference_point: dict[str, float] | None = None
     #: The metrics :meth:`known_values` gives before training (a controller may use them
     #: exactly instead of modelling them).
     known_metrics: tuple[str, ...] = KNOWN_METRICS
@@ -138,7 +143,6 @@ class Finetune:
         precision: str = "fp32",
         fidelity: Mapping[str, Any] | None = None,
         full_fidelity: Mapping[str, Any] | None = None,
-        use_full_fidelity: bool = False,
         device: str | None = None,
     ) -> None:
         self.settings: dict[str, Any] = {
@@ -158,7 +162,6 @@ class Finetune:
             precision=precision,
             device=device,
         )
-        self.use_full_fidelity = boolean(use_full_fidelity, "use_full_fidelity")
         search, full = schedules(fidelity, full_fidelity)
         self.data_settings = data_settings(
             data=data,
@@ -176,8 +179,9 @@ class Finetune:
         self.config = load_config(self.model_path, model)
         positions = getattr(self.config, "max_position_embeddings", None)
         positions = positions if isinstance(positions, int) and positions > 0 else None
-        self.search_fidelity, self.full_fidelity = with_lengths(search, full, positions)
-        self.fidelity = self.full_fidelity if self.use_full_fidelity else self.search_fidelity
+        self.search_schedule, self.full_schedule = with_lengths(search, full, positions)
+        self.schedule: Fidelity = self.search_schedule
+        self.fidelity: float | None = None
         self.layout: ModelLayout = model_layout(self.config, model)
         self.space: SearchSpace = searched_space(self.layout, space, extra_space)
         self.metrics: tuple[Metric, ...] = (
@@ -194,20 +198,29 @@ class Finetune:
     def __repr__(self) -> str:
         return (
             f"Finetune(model={self.settings['model']!r}, fidelity={self.fidelity}, "
-            f"params={list(self.space.names)})"
+            f"schedule={self.schedule}, params={list(self.space.names)})"
         )
 
-    # -- full fidelity ----------------------------------------------------------------------
+    # -- fidelity ---------------------------------------------------------------------------
 
-    def at_full_fidelity(self) -> Finetune:
-        """The same objective at full fidelity (``use_full_fidelity=True``).
+    def at_fidelity(self, budget: float) -> Finetune:
+        """The same objective at ``budget`` of full fidelity.
 
-        It shares this one's loaded data, tokenizer and weights within the process.
+        ``1.0`` trains and evaluates as the ``full_fidelity`` settings say (every training,
+        validation and test row unless they say otherwise); a smaller budget trains on that
+        fraction of full fidelity's training rows (at least one), with its other values.
+        The result shares this one's loaded data, tokenizer and weights within the process.
+
+        Raises:
+            ConfigError: ``budget`` is not a number in ``(0, 1]``.
         """
-        if self.use_full_fidelity:
+        budget = checked_budget(budget)
+        if budget == self.fidelity:
             return self
-        twin = Finetune(**{**self.settings, "use_full_fidelity": True})
-        twin._shared = self._shared
+        twin = copy.copy(self)
+        twin.settings = dict(self.settings)
+        twin.schedule = self.full_schedule
+        twin.fidelity = budget
         return twin
 
     # -- loading ----------------------------------------------------------------------------
@@ -241,11 +254,16 @@ class Finetune:
 
     # -- one trial --------------------------------------------------------------------------
 
-    def trial_fidelity(self, budget: float | None) -> Fidelity:
-        """:attr:`fidelity` with ``train_examples`` scaled by ``budget`` (``None``: unscaled)."""
+    def trial_schedule(self, budget: float | None) -> Fidelity:
+        """How much a trial at ``budget`` (``ctx.budget``) trains and evaluates: :attr:`schedule`
+        on ``budget`` of its training rows (at least one); ``None``: :attr:`schedule`.
+
+        Raises:
+            ConfigError: ``budget`` is not a number in ``(0, 1]``.
+        """
         if budget is None:
-            return self.fidelity
-        return scaled(self.fidelity, checked_budget(budget), self.data.size("train"))
+            return self.schedule
+        return scaled(self.schedule, checked_budget(budget), self.data.size("train"))
 
     def __call__(self, params: dict[str, Any], ctx: TrialContext) -> dict[str, float]:
         """Train and evaluate one candidate (the objective protocol).
@@ -282,7 +300,7 @@ class Finetune:
         hyper, lora_dropout = self.training_settings.for_trial(
             params, full=plan.full, device=device
         )
-        schedule = self.trial_fidelity(ctx.budget)
+        schedule = self.trial_schedule(ctx.budget)  # the runner passes self.fidelity
         count = analytic_count(self._shared, plan)
 
         train_data, validation, test = self._shared.encoded(schedule)
