@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import numbers
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -86,9 +87,9 @@ class BaseObjective(abc.ABC):
         if self.fidelity is not None and budget == self.fidelity:
             return self
         raise ConfigError(
-            f"{type(self).__name__} has no fidelity levels, so it cannot evaluate at "
-            f"budget={describe(budget)}; evaluate it at its own fidelity (for `paretune "
-            "reevaluate`: without --full-fidelity)."
+            f"{type(self).__name__} has no fidelity levels (no full-fidelity mode), so it cannot "
+            f"evaluate at budget={describe(budget)}; evaluate it at its own fidelity (for "
+            "`paretune reevaluate`: without --full-fidelity)."
         )
 
 
@@ -97,7 +98,9 @@ class FunctionObjective(BaseObjective):
 
     What :func:`~paretune.objectives.build_objective` makes of a factory that returns a plain
     callable (the ``python`` type): it declares nothing, so the spec names the space and the
-    metrics.
+    metrics. It runs at any fidelity it is asked for (:meth:`at_fidelity`), which the function
+    reads as ``ctx.budget``: ``None`` by default, ``1.0`` for ``paretune reevaluate
+    --full-fidelity``.
     """
 
     def __init__(self, function: Callable[[dict[str, Any], TrialContext], Any]) -> None:
@@ -105,10 +108,27 @@ class FunctionObjective(BaseObjective):
             raise ConfigError(f"an objective must be callable, but got {describe(function)}.")
         self.function = function
 
+    def at_fidelity(self, budget: float) -> FunctionObjective:
+        """The same function, called with ``ctx.budget = budget``; what that means is the
+        function's to decide.
+
+        Raises:
+            ConfigError: ``budget`` is not a number in ``(0, 1]``.
+        """
+        if isinstance(budget, bool) or not isinstance(budget, numbers.Real) or not 0 < budget <= 1:
+            raise ConfigError(
+                f"a fidelity is a fraction of full fidelity in (0, 1], but got "
+                f"budget={describe(budget)}."
+            )
+        twin = FunctionObjective(self.function)
+        twin.fidelity = float(budget)
+        return twin
+
     def __call__(self, params: dict[str, Any], ctx: TrialContext) -> dict[str, float]:
         result: dict[str, float] = self.function(params, ctx)
         return result
 
     def __repr__(self) -> str:
         name = getattr(self.function, "__qualname__", None) or repr(self.function)
-        return f"FunctionObjective({name})"
+        at = "" if self.fidelity is None else f", fidelity={self.fidelity:g}"
+        return f"FunctionObjective({name}{at})"

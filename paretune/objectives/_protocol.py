@@ -67,8 +67,10 @@ class TrialContext:
         trial_number: The Optuna trial number.
         seed: A seed derived from the study seed and the trial number; objectives seed their
             RNGs with it so a trial is reproducible.
-        budget: The fidelity the trial runs at (e.g. a fraction of the training data or of the
-            steps), or ``None`` for full fidelity.
+        budget: The fidelity the trial runs at, the objective's
+            :attr:`~paretune.objectives.BaseObjective.fidelity`: a fraction of its full fidelity
+            (e.g. of the training data or of the steps), or ``None`` where the objective has one
+            fidelity or its settings say how much a trial does.
         device: Where to compute, for example ``"cpu"`` or ``"cuda:0"``.
         settings: The objective's settings from the spec.
         history: ``(step, metrics)`` pairs in the order they were reported.

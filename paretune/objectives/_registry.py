@@ -21,7 +21,9 @@ The ``python`` type loads a user's objective function instead of building one::
 ``target`` names a callable ``f(params, ctx) -> dict[str, float]`` as ``module:attribute``
 (an importable module) or ``file.py:attribute`` (a path, absolute or relative to the current
 directory). It is loaded as is, not called as a factory; the runner passes the spec's settings
-to every call as ``ctx.settings``, which is where the function reads ``epochs``.
+to every call as ``ctx.settings``, which is where the function reads ``epochs``. Its fidelity
+is ``ctx.budget``: ``None`` in a search, ``1.0`` in ``paretune reevaluate --full-fidelity``
+(:meth:`~paretune.objectives.FunctionObjective.at_fidelity`).
 """
 
 from __future__ import annotations

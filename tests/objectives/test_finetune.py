@@ -25,6 +25,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
 from paretune import ConfigError
 from paretune.objectives import (
+    BaseObjective,
     Finetune,
     TrialContext,
     TrialPruned,
@@ -197,7 +198,8 @@ def test_registered_and_built_from_settings(tiny_bert, sentiment_csv):
             "space": {"modules": ["lora", "serial"], "layer_selection": "none"},
         },
     )
-    assert isinstance(built, Finetune)
+    assert isinstance(built, Finetune) and isinstance(built, BaseObjective)
+    assert built.fidelity is None  # the settings say how much a trial does
     assert built.space.names == ("lora_rank", "lora_alpha_ratio", "lora_targets", "serial_size")
     assert [(m.name, m.direction) for m in built.metrics] == [
         ("accuracy", "maximize"),
@@ -313,20 +315,20 @@ def test_hub_name_is_passed_to_from_pretrained(sentiment_csv, monkeypatch):
 def test_auto_precision_uses_bf16_only_where_the_cpu_computes_it(
     monkeypatch, has_bf16_instructions
 ):
-    from paretune.objectives import finetune
+    from paretune.objectives.finetune import _precision
 
-    monkeypatch.setattr(finetune, "_cpu_has_bf16_instructions", lambda: has_bf16_instructions)
+    monkeypatch.setattr(_precision, "_cpu_has_bf16_instructions", lambda: has_bf16_instructions)
     expected = "bf16" if has_bf16_instructions else "fp32"
-    assert finetune.resolve_precision("auto", "cpu") == expected
+    assert _precision.resolve_precision("auto", "cpu") == expected
     # Explicit settings are kept whatever the CPU.
-    assert finetune.resolve_precision("bf16", "cpu") == "bf16"
-    assert finetune.resolve_precision("fp32", "cpu") == "fp32"
+    assert _precision.resolve_precision("bf16", "cpu") == "bf16"
+    assert _precision.resolve_precision("fp32", "cpu") == "fp32"
     if not torch.cuda.is_available():
-        assert finetune.resolve_precision("auto", "cuda:0") == "fp32"
+        assert _precision.resolve_precision("auto", "cuda:0") == "fp32"
 
 
 def test_cpu_bf16_detection_reads_this_machines_flags():
-    from paretune.objectives.finetune import _cpu_has_bf16_instructions
+    from paretune.objectives.finetune._precision import _cpu_has_bf16_instructions
 
     try:
         flags = next(
@@ -658,7 +660,7 @@ def test_searched_hyperparameters_win_over_settings(objective, caplog):
 
 
 def test_each_module_kind_trains_at_its_multiple_of_the_learning_rate(objective, tiny_bert):
-    from paretune.objectives._finetune_train import param_groups
+    from paretune.objectives.finetune._train import param_groups
     from paretune.spaces.peft import decode_params, materialize, module_kind
 
     model = transformers.AutoModelForSequenceClassification.from_pretrained(tiny_bert)
@@ -692,29 +694,39 @@ def test_multipliers_change_training_and_are_logged(objective, caplog):
 
 
 def test_budget_scales_the_training_examples(objective):
-    assert objective.trial_fidelity(0.5).train_examples == 32
-    assert objective.trial_fidelity(None) == objective.fidelity
+    assert objective.trial_schedule(0.5).train_examples == 32
+    assert objective.trial_schedule(None) == objective.schedule
     out = objective(dict(LORA), ctx(budget=0.25))
     assert out["train_examples"] == 16 and out["steps"] == 1
     with pytest.raises(ValueError, match=r"budget in \(0, 1\]"):
-        objective.trial_fidelity(2.0)
+        objective.trial_schedule(2.0)
 
 
 def test_full_fidelity(objective, tiny_bert, sentiment_csv):
-    full = objective.at_full_fidelity()
-    assert full._shared is objective._shared and full.use_full_fidelity
-    assert full.fidelity == Fidelity(epochs=1, max_length=16)  # all rows, other values kept
-    assert full.at_full_fidelity() is full
+    assert objective.fidelity is None and objective.schedule == objective.search_schedule
+    full = objective.at_fidelity(1.0)
+    assert full._shared is objective._shared and full.fidelity == 1.0
+    assert full.schedule == Fidelity(epochs=1, max_length=16)  # all rows, other values kept
+    assert full.at_fidelity(1.0) is full
+    assert objective.fidelity is None and objective.schedule == Fidelity(**FAST)  # unchanged
     settings = {
         "model": str(tiny_bert),
         "data": str(sentiment_csv),
         "fidelity": FAST,
         "full_fidelity": {"epochs": 3, "train_examples": 128},
-        "use_full_fidelity": True,
     }
-    built = build_objective("finetune", settings)
-    assert built.fidelity == Fidelity(train_examples=128, epochs=3, max_length=16)
-    assert built.search_fidelity == Fidelity(**FAST)
+    built = build_objective("finetune", settings, budget=1.0)
+    assert built.fidelity == 1.0
+    assert built.schedule == Fidelity(train_examples=128, epochs=3, max_length=16)
+    assert built.search_schedule == Fidelity(**FAST)
+    # A smaller budget is that fraction of full fidelity's training rows; trials run at it.
+    half = built.at_fidelity(0.5)
+    assert half.fidelity == 0.5 and half.schedule == built.schedule
+    out = half(dict(LORA), ctx(budget=half.fidelity))
+    assert out["train_examples"] == 64 and out["epochs"] == 3
+    for budget in (0, 1.5, "full", True):
+        with pytest.raises(ConfigError, match=r"budget in \(0, 1\]"):
+            build_objective("finetune", settings, budget=budget)
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
@@ -726,9 +738,9 @@ def test_decoders_pad_with_their_end_of_sequence_token(tmp_path, sentiment_csv, 
         "lora_alpha_ratio": 2.0, "lora_targets": "qv", "layer_0": True, "layer_1": False,
     }  # fmt: skip
     out = built(params, ctx())
-    tokenizer, pad_id = built._tokenizer()
+    tokenizer, pad_id = built._shared.load_tokenizer()
     assert pad_id == tokenizer.eos_token_id == 1
-    assert built._base_model().config.pad_token_id == 1
+    assert built._shared.load_base_model().config.pad_token_id == 1
     assert 0 <= out["accuracy"] <= 1 and out["trainable_params"] > 0
 
 

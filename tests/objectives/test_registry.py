@@ -179,6 +179,18 @@ def test_python_target_from_a_relative_file(
     assert again.function is objective.function
 
 
+def test_python_target_at_a_fidelity_reads_it_as_ctx_budget(user_file: Path) -> None:
+    settings = {"target": f"{user_file}:objective"}
+    assert build_objective("python", settings).fidelity is None
+    full = build_objective("python", settings, budget=1.0)
+    assert isinstance(full, FunctionObjective) and full.fidelity == 1.0
+    assert full.at_fidelity(0.25).fidelity == 0.25 and full.fidelity == 1.0
+    for budget in (0, 1.5, True, "full"):
+        with pytest.raises(ConfigError, match=r"in \(0, 1\]") as info:
+            build_objective("python", settings, budget=budget)  # type: ignore[arg-type]
+        assert info.value.path == ("objective", "settings")
+
+
 def test_python_target_from_a_module(user_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(user_file.parent))
     objective = build_objective("python", {"target": "user_objectives:objective"})

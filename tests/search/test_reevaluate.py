@@ -37,7 +37,7 @@ def objective(params, ctx):
     if ctx.settings.get("die_seed") == ctx.seed:
         os._exit(3)  # the worker process dies (as under the OOM killer)
     time.sleep(ctx.settings.get("sleep_per_seed", 0.0) * ctx.seed)
-    offset = 0.0 if ctx.settings.get("use_full_fidelity") else 0.5
+    offset = 0.0 if ctx.budget == 1.0 else 0.5
     noise = 0.01 * ctx.seed
     line = {
         "x": params["x"],

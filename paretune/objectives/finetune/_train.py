@@ -34,7 +34,7 @@ __all__ = [
     "train",
 ]
 
-_log = logging.getLogger("paretune.objectives.finetune")
+_log = logging.getLogger(__name__)
 
 # Length-grouped batches: the rows of this many batches are sorted by length together, so a
 # batch pads to similar lengths while the batches stay a random mix of the data.

@@ -1,8 +1,9 @@
-"""Text classification data for the finetune objective: read, check, split, label, tokenise.
+"""Text classification data for the finetune objective: check, split, label, tokenise.
 
 Everything here works on plain pandas frames and lists; torch and transformers are not
-imported. The objective (:mod:`paretune.objectives.finetune`) builds a :class:`DataSettings`
-from its settings, calls :func:`load_data` once per process and keeps the result.
+imported. The objective builds a :class:`DataSettings` from its settings, calls
+:func:`load_data` once per process and keeps the result; files and hub datasets are read by
+:mod:`._files`.
 """
 
 from __future__ import annotations
@@ -10,85 +11,32 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from paretune._errors import ConfigError, describe
+from paretune.objectives.finetune._files import is_local, read_hub, read_table, resolve_file
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
-    "DATA_DIR_ENV",
     "DEFAULT_FRACTIONS",
     "SPLITS",
     "DataSettings",
     "LabelledData",
     "TokenCache",
-    "file_format",
     "load_data",
-    "resolve_file",
 ]
 
-_log = logging.getLogger("paretune.objectives.finetune")
+_log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
-DATA_DIR_ENV = "PARETUNE_DATA_DIR"
-"""Relative data paths that are not found under the working directory are looked up here."""
 DEFAULT_FRACTIONS: Mapping[str, float] = {"train": 0.8, "validation": 0.1, "test": 0.1}
-_FORMATS = {
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "json",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-}
-_COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zip")
-_FRACTION_TOLERANCE = 1e-6
 _TOKENIZE_CHUNK = 2048
-
-
-def file_format(path: str | Path) -> str | None:
-    """``"csv"``, ``"tsv"``, ``"jsonl"``, ``"json"`` or ``"parquet"`` from the file name
-    (a compression suffix such as ``.gz`` is looked through), ``None`` for other names."""
-    suffixes = [s.lower() for s in Path(path).suffixes]
-    if suffixes and suffixes[-1] in _COMPRESSIONS:
-        suffixes = suffixes[:-1]
-    return _FORMATS.get(suffixes[-1]) if suffixes else None
-
-
-def resolve_file(value: str, setting: str) -> Path:
-    """The data file ``value`` names: absolute, or relative to the working directory, or
-    relative to ``$PARETUNE_DATA_DIR``, tried in that order.
-
-    Raises:
-        ConfigError: No such file; the message names every place tried (path ``setting``).
-    """
-    path = Path(value).expanduser()
-    if path.is_absolute():
-        if path.is_file():
-            return path
-        raise ConfigError(f"the data file {str(path)!r} does not exist.", path=(setting,))
-    tried = [Path.cwd() / path]
-    data_dir = os.environ.get(DATA_DIR_ENV)
-    if data_dir:
-        tried.append(Path(data_dir).expanduser() / path)
-    for candidate in tried:
-        if candidate.is_file():
-            return candidate.resolve()
-    places = f"{str(tried[0])!r} (relative to the working directory)"
-    if data_dir:
-        places += f" and {str(tried[1])!r} (relative to ${DATA_DIR_ENV})"
-    else:
-        places += f"; ${DATA_DIR_ENV} is not set, so no data directory was tried"
-    raise ConfigError(f"cannot find the data file {value!r}: tried {places}.", path=(setting,))
 
 
 @dataclass(frozen=True)
@@ -166,13 +114,13 @@ def load_data(settings: DataSettings) -> LabelledData:
             labels; the path names the setting.
     """
     if settings.data is not None:
-        if _is_local(settings.data):
+        if is_local(settings.data):
             path = resolve_file(settings.data, "data")
-            frame = _read_table(path, "data")
+            frame = read_table(path, "data")
             frames = _split(_checked(frame, settings, str(path), "data"), settings)
             source = str(path)
         else:
-            hub_frames = _read_hub(settings)
+            hub_frames = read_hub(settings.data, settings.dataset_config, settings.label_column)
             source = f"hub dataset {settings.data!r}"
             if "train" in hub_frames and "validation" in hub_frames:
                 frames = {
@@ -191,98 +139,9 @@ def load_data(settings: DataSettings) -> LabelledData:
             if split not in settings.files:
                 continue
             path = resolve_file(settings.files[split], split)
-            frames[split] = _checked(_read_table(path, split), settings, str(path), split)
+            frames[split] = _checked(read_table(path, split), settings, str(path), split)
         source = ", ".join(f"{s}={settings.files[s]}" for s in frames)
     return _labelled(frames, settings, source)
-
-
-def _is_local(data: str) -> bool:
-    """Whether ``data`` names a local file (by its format suffix, or because it exists)."""
-    if file_format(data) is not None:
-        return True
-    try:
-        resolve_file(data, "data")
-    except ConfigError:
-        return False
-    return True
-
-
-def _read_table(path: Path, setting: str) -> pd.DataFrame:
-    import pandas as pd
-
-    fmt = file_format(path)
-    if fmt is None:
-        raise ConfigError(
-            f"cannot tell the format of {str(path)!r} from its name; use a file ending in "
-            f"{sorted(_FORMATS)} (optionally compressed: {list(_COMPRESSIONS)}).",
-            path=(setting,),
-        )
-    try:
-        if fmt == "csv":
-            return pd.read_csv(path)
-        if fmt == "tsv":
-            return pd.read_csv(path, sep="\t")
-        if fmt == "jsonl":
-            return pd.read_json(path, lines=True)
-        if fmt == "json":
-            try:
-                return pd.read_json(path)
-            except ValueError:  # a .json file of JSON lines
-                return pd.read_json(path, lines=True)
-        return pd.read_parquet(path)
-    except pd.errors.EmptyDataError:
-        raise ConfigError(f"the data file {str(path)!r} is empty.", path=(setting,)) from None
-    except ImportError as err:
-        raise ConfigError(
-            f"reading {str(path)!r} ({fmt}) needs a library that is not installed: {err}. "
-            + ("pip install pyarrow" if fmt == "parquet" else ""),
-            path=(setting,),
-        ) from None
-    except (ValueError, OSError) as err:
-        raise ConfigError(f"cannot read {str(path)!r} as {fmt}: {err}", path=(setting,)) from None
-
-
-def _read_hub(settings: DataSettings) -> dict[str, pd.DataFrame]:
-    assert settings.data is not None  # checked by the caller
-    try:
-        import datasets
-    except ImportError:
-        raise ConfigError(
-            f"{settings.data!r} is not a local file (csv, tsv, jsonl, json or parquet, found "
-            f"under the working directory or ${DATA_DIR_ENV}), so it is read as a Hugging Face "
-            "hub dataset, which needs the `datasets` library: pip install datasets.",
-            path=("data",),
-        ) from None
-    try:
-        loaded = datasets.load_dataset(settings.data, settings.dataset_config)
-    except Exception as err:  # datasets raises many kinds (network, missing configs, ...)
-        raise ConfigError(
-            f"cannot load the hub dataset {settings.data!r} (config "
-            f"{settings.dataset_config!r}): {type(err).__name__}: {err}",
-            path=("data",),
-        ) from None
-    if not isinstance(loaded, Mapping):  # a single Dataset
-        loaded = {"train": loaded}
-    frames: dict[str, pd.DataFrame] = {}
-    for split, dataset in loaded.items():
-        frame = dataset.to_pandas()
-        feature = getattr(dataset, "features", {}).get(settings.label_column)
-        class_names = getattr(feature, "names", None)
-        if class_names and settings.label_column in frame:
-            # A ClassLabel: ids become names, -1 (datasets' "no label") becomes missing.
-            names = {i: str(n) for i, n in enumerate(class_names)}
-            frame[settings.label_column] = frame[settings.label_column].map(names)
-        frames[str(split)] = frame
-    # An unlabelled test split (GLUE's) is no test split.
-    test = frames.get("test")
-    if (
-        test is not None
-        and settings.label_column in test
-        and test[settings.label_column].isna().all()
-    ):
-        _log.warning("the test split of %r has no labels; it is left out", settings.data)
-        del frames["test"]
-    return frames
 
 
 def _checked(
