@@ -1,16 +1,17 @@
-"""The base of every validated settings model (a spec section, a runner's settings), and the
-checks every registry (objective types, controllers, runners) makes of a new entry."""
+"""The base of every validated settings model (a spec section, a runner's settings), how its
+pydantic errors become :class:`~paretune.ConfigError`, and the checks every registry (objective
+types, controllers, runners) makes of a new entry."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from paretune._errors import ConfigError, describe
 
-__all__ = ["StrictModel", "check_registration"]
+__all__ = ["StrictModel", "check_registration", "config_error"]
 
 
 class StrictModel(BaseModel):
@@ -27,6 +28,31 @@ class StrictModel(BaseModel):
                 if key not in allowed:
                     raise ValueError(f"unknown key {key!r}; allowed keys: {', '.join(allowed)}")
         return data
+
+
+def config_error(err: ValidationError) -> ConfigError:
+    """The first error of ``err`` as a :class:`~paretune.ConfigError`.
+
+    Its path is pydantic's location (string keys and list indices); its message is the
+    validator's for value errors and for mappings received, otherwise it names the value
+    received (``got -1.0: Input should be greater than 0``); ``(and 2 more errors)`` counts
+    the rest.
+    """
+    first = err.errors(include_url=False)[0]
+    loc = tuple(first["loc"])
+    msg = first["msg"]
+    msg = msg.removeprefix("Value error, ")
+    received = first.get("input")
+    if first["type"] == "missing":
+        message = f"required field is missing ({msg.lower()})"
+    elif isinstance(received, Mapping) or first["type"] in ("value_error", "assertion_error"):
+        message = msg
+    else:
+        message = f"got {describe(received)}: {msg}"
+    more = len(err.errors()) - 1
+    if more:
+        message += f" (and {more} more error{'s' if more > 1 else ''})"
+    return ConfigError(message, path=[p for p in loc if isinstance(p, (str, int))])
 
 
 def check_registration(

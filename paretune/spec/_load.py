@@ -10,31 +10,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from paretune._errors import ConfigError, describe
+from paretune._validation import config_error
 from paretune.objectives import load_module
 from paretune.search import runner_settings
 from paretune.spec._search import SearchSpec
 
 __all__ = ["apply_overrides", "load_plugins", "load_spec"]
-
-
-def _format_validation_error(err: ValidationError) -> ConfigError:
-    first = err.errors(include_url=False)[0]
-    loc = tuple(first["loc"])
-    if loc[:1] == ("runner",) and len(loc) > 1 and loc[1] in ("local", "ray"):
-        loc = loc[:1] + loc[2:]  # the union's tag is not a field the user wrote
-    msg = first["msg"]
-    msg = msg.removeprefix("Value error, ")
-    received = first.get("input")
-    if first["type"] == "missing":
-        message = f"required field is missing ({msg.lower()})"
-    elif isinstance(received, Mapping) or first["type"] in ("value_error", "assertion_error"):
-        message = msg
-    else:
-        message = f"got {describe(received)}: {msg}"
-    more = len(err.errors()) - 1
-    if more:
-        message += f" (and {more} more error{'s' if more > 1 else ''})"
-    return ConfigError(message, path=[p for p in loc if isinstance(p, (str, int))])
 
 
 def load_spec(
@@ -94,11 +75,11 @@ def load_spec(
         # The runner section is validated by the model its type registered.
         data = {**data, "runner": runner_settings(data.get("runner") or {})}
     except ValidationError as err:
-        raise _format_validation_error(err).prefixed("runner") from None
+        raise config_error(err).prefixed("runner") from None
     try:
         spec = SearchSpec.model_validate(data)
     except ValidationError as err:
-        raise _format_validation_error(err) from None
+        raise config_error(err) from None
     if resolve:
         spec._resolve()
     _check_numbers(spec)
