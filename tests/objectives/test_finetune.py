@@ -346,6 +346,9 @@ def test_cpu_bf16_detection_reads_this_machines_flags():
     [
         ({"batch_size": 0}, ("batch_size",)),
         ({"learning_rate": -1.0}, ("learning_rate",)),
+        ({"learning_rate": "1e-3"}, ("learning_rate",)),  # YAML reads 1e-3 as a string
+        ({"max_grad_norm": float("inf")}, ("max_grad_norm",)),
+        ({"lr": 1e-3}, ("lr",)),  # an unknown setting
         ({"warmup_ratio": 1.5}, ("warmup_ratio",)),
         ({"group_by_length": "yes"}, ("group_by_length",)),
         ({"precision": "fp8"}, ("precision",)),

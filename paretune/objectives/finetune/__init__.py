@@ -17,6 +17,11 @@ its cost (trainable parameters, time, peak memory). The objective type is ``fine
     enqueue:
       - {method: full}               # the full fine-tuning reference row
 
+The settings are one pydantic model, :class:`FinetuneSettings` (each documented there, with its
+type, default and range; ``FinetuneSettings.model_json_schema()`` gives them as JSON schema);
+an invalid one is a :class:`~paretune.ConfigError` located at the setting
+(``objective.settings.fidelity.epochs``).
+
 Model (``model``):
     A hub name (passed to ``from_pretrained``, so it needs a network or a cached copy), a
     local directory saved with ``save_pretrained``, or ``"python:module:function"``: the
@@ -85,7 +90,7 @@ runner records a failed trial). The trainable-parameter count comes from
 checks that the materialised model has exactly that many trainable parameters.
 """
 
-from paretune.objectives.finetune._fidelity import Fidelity
 from paretune.objectives.finetune._objective import Finetune
+from paretune.objectives.finetune._settings import Fidelity, FinetuneSettings, SplitFractions
 
-__all__ = ["Fidelity", "Finetune"]
+__all__ = ["Fidelity", "Finetune", "FinetuneSettings", "SplitFractions"]

@@ -3,18 +3,14 @@ full-fidelity evaluations, and of a trial with a budget."""
 
 from __future__ import annotations
 
-import dataclasses
 import numbers
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from paretune._errors import ConfigError, describe
-from paretune.objectives.finetune._settings import positive_float, positive_int
+from paretune.objectives.finetune._settings import Fidelity
 
 __all__ = [
     "DEFAULT_MAX_LENGTH",
-    "Fidelity",
     "checked_budget",
     "scaled",
     "schedules",
@@ -24,43 +20,19 @@ __all__ = [
 DEFAULT_MAX_LENGTH = 128
 
 
-@dataclass(frozen=True)
-class Fidelity:
-    """How much one trial trains and evaluates.
-
-    Attributes:
-        train_examples: Training rows used (the first of the split's seeded order); ``None``
-            for all.
-        epochs: Passes over those rows; fractions are allowed (at least one step is taken).
-        max_length: Tokens per text after truncation; ``None`` (the default) is 128, or the
-            model's number of positions if that is smaller.
-        eval_examples: Validation (and test) rows evaluated; ``None`` for all.
-        evals_per_epoch: Validation evaluations per epoch (and one after the last step).
-    """
-
-    train_examples: int | None = None
-    epochs: float = 1.0
-    max_length: int | None = None
-    eval_examples: int | None = None
-    evals_per_epoch: int = 1
-
-
-_FIELDS = tuple(f.name for f in dataclasses.fields(Fidelity))
-
-
-def schedules(fidelity: Any, full_fidelity: Any) -> tuple[Fidelity, Fidelity]:
+def schedules(
+    fidelity: Fidelity | None, full_fidelity: Fidelity | None
+) -> tuple[Fidelity, Fidelity]:
     """The search's and the full-fidelity schedules from the settings of the same names.
 
     Full fidelity is the search's with every training, validation and test row, overridden
-    key by key by ``full_fidelity``.
-
-    Raises:
-        ConfigError: A value is invalid or a key unknown (path ``fidelity.<key>`` or
-            ``full_fidelity.<key>``).
+    key by key by the keys ``full_fidelity`` was given.
     """
-    search = _parsed(fidelity, "fidelity", Fidelity())
-    full_base = dataclasses.replace(search, train_examples=None, eval_examples=None)
-    return search, _parsed(full_fidelity, "full_fidelity", full_base)
+    search = Fidelity() if fidelity is None else fidelity
+    full = search.model_copy(update={"train_examples": None, "eval_examples": None})
+    if full_fidelity is not None:
+        full = full.model_copy(update=full_fidelity.model_dump(exclude_unset=True))
+    return search, full
 
 
 def with_lengths(
@@ -82,7 +54,7 @@ def with_lengths(
             )
     default = min(DEFAULT_MAX_LENGTH, positions or DEFAULT_MAX_LENGTH)
     search, full = (
-        s if s.max_length is not None else dataclasses.replace(s, max_length=default)
+        s if s.max_length is not None else s.model_copy(update={"max_length": default})
         for s in (search, full)
     )
     return search, full
@@ -110,30 +82,4 @@ def scaled(schedule: Fidelity, budget: float, available: int) -> Fidelity:
     """``schedule`` training on ``budget`` of its training rows (at least one), of which the
     training split has ``available``; its other values are kept."""
     base = available if schedule.train_examples is None else min(schedule.train_examples, available)
-    return dataclasses.replace(schedule, train_examples=max(1, round(base * budget)))
-
-
-def _parsed(value: Any, setting: str, base: Fidelity) -> Fidelity:
-    if value is None:
-        return base
-    if not isinstance(value, Mapping):
-        raise ConfigError(
-            f"`{setting}` must be a mapping with keys from {list(_FIELDS)}, but got "
-            f"{describe(value)}.",
-            path=(setting,),
-        )
-    changes: dict[str, Any] = {}
-    for key, v in value.items():
-        path = (setting, key)
-        if key in ("train_examples", "eval_examples"):
-            changes[key] = None if v is None else positive_int(v, key, path=path)
-        elif key == "epochs":
-            changes[key] = positive_float(v, key, path=path)
-        elif key in ("max_length", "evals_per_epoch"):
-            changes[key] = positive_int(v, key, path=path)
-        else:
-            raise ConfigError(
-                f"unknown fidelity key {key!r}; the keys are {list(_FIELDS)}.",
-                path=path,
-            )
-    return dataclasses.replace(base, **changes)
+    return schedule.model_copy(update={"train_examples": max(1, round(base * budget))})

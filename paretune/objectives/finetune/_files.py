@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from collections.abc import Mapping
@@ -14,7 +15,15 @@ from paretune._errors import ConfigError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["DATA_DIR_ENV", "file_format", "is_local", "read_hub", "read_table", "resolve_file"]
+__all__ = [
+    "DATA_DIR_ENV",
+    "check_sources",
+    "file_format",
+    "is_local",
+    "read_hub",
+    "read_table",
+    "resolve_file",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -79,6 +88,34 @@ def is_local(data: str) -> bool:
     return True
 
 
+def check_sources(data: str | None, files: Mapping[str, str]) -> None:
+    """Fail early, when the objective is built, rather than in the first trial: every split
+    file in ``files`` exists, and ``data`` is an existing file or else a hub dataset, which
+    needs the ``datasets`` library.
+
+    Raises:
+        ConfigError: A file does not exist (the message names the places tried) or
+            ``datasets`` is missing; the path names the setting.
+    """
+    for split, value in files.items():
+        resolve_file(value, split)
+    if data is None:
+        return
+    if file_format(data) is not None:
+        resolve_file(data, "data")
+    elif not is_local(data) and importlib.util.find_spec("datasets") is None:
+        raise _needs_datasets(data)
+
+
+def _needs_datasets(data: str) -> ConfigError:
+    return ConfigError(
+        f"{data!r} is not a local file (csv, tsv, jsonl, json or parquet, found under the "
+        f"working directory or ${DATA_DIR_ENV}), so it is read as a Hugging Face hub dataset, "
+        "which needs the `datasets` library: pip install datasets.",
+        path=("data",),
+    )
+
+
 def read_table(path: Path, setting: str) -> pd.DataFrame:
     import pandas as pd
 
@@ -124,12 +161,7 @@ def read_hub(data: str, dataset_config: str | None, label_column: str) -> dict[s
     try:
         import datasets
     except ImportError:
-        raise ConfigError(
-            f"{data!r} is not a local file (csv, tsv, jsonl, json or parquet, found "
-            f"under the working directory or ${DATA_DIR_ENV}), so it is read as a Hugging Face "
-            "hub dataset, which needs the `datasets` library: pip install datasets.",
-            path=("data",),
-        ) from None
+        raise _needs_datasets(data) from None
     try:
         loaded = datasets.load_dataset(data, dataset_config)
     except Exception as err:  # datasets raises many kinds (network, missing configs, ...)

@@ -8,6 +8,9 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
+from paretune._validation import config_error
 from paretune.objectives._base import BaseObjective
 from paretune.objectives._protocol import Metric, TrialContext
 from paretune.objectives.finetune._costs import (
@@ -17,16 +20,11 @@ from paretune.objectives.finetune._costs import (
     count_metrics,
 )
 from paretune.objectives.finetune._data import LabelledData
-from paretune.objectives.finetune._fidelity import (
-    Fidelity,
-    checked_budget,
-    scaled,
-    schedules,
-    with_lengths,
-)
+from paretune.objectives.finetune._fidelity import checked_budget, scaled, schedules, with_lengths
+from paretune.objectives.finetune._files import check_sources
 from paretune.objectives.finetune._loading import Loaded
 from paretune.objectives.finetune._model import load_config, model_layout, resolve_model
-from paretune.objectives.finetune._settings import data_settings, training_settings
+from paretune.objectives.finetune._settings import Fidelity, FinetuneSettings
 from paretune.objectives.finetune._space import searched_space
 
 if TYPE_CHECKING:
@@ -45,49 +43,8 @@ class Finetune(BaseObjective):
     Settings are the keyword arguments; a spec gives them under ``objective.settings``.
 
     Args:
-        model: Hub name, local directory or ``"python:module:function"``.
-        data: One data source split by ``split_fractions``: a local file or a hub dataset.
-        dataset_config: The hub dataset's configuration name.
-        train: The training split as a file (instead of ``data``).
-        validation: The validation split as a file (with ``train``).
-        test: The test split as a file (with ``train``; optional).
-        text_column: Column of the texts.
-        label_column: Column of the labels.
-        group_column: Column of groups kept whole when ``data`` is split.
-        split_fractions: ``{train, validation, test}`` fractions of ``data``, summing to 1
-            (default 0.8/0.1/0.1; a test fraction of 0 or none means no test split).
-        stratify: Keep label proportions when splitting without groups.
-        data_seed: Seeds the split and the order subsets are taken in.
-        space: Options of :func:`~paretune.spaces.peft.peft_space` (``modules``,
-            ``layer_selection``, ``sizes``, ``lora_ranks``, ``lora_targets``,
-            ``full_finetune``, ...).
-        extra_space: More searched parameters in the spec's ``space:`` format, appended to the
-            PEFT parameters (e.g. ``{learning_rate: {type: float, low: 1e-4, high: 1e-2,
-            log: true}}``).
-        learning_rate: Peak learning rate of PEFT candidates.
-        learning_rate_multipliers: Factors on ``learning_rate`` per kind of module:
-            ``lora``, ``serial``, ``parallel``, ``prefix``, ``head`` (the task head); kinds
-            left out train at ``learning_rate``. Module types train well at rates far apart
-            (prefixes at ~30 times LoRA's rate, parallel adapters at a tenth, in
-            ``examples/autopeft.yaml``), so one searched rate with fixed factors keeps every
-            candidate near its modules' good range. Not used by full fine-tuning.
-        full_learning_rate: Peak learning rate of full fine-tuning.
-        batch_size: Training batch size.
-        eval_batch_size: Evaluation batch size.
-        weight_decay: AdamW weight decay.
-        warmup_ratio: Fraction of the steps with linear warmup.
-        max_grad_norm: Gradient clipping threshold.
-        lora_dropout: Dropout on LoRA's input.
-        group_by_length: Batch rows of similar length together (less padding).
-        precision: ``"fp32"``, or ``"bf16"`` for bfloat16 autocast in forward passes (weights,
-            gradients and optimiser states stay fp32): on CPUs with AVX512-BF16 or AMX about
-            1.3x faster training and 2x faster evaluation, but several times slower on CPUs
-            without them, where bfloat16 is emulated. ``"auto"``: bf16 on a CUDA device that
-            supports it and on a CPU with AVX512-BF16 or AMX-BF16, fp32 otherwise.
-        fidelity: How much a search trial trains and evaluates, see :class:`Fidelity`.
-        full_fidelity: Overrides of ``fidelity`` for full-fidelity evaluations
-            (:meth:`at_fidelity`).
-        device: Where to train (``"cpu"``, ``"cuda:0"``); ``None`` uses ``ctx.device``.
+        **settings: The settings, validated by :class:`FinetuneSettings` (whose attributes
+            document each one); ``model`` is required, and ``data`` or the split files.
 
     Attributes:
         search_schedule: How much search trials train and evaluate (``max_length`` resolved).
@@ -101,7 +58,8 @@ class Finetune(BaseObjective):
             layout with ``space``'s options, then ``extra_space``.
         metrics: ``accuracy`` (maximize) and ``trainable_percent`` (minimize).
         layout: The model's layout, read from its config.
-        settings: The settings this objective was built from.
+        settings: The settings this objective was built from, as given.
+        validated: The same settings validated, defaults filled in.
 
     Raises:
         ConfigError: A setting is invalid, the model's config cannot be loaded, the model has
@@ -113,83 +71,34 @@ class Finetune(BaseObjective):
     #: exactly instead of modelling them).
     known_metrics: tuple[str, ...] = KNOWN_METRICS
 
-    def __init__(
-        self,
-        *,
-        model: str,
-        data: str | None = None,
-        dataset_config: str | None = None,
-        train: str | None = None,
-        validation: str | None = None,
-        test: str | None = None,
-        text_column: str = "text",
-        label_column: str = "label",
-        group_column: str | None = None,
-        split_fractions: Mapping[str, float] | None = None,
-        stratify: bool = True,
-        data_seed: int = 0,
-        space: Mapping[str, Any] | None = None,
-        extra_space: Mapping[str, Mapping[str, Any]] | None = None,
-        learning_rate: float = 1e-3,
-        learning_rate_multipliers: Mapping[str, float] | None = None,
-        full_learning_rate: float = 5e-5,
-        batch_size: int = 32,
-        eval_batch_size: int = 128,
-        weight_decay: float = 0.0,
-        warmup_ratio: float = 0.06,
-        max_grad_norm: float = 1.0,
-        lora_dropout: float = 0.0,
-        group_by_length: bool = True,
-        precision: str = "fp32",
-        fidelity: Mapping[str, Any] | None = None,
-        full_fidelity: Mapping[str, Any] | None = None,
-        device: str | None = None,
-    ) -> None:
-        self.settings: dict[str, Any] = {
-            name: value for name, value in locals().items() if name not in ("self", "__class__")
-        }
-        self.training_settings = training_settings(
-            learning_rate=learning_rate,
-            learning_rate_multipliers=learning_rate_multipliers,
-            full_learning_rate=full_learning_rate,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            weight_decay=weight_decay,
-            warmup_ratio=warmup_ratio,
-            max_grad_norm=max_grad_norm,
-            lora_dropout=lora_dropout,
-            group_by_length=group_by_length,
-            precision=precision,
-            device=device,
-        )
-        search, full = schedules(fidelity, full_fidelity)
-        self.data_settings = data_settings(
-            data=data,
-            dataset_config=dataset_config,
-            files={"train": train, "validation": validation, "test": test},
-            text_column=text_column,
-            label_column=label_column,
-            group_column=group_column,
-            split_fractions=split_fractions,
-            stratify=stratify,
-            data_seed=data_seed,
-        )
+    def __init__(self, **settings: Any) -> None:
+        try:
+            validated = FinetuneSettings.model_validate(settings)
+        except ValidationError as err:
+            raise config_error(err) from None
+        self.settings: dict[str, Any] = dict(settings)
+        self.validated: FinetuneSettings = validated
+        self.data_settings = validated.data_settings()
+        check_sources(validated.data, self.data_settings.files)
 
-        self.model_path: str = resolve_model(model)
-        self.config = load_config(self.model_path, model)
+        self.model_path: str = resolve_model(validated.model)
+        self.config = load_config(self.model_path, validated.model)
         positions = getattr(self.config, "max_position_embeddings", None)
         positions = positions if isinstance(positions, int) and positions > 0 else None
+        search, full = schedules(validated.fidelity, validated.full_fidelity)
         self.search_schedule, self.full_schedule = with_lengths(search, full, positions)
         self.schedule: Fidelity = self.search_schedule
         self.fidelity: float | None = None
-        self.layout: ModelLayout = model_layout(self.config, model)
-        self.space: SearchSpace = searched_space(self.layout, space, extra_space)
+        self.layout: ModelLayout = model_layout(self.config, validated.model)
+        self.space: SearchSpace = searched_space(
+            self.layout, validated.space, validated.extra_space
+        )
         self.metrics: tuple[Metric, ...] = (
             Metric("accuracy", "maximize"),
             Metric("trainable_percent", "minimize"),
         )
         self._shared = Loaded(
-            model=model,
+            model=validated.model,
             model_path=self.model_path,
             layout=self.layout,
             data_settings=self.data_settings,
@@ -197,8 +106,8 @@ class Finetune(BaseObjective):
 
     def __repr__(self) -> str:
         return (
-            f"Finetune(model={self.settings['model']!r}, fidelity={self.fidelity}, "
-            f"schedule={self.schedule}, params={list(self.space.names)})"
+            f"Finetune(model={self.validated.model!r}, fidelity={self.fidelity}, "
+            f"schedule={self.schedule!r}, params={list(self.space.names)})"
         )
 
     # -- fidelity ---------------------------------------------------------------------------
@@ -296,10 +205,8 @@ class Finetune(BaseObjective):
                 "a PEFT candidate must put at least one module (nonzero size) into at least one "
                 f"selected layer, but this one has {plan.describe()}; it was not trained."
             )
-        device = self.training_settings.device or ctx.device
-        hyper, lora_dropout = self.training_settings.for_trial(
-            params, full=plan.full, device=device
-        )
+        device = self.validated.device or ctx.device
+        hyper, lora_dropout = self.validated.for_trial(params, full=plan.full, device=device)
         schedule = self.trial_schedule(ctx.budget)  # the runner passes self.fidelity
         count = analytic_count(self._shared, plan)
 

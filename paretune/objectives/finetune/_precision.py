@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Literal
 
-__all__ = ["PRECISIONS", "resolve_precision"]
+__all__ = ["Precision", "resolve_precision"]
 
-PRECISIONS = ("fp32", "bf16", "auto")
+#: The values of the ``precision`` setting.
+Precision = Literal["fp32", "bf16", "auto"]
 
 
 def resolve_precision(precision: str, device: str) -> str:

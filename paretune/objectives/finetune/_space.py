@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from paretune._errors import ConfigError, describe
+from paretune._errors import ConfigError
 
 if TYPE_CHECKING:
     from paretune.spaces import SearchSpace
@@ -31,11 +31,6 @@ def searched_space(
     from paretune.spaces.peft import peft_space
 
     options = {} if options is None else options
-    if not isinstance(options, Mapping):
-        raise ConfigError(
-            f"`space` must be a mapping of peft_space options, but got {describe(options)}.",
-            path=("space",),
-        )
     allowed = [
         name
         for name, p in inspect.signature(peft_space).parameters.items()
@@ -52,12 +47,6 @@ def searched_space(
         raise err.prefixed("space") from None
     if extra is None:
         return space
-    if not isinstance(extra, Mapping):
-        raise ConfigError(
-            f"`extra_space` must be a mapping like the spec's `space:` section, but got "
-            f"{describe(extra)}.",
-            path=("extra_space",),
-        )
     from paretune.spaces._params import param_from_dict
 
     try:
