@@ -281,7 +281,7 @@ SOURCE_FILES = (
     "spaces/_params.py",
     "spaces/_space.py",
     "objectives/_synthetic.py",
-    "trials_store/_pareto.py",
+    "objectives/_pareto.py",
 )
 
 
