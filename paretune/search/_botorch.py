@@ -378,7 +378,7 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
         except ConfigError:
             return self._random.sample_independent(study, trial, param_name, param_distribution)
         rng = np.random.default_rng([self._seed, trial.number, zlib.crc32(param_name.encode())])
-        return param._sample(rng)
+        return param.sample(rng)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self._random.before_trial(study, trial)
@@ -817,7 +817,7 @@ class _Problem:
         out = []
         for name, value in params.items():
             if name in self.space and self.space[name].contains(value):
-                value = self.space[name]._canonical(value)
+                value = self.space[name].canonical(value)
             out.append((name, isinstance(value, (bool, np.bool_)), _hashable(value)))
         return tuple(sorted(out, key=repr))
 

@@ -361,7 +361,7 @@ class Encoding:
         for i, params in enumerate(params_list):
             if partial:
                 clean = {
-                    name: self.space[name]._canonical(value)
+                    name: self.space[name].canonical(value)
                     for name, value in params.items()
                     if name in self.space and self.space[name].contains(value)
                 }
