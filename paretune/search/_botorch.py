@@ -24,8 +24,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from paretune._errors import ConfigError, describe
-from paretune.spaces import Categorical, Encoding, Float, Int, SearchSpace
-from paretune.spaces._params import Parameter, param_from_optuna
+from paretune.spaces import DimKind, SearchSpace, UnitCube
 
 if TYPE_CHECKING:
     import torch
@@ -67,7 +66,7 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
     1. **Start-up.** Until ``n_startup_trials`` trials have completed or are running (and at
        least two have completed), candidates come from a scrambled Sobol sequence over the
        space (point number ``trial.number``, so concurrent workers get different points).
-    2. **Model.** Completed trials are encoded (:class:`~paretune.spaces.Encoding`: unit-cube
+    2. **Model.** Completed trials are encoded (:class:`~paretune.spaces.UnitCube`: unit-cube
        columns, linear or in log space for ``log`` parameters, integer grids as discrete
        values). Objectives, sign-flipped so that larger is better, and constraint values are
        the outputs of one GP each (a batched ``SingleTaskGP``; when a categorical parameter has
@@ -374,7 +373,7 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
         # uniform, seeded by (seed, trial number, name) so that workers and resumed studies
         # do not replay each other's draws.
         try:
-            param = param_from_optuna(param_name, param_distribution)
+            param = SearchSpace.from_distributions({param_name: param_distribution})[param_name]
         except ConfigError:
             return self._random.sample_independent(study, trial, param_name, param_distribution)
         rng = np.random.default_rng([self._seed, trial.number, zlib.crc32(param_name.encode())])
@@ -454,7 +453,7 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
         )
         n_obj = len(signs)
         modelled = [i for i in range(n_obj) if i not in self._known]
-        X = problem.to_unit(problem.encoding.encode([t.params for t in complete], partial=True))
+        X = problem.cube.encode([t.params for t in complete], partial=True)
         Y_obj = torch.tensor([t.values for t in complete], dtype=torch.float64) * signs
         if self._known:
             self._check_known(complete)
@@ -467,9 +466,7 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
         running = [t for t in others if t.state == TrialState.RUNNING]
         X_pending = None
         if running:
-            X_pending = problem.to_unit(
-                problem.encoding.encode([t.params for t in running], partial=True)
-            )
+            X_pending = problem.cube.encode([t.params for t in running], partial=True)
         py_state = random.getstate()
         with torch.random.fork_rng(), warnings.catch_warnings():
             torch.manual_seed(seed)
@@ -674,7 +671,7 @@ def _known_objective(
         flat = X.detach().reshape(-1, X.shape[-1])
         rows, inverse = torch.unique(flat, dim=0, return_inverse=True)
         out = []
-        for params in problem.decode_rows(rows):
+        for params in problem.cube.decode(rows):
             key = problem.key(params)
             if key not in cache:
                 if len(cache) >= _KNOWN_CACHE_SIZE:
@@ -773,8 +770,8 @@ class _Avoid:
 class _Problem:
     """The space as BoTorch sees it: unit-cube columns, their kinds, model and optimiser.
 
-    Single-value columns (bounds ``[0, 0]``) are dropped; categorical index columns are scaled
-    to ``[0, 1]``. Two-choice categoricals are treated as binary discrete columns (a
+    The columns are the space's :class:`~paretune.spaces.UnitCube` (single values dropped,
+    categorical indices scaled to ``[0, 1]``). Two-choice categoricals are treated as binary discrete columns (a
     categorical kernel on two values is a stationary kernel on ``{0, 1}``); those with three or
     more choices get the categorical kernel and the optimiser's categorical moves. Grids of
     more than 256 levels are continuous columns for the optimiser, rounded on decoding.
@@ -783,34 +780,24 @@ class _Problem:
     def __init__(self, space: SearchSpace, *, exact: bool) -> None:
         self.space = space
         self.exact = exact
-        self.encoding = enc = Encoding(space, categorical="index")
-        bounds = enc.bounds.numpy()
-        self.lower = bounds[0]
-        self.span = bounds[1] - bounds[0]
-        self.free = np.flatnonzero(self.span > 0)
-        self.dim = len(self.free)
-        position = {int(c): i for i, c in enumerate(self.free)}
+        self.cube = cube = UnitCube(space)
+        self.dim = cube.dim
         self.discrete: dict[int, list[float]] = {}
         self.categorical: dict[int, list[float]] = {}
-        for param in space:
-            col = enc.columns(param.name).start
-            if col not in position or _grid_levels(param) > _MAX_GRID_LEVELS:
+        columns = [(p.name, cube.column(p.name)) for p in space]
+        for name, col in columns:
+            if col is None or cube.kinds[col] is not DimKind.INTEGER:
                 continue
-            values = enc.grid_positions(param.name)
-            if values is not None:
-                self.discrete[position[col]] = [v / self.span[col] for v in values]
-        for param in space:
-            if not isinstance(param, Categorical) or param.ordered:
-                continue  # ordered categoricals are grids, above
-            col = enc.columns(param.name).start
-            if col not in position:
+            if (cube.encoding.n_values(name) or 0) <= _MAX_GRID_LEVELS:
+                self.discrete[col] = cube.values(name) or []
+        for name, col in columns:
+            if col is None or cube.kinds[col] is not DimKind.CATEGORICAL:
                 continue
-            k = len(param.choices)
-            values = [i / (k - 1) for i in range(k)]
-            if k == 2:
-                self.discrete[position[col]] = values
+            values = cube.values(name) or []
+            if len(values) == 2:
+                self.discrete[col] = values
             else:
-                self.categorical[position[col]] = values
+                self.categorical[col] = values
 
     def key(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
         """A hashable form of ``params``: canonical values, booleans apart from numbers."""
@@ -837,30 +824,8 @@ class _Problem:
     def avoid_set(self, trials: Sequence[_Seen]) -> _Avoid:
         return _Avoid(self, trials)
 
-    def to_unit(self, X_enc: torch.Tensor) -> torch.Tensor:
-        import torch
-
-        lower = torch.from_numpy(self.lower[self.free])
-        span = torch.from_numpy(self.span[self.free])
-        return (X_enc[:, self.free] - lower) / span
-
     def decode(self, X_unit: torch.Tensor) -> dict[str, Any]:
-        return self.decode_rows(X_unit)[0]
-
-    def decode_rows(self, X_unit: torch.Tensor) -> list[dict[str, Any]]:
-        """The params each row of an ``n x dim`` unit-cube tensor snaps to."""
-        X = np.tile(self.lower, (X_unit.shape[0], 1))
-        X[:, self.free] = (
-            X_unit.detach().cpu().numpy() * self.span[self.free] + self.lower[self.free]
-        )
-        return self.encoding.decode(X)
-
-    def bounds(self) -> torch.Tensor:
-        import torch
-
-        return torch.stack(
-            [torch.zeros(self.dim, dtype=torch.float64), torch.ones(self.dim, dtype=torch.float64)]
-        )
+        return self.cube.decode(X_unit)[0]
 
     def fit(self, X: torch.Tensor, Y: torch.Tensor, *, fit_maxiter: int) -> Model:
         import torch
@@ -918,7 +883,7 @@ class _Problem:
         if self.discrete or self.categorical:
             X, _ = optimize_acqf_mixed_alternating(
                 acq,
-                bounds=self.bounds(),
+                bounds=self.cube.bounds,
                 discrete_dims=self.discrete or None,
                 cat_dims=self.categorical or None,
                 q=1,
@@ -930,7 +895,7 @@ class _Problem:
             return X
         X, _ = optimize_acqf(
             acq,
-            bounds=self.bounds(),
+            bounds=self.cube.bounds,
             q=1,
             num_restarts=opts.num_restarts,
             raw_samples=opts.raw_samples,
@@ -993,7 +958,7 @@ class _Problem:
                 candidates.append(params)
         if not candidates:
             return self.random(seed, avoid=avoid)
-        X = self.to_unit(self.encoding.encode(candidates, partial=True))
+        X = self.cube.encode(candidates, partial=True)
         with torch.no_grad():
             values = torch.cat([acq(x.unsqueeze(1)) for x in X.split(64)])
         return candidates[int(torch.argmax(values))]
@@ -1013,15 +978,6 @@ def _torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def _grid_levels(param: Parameter) -> int:
-    """How many values an Int, stepped Float or ordered Categorical takes (0 for others)."""
-    if isinstance(param, Int) or (isinstance(param, Float) and param.step is not None):
-        return (param.n_steps or 0) + 1
-    if isinstance(param, Categorical) and param.ordered:
-        return len(param.choices)
-    return 0
 
 
 def _jsonable(value: Any) -> Any:
