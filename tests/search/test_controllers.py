@@ -35,8 +35,9 @@ def test_botorch_controller_gets_the_spec_space_reference_point_and_options(tmp_
     assert isinstance(sampler, BoTorchSampler)
     assert sampler._space == spec.search_space
     assert spec.reference_point is not None
-    assert sampler._reference == [spec.reference_point[m.name] for m in spec.metrics]
-    assert sampler._n_startup == 3 and sampler._acq.num_restarts == 2
+    reference = tuple(spec.reference_point[m.name] for m in spec.metrics)
+    assert sampler._settings.reference == reference
+    assert sampler._n_startup == 3 and sampler._settings.options.num_restarts == 2
 
 
 def test_botorch_controller_rejects_unknown_and_bad_options(tmp_path):
