@@ -92,3 +92,14 @@ def test_botorch_keeps_its_seed_on_resume_and_optuna_samplers_offset_it(tmp_path
     a = tpe.make_sampler(n_existing_trials=5)
     b = tpe.make_sampler()
     assert a._rng.rng.random() != b._rng.rng.random()
+
+
+def test_botorch_capabilities_are_declared_by_the_sampler_class():
+    from paretune.search import BoTorchSampler, Capabilities, controller_capabilities
+
+    declared = BoTorchSampler.capabilities
+    assert isinstance(declared, Capabilities)
+    assert controller_capabilities("botorch") is declared
+    assert declared == Capabilities(
+        constraints=True, pending=True, no_duplicates=True, keyed_by_trial=True
+    )

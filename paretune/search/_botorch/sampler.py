@@ -8,7 +8,7 @@ import numbers
 import threading
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import optuna
@@ -24,6 +24,7 @@ from paretune.search._botorch.observations import observations
 from paretune.search._botorch.optimize import DEFAULT, FAST, AcqOptions
 from paretune.search._botorch.problem import Problem
 from paretune.search._botorch.proposal import ProposalSettings, propose, torch_threads
+from paretune.search._capabilities import Capabilities
 from paretune.spaces import SearchSpace
 
 __all__ = ["BoTorchSampler"]
@@ -139,6 +140,11 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
         >>> study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
         >>> study.optimize(objective, n_trials=40)  # doctest: +SKIP
     """
+
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        constraints=True, pending=True, no_duplicates=True, keyed_by_trial=True
+    )
+    """What the registry's ``botorch`` controller promises (:func:`register_controller`)."""
 
     def __init__(
         self,
