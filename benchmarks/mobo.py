@@ -273,15 +273,17 @@ def versions() -> dict[str, str | None]:
 
 
 # The paretune sources a run's trials depend on: the sampler, the space and its encoding, the
-# problems, the hypervolume. Edits elsewhere in the package do not make cached runs stale.
+# problems, the hypervolume. Edits elsewhere in the package do not make cached runs stale. A
+# name ending in "/" stands for the package's modules.
 SOURCE_FILES = (
-    "search/_botorch.py",
+    "search/_botorch/",
     "search/_controllers.py",
     "spaces/_encoding.py",
+    "spaces/_unit_cube.py",
     "spaces/_params.py",
     "spaces/_space.py",
     "objectives/_synthetic.py",
-    "trials_store/_pareto.py",
+    "objectives/_pareto.py",
 )
 
 
@@ -295,8 +297,11 @@ def source_hash() -> str:
     package = Path(paretune.__file__).resolve().parent
     digest = hashlib.sha256()
     for name in SOURCE_FILES:
-        digest.update(name.encode() + b"\0" + (package / name).read_bytes())
-    return "v2:" + digest.hexdigest()[:12]
+        paths = sorted((package / name).glob("*.py")) if name.endswith("/") else [package / name]
+        for path in paths:
+            digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes())
+    return "v3:" + digest.hexdigest()[:12]
 
 
 # --------------------------------------------------------------------------------------------

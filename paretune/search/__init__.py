@@ -12,8 +12,8 @@ seeds, at the search's or at full fidelity.
 """
 
 from paretune.search._botorch import BoTorchSampler
+from paretune.search._capabilities import Capabilities
 from paretune.search._controllers import (
-    Capabilities,
     ControllerContext,
     ControllerFactory,
     check_controller,

@@ -20,6 +20,7 @@ import optuna
 
 from paretune._errors import ConfigError, describe
 from paretune._validation import check_registration
+from paretune.search._capabilities import Capabilities
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -38,29 +39,6 @@ __all__ = [
     "make_sampler",
     "register_controller",
 ]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Capabilities:
-    """What a controller promises; the conformance suite tests exactly these promises.
-
-    Attributes:
-        multi_objective: Proposes for studies with two or more objectives.
-        constraints: Takes ``constraints_func`` and prefers feasible candidates.
-        conditional: Handles conditional parameters (absent when their condition fails).
-        pending: Sees RUNNING trials (other workers) and proposes away from them.
-        no_duplicates: Never proposes the parameters of an existing trial, in any state.
-        keyed_by_trial: Its randomness is keyed by (seed, trial number), so a resumed search
-            keeps the seed; otherwise the seed is offset by the number of existing trials so a
-            resumed search does not replay its first draws.
-    """
-
-    multi_objective: bool = True
-    constraints: bool = False
-    conditional: bool = True
-    pending: bool = False
-    no_duplicates: bool = False
-    keyed_by_trial: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -335,9 +313,8 @@ def _register_builtins() -> None:
     register_controller(
         "botorch",
         _botorch,
-        capabilities=Capabilities(
-            constraints=True, pending=True, no_duplicates=True, keyed_by_trial=True
-        ),
+        # Declared by the class, beside the code that keeps the promises.
+        capabilities=BoTorchSampler.capabilities,
         options_of=BoTorchSampler,
     )
 

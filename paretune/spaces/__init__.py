@@ -22,6 +22,7 @@ Example:
 from paretune.spaces._encoding import DimKind, Encoding
 from paretune.spaces._params import Categorical, Condition, Fixed, Float, Int, Parameter
 from paretune.spaces._space import SearchSpace
+from paretune.spaces._unit_cube import UnitCube
 
 __all__ = [
     "Categorical",
@@ -33,4 +34,5 @@ __all__ = [
     "Int",
     "Parameter",
     "SearchSpace",
+    "UnitCube",
 ]

@@ -36,6 +36,7 @@ class _Codec:
 
     width: int
     kinds: tuple[DimKind, ...]
+    n_values: int | None  # None: a continuum
     lower: tuple[float, ...]
     upper: tuple[float, ...]
 
@@ -61,7 +62,7 @@ class _Continuous(_Codec):
         self.single = param.low == param.high
         f = math.log if param.log else float
         self.lo, self.hi = f(param.low), f(param.high)
-        self.width, self.kinds = 1, (DimKind.CONTINUOUS,)
+        self.width, self.kinds, self.n_values = 1, (DimKind.CONTINUOUS,), None
         self.lower, self.upper = (0.0,), (0.0 if self.single else 1.0,)
 
     def encode(self, value: float) -> list[float]:
@@ -93,7 +94,7 @@ class _Grid(_Codec):
         self.n, self.step, self.log = n, step, param.log
         if self.log:
             self.lo, self.span = math.log(param.low), math.log(param.high) - math.log(param.low)
-        self.width, self.kinds = 1, (DimKind.INTEGER,)
+        self.width, self.kinds, self.n_values = 1, (DimKind.INTEGER,), n + 1
         self.lower, self.upper = (0.0,), (0.0 if n == 0 else 1.0,)
 
     def value(self, k: int) -> int | float:
@@ -133,7 +134,7 @@ class _OneHot(_Codec):
         super().__init__(param)
         self.p = param
         k = len(param.choices)
-        self.width, self.kinds = k, (DimKind.CATEGORICAL,) * k
+        self.width, self.kinds, self.n_values = k, (DimKind.CATEGORICAL,) * k, k
         self.lower, self.upper = (0.0,) * k, (1.0,) * k
 
     def encode(self, value: Any) -> list[float]:
@@ -151,7 +152,7 @@ class _Index(_Codec):
     def __init__(self, param: Categorical) -> None:
         super().__init__(param)
         self.p = param
-        self.width, self.kinds = 1, (DimKind.CATEGORICAL,)
+        self.width, self.kinds, self.n_values = 1, (DimKind.CATEGORICAL,), len(param.choices)
         self.lower, self.upper = (0.0,), (float(len(param.choices) - 1),)
 
     def encode(self, value: Any) -> list[float]:
@@ -169,7 +170,7 @@ class _Ordered(_Codec):
         super().__init__(param)
         self.p = param
         self.n = len(param.choices) - 1
-        self.width, self.kinds = 1, (DimKind.INTEGER,)
+        self.width, self.kinds, self.n_values = 1, (DimKind.INTEGER,), self.n + 1
         self.lower, self.upper = (0.0,), (0.0 if self.n == 0 else 1.0,)
 
     def encode(self, value: Any) -> list[float]:
@@ -190,6 +191,7 @@ class _Constant(_Codec):
         super().__init__(param)
         self.p = param
         self.width, self.kinds, self.lower, self.upper = 0, (), (), ()
+        self.n_values = 1
 
     def encode(self, value: Any) -> list[float]:
         return []
@@ -274,6 +276,7 @@ class Encoding:
             self._codecs.append((codec, slice(start, start + codec.width)))
             start += codec.width
         self._slices = {codec.param.name: cols for codec, cols in self._codecs}
+        self._by_name = {codec.param.name: codec for codec, _ in self._codecs}
         self.dim: int = start
         self.kinds: tuple[DimKind, ...] = tuple(k for c, _ in self._codecs for k in c.kinds)
         self._lower = np.array([b for c, _ in self._codecs for b in c.lower], dtype=np.float64)
@@ -320,11 +323,21 @@ class Encoding:
         Raises:
             KeyError: ``name`` is not in the space.
         """
-        cols = self.columns(name)
-        for codec, c in self._codecs:
-            if c == cols and codec.param.name == name:
-                return codec.discrete_values()
-        raise AssertionError("unreachable: columns() knows every name")
+        return self._codec(name).discrete_values()
+
+    def _codec(self, name: str) -> _Codec:
+        self.columns(name)  # the KeyError that names the space's parameters
+        return self._by_name[name]
+
+    def n_values(self, name: str) -> int | None:
+        """How many values parameter ``name`` takes: its grid's size (``Int``, ``Float`` with
+        ``step``, ordered ``Categorical``), its number of choices, 1 for ``Fixed``; ``None``
+        for a ``Float`` without ``step``. Builds no list (unlike :meth:`grid_positions`).
+
+        Raises:
+            KeyError: ``name`` is not in the space.
+        """
+        return self._codec(name).n_values
 
     def columns(self, name: str) -> slice:
         """The columns of parameter ``name`` (an empty slice for ``Fixed``).
@@ -361,7 +374,7 @@ class Encoding:
         for i, params in enumerate(params_list):
             if partial:
                 clean = {
-                    name: self.space[name]._canonical(value)
+                    name: self.space[name].canonical(value)
                     for name, value in params.items()
                     if name in self.space and self.space[name].contains(value)
                 }

@@ -145,6 +145,10 @@ class Parameter(ABC):
     (:meth:`to_optuna`), samples them in declaration order, and encodes them for BoTorch
     (:class:`~paretune.spaces.Encoding`).
 
+    The value codec is public, for every package that handles params: :meth:`contains` (is a
+    value valid), :meth:`canonical` (its stored form, e.g. to compare or hash params) and
+    :meth:`sample` (a random value).
+
     Attributes:
         name: The Optuna parameter name.
         condition: When set, the parameter exists only if the condition holds.
@@ -165,11 +169,13 @@ class Parameter(ABC):
         """Whether ``value`` is a valid value of this parameter."""
 
     @abstractmethod
-    def _canonical(self, value: Any) -> Any:
-        """The stored form of a contained ``value`` (a plain int, float or the choice itself)."""
+    def canonical(self, value: Any) -> Any:
+        """The stored form of a contained ``value`` (a plain int, float or the choice itself):
+        two values the parameter treats as one (``3`` and ``3.0`` for an Int, ``0.1 + 0.2``
+        and ``0.3`` on a 0.1 grid) have the same canonical form."""
 
     @abstractmethod
-    def _sample(self, rng: np.random.Generator) -> Any:
+    def sample(self, rng: np.random.Generator) -> Any:
         """A random value: uniform, or log-uniform for log ranges."""
 
     @abstractmethod
@@ -289,12 +295,12 @@ class Float(Parameter):
         # Rounding may put a grid value just outside the range (0.1 + 0.2 > 0.3).
         return -_STEP_RTOL < k < (self.n_steps or 0) + _STEP_RTOL and abs(k - round(k)) < _STEP_RTOL
 
-    def _canonical(self, value: Any) -> float:
+    def canonical(self, value: Any) -> float:
         if self.step is None:
             return float(value)
         return self.grid_value(round((float(value) - self.low) / self.step))
 
-    def _sample(self, rng: np.random.Generator) -> float:
+    def sample(self, rng: np.random.Generator) -> float:
         if self.step is not None:
             return self.grid_value(int(rng.integers(0, (self.n_steps or 0) + 1)))
         if self.log:
@@ -390,10 +396,10 @@ class Int(Parameter):
             return False
         return self.low <= v <= self.high and (v - self.low) % self.step == 0
 
-    def _canonical(self, value: Any) -> int:
+    def canonical(self, value: Any) -> int:
         return int(value)
 
-    def _sample(self, rng: np.random.Generator) -> int:
+    def sample(self, rng: np.random.Generator) -> int:
         if self.log:
             # Widen by half an integer so that the end points are as likely as their neighbours.
             z = rng.uniform(math.log(self.low - 0.5), math.log(self.high + 0.5))
@@ -477,10 +483,10 @@ class Categorical(Parameter):
     def contains(self, value: Any) -> bool:
         return any(same_value(value, c) for c in self.choices)
 
-    def _canonical(self, value: Any) -> CategoricalChoiceType:
+    def canonical(self, value: Any) -> CategoricalChoiceType:
         return self.choices[self.index(value)]
 
-    def _sample(self, rng: np.random.Generator) -> CategoricalChoiceType:
+    def sample(self, rng: np.random.Generator) -> CategoricalChoiceType:
         return self.choices[int(rng.integers(len(self.choices)))]
 
     def _suggest(self, trial: BaseTrial) -> CategoricalChoiceType:
@@ -517,10 +523,10 @@ class Fixed(Parameter):
     def contains(self, value: Any) -> bool:
         return same_value(value, self.value)
 
-    def _canonical(self, value: Any) -> CategoricalChoiceType:
+    def canonical(self, value: Any) -> CategoricalChoiceType:
         return self.value
 
-    def _sample(self, rng: np.random.Generator) -> CategoricalChoiceType:
+    def sample(self, rng: np.random.Generator) -> CategoricalChoiceType:
         return self.value
 
     def _suggest(self, trial: BaseTrial) -> CategoricalChoiceType:

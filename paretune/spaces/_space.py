@@ -255,7 +255,7 @@ class SearchSpace:
                     raise ConfigError(
                         f"{describe(value)} is not a valid value of {param!r}.", path=(name,)
                     )
-                out[name] = param._canonical(value)
+                out[name] = param.canonical(value)
         return out
 
     def admits(self, params: Mapping[str, Any]) -> bool:
@@ -283,7 +283,7 @@ class SearchSpace:
         values: dict[str, Any] = {}
         for param in self._params:
             if _activated(param, values):
-                values[param.name] = param._sample(rng)
+                values[param.name] = param.sample(rng)
         return values
 
 

@@ -592,12 +592,12 @@ def test_the_botorch_controller_gets_the_trainable_percent_as_a_known_objective(
     spec = load_spec(raw)
     sampler = spec.make_sampler()
     assert [m.name for m in spec.metrics] == ["accuracy", "trainable_percent"]
-    assert list(sampler._known) == [1]  # accuracy is modelled
+    assert list(sampler._known.functions) == [1]  # accuracy is modelled
     built = Finetune(model=str(tiny_bert), data=str(sentiment_csv), fidelity=FAST)
     params = {**LORA, "layer_1": False, "lora_rank": 8}
-    assert sampler._known[1](params) == built.known_values(params)["trainable_percent"]
+    assert sampler._known.functions[1](params) == built.known_values(params)["trainable_percent"]
     raw["controller"]["options"] = {"known_objectives": {}}  # turned off
-    assert load_spec(raw).make_sampler()._known == {}
+    assert load_spec(raw).make_sampler()._known.functions == {}
 
 
 def test_full_finetuning_trains_every_parameter(objective, tiny_bert, caplog):

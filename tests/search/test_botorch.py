@@ -102,21 +102,21 @@ def kernel_lock(tmp_path, monkeypatch):
 
 
 def test_the_lock_of_a_killed_kernel_compile_is_removed_not_waited_on(kernel_lock, caplog):
-    from paretune.search import _botorch
+    from paretune.search._botorch import kernel
 
     kernel_lock, loads = kernel_lock
 
-    old = time.time() - _botorch._STALE_KERNEL_LOCK_S - 60
+    old = time.time() - kernel.STALE_KERNEL_LOCK_S - 60
     os.utime(kernel_lock, (old, old))
     with caplog.at_level(logging.WARNING, logger="paretune"):
-        _botorch._load_fused_kernel()
+        kernel.load_fused_kernel()
     assert not kernel_lock.exists()
     assert "did not finish" in caplog.text and str(kernel_lock) in caplog.text
     assert loads == [1]  # then BoTorch builds it
 
 
 def test_a_live_kernel_compile_is_waited_for(kernel_lock, caplog):
-    from paretune.search import _botorch
+    from paretune.search._botorch.kernel import load_fused_kernel
 
     kernel_lock, loads = kernel_lock
 
@@ -124,7 +124,7 @@ def test_a_live_kernel_compile_is_waited_for(kernel_lock, caplog):
     remover.start()
     t0 = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="paretune"):
-        _botorch._load_fused_kernel()
+        load_fused_kernel()
     remover.join()
     assert time.monotonic() - t0 >= 0.9
     assert "waiting for another process" in caplog.text and "did not finish" not in caplog.text
@@ -430,8 +430,6 @@ def test_candidates_the_space_refuses_add_nothing_through_a_known_objective(capl
     # modules counts only its head): there the acquisition must see no gain, not the best cost.
     import torch
 
-    from paretune.search._botorch import _known_objective
-
     space = SearchSpace(
         [Float("x", low=0.0, high=1.0), Int("n", low=0, high=15)],
         rule=lambda params: params["n"] >= 4,
@@ -441,7 +439,7 @@ def test_candidates_the_space_refuses_add_nothing_through_a_known_objective(capl
     problem = s._problem(space.distributions())
     signs = torch.tensor([1.0, -1.0], dtype=torch.float64)
     ref = torch.tensor([0.0, -16.0], dtype=torch.float64)  # maximised: -cost
-    objective = _known_objective(s, problem, signs, ref)
+    objective = s._known.objective(problem, signs, ref)
     X = torch.tensor([[[0.5, 0.0]], [[0.5, 4 / 15]], [[0.2, 9 / 15]]], dtype=torch.float64)
     samples = torch.tensor([0.9, 0.8, 0.7], dtype=torch.float64).reshape(1, 3, 1, 1)
     out = objective(samples, X)  # 1 MC sample x 3 candidates x q=1 x 2 objectives

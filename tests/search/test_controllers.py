@@ -35,8 +35,9 @@ def test_botorch_controller_gets_the_spec_space_reference_point_and_options(tmp_
     assert isinstance(sampler, BoTorchSampler)
     assert sampler._space == spec.search_space
     assert spec.reference_point is not None
-    assert sampler._reference == [spec.reference_point[m.name] for m in spec.metrics]
-    assert sampler._n_startup == 3 and sampler._acq.num_restarts == 2
+    reference = tuple(spec.reference_point[m.name] for m in spec.metrics)
+    assert sampler._settings.reference == reference
+    assert sampler._n_startup == 3 and sampler._settings.options.num_restarts == 2
 
 
 def test_botorch_controller_rejects_unknown_and_bad_options(tmp_path):
@@ -91,3 +92,14 @@ def test_botorch_keeps_its_seed_on_resume_and_optuna_samplers_offset_it(tmp_path
     a = tpe.make_sampler(n_existing_trials=5)
     b = tpe.make_sampler()
     assert a._rng.rng.random() != b._rng.rng.random()
+
+
+def test_botorch_capabilities_are_declared_by_the_sampler_class():
+    from paretune.search import BoTorchSampler, Capabilities, controller_capabilities
+
+    declared = BoTorchSampler.capabilities
+    assert isinstance(declared, Capabilities)
+    assert controller_capabilities("botorch") is declared
+    assert declared == Capabilities(
+        constraints=True, pending=True, no_duplicates=True, keyed_by_trial=True
+    )

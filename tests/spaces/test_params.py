@@ -115,7 +115,7 @@ def test_step_float_grid_values_are_clean_decimals() -> None:
     param = Float("x", low=0.0, high=0.3, step=0.1)
     assert [param.grid_value(k) for k in range(4)] == [0.0, 0.1, 0.2, 0.3]
     assert param.contains(0.1 + 0.2)  # 0.30000000000000004 is on the grid up to rounding
-    assert param._canonical(0.1 + 0.2) == 0.3
+    assert param.canonical(0.1 + 0.2) == 0.3
     assert not param.contains(0.15)
     assert not param.contains(0.4)
     assert not param.contains(-0.1)
@@ -132,7 +132,7 @@ def test_single_value_ranges() -> None:
     ]:
         assert param.to_optuna().single()
         assert param.contains(value)
-        assert param._sample(np.random.default_rng(0)) == value
+        assert param.sample(np.random.default_rng(0)) == value
 
 
 def test_contains() -> None:
@@ -153,7 +153,7 @@ def test_contains() -> None:
 def test_int_log_sampling_reaches_both_ends() -> None:
     param = Int("x", low=1, high=4, log=True)
     rng = np.random.default_rng(0)
-    seen = {param._sample(rng) for _ in range(500)}
+    seen = {param.sample(rng) for _ in range(500)}
     assert seen == {1, 2, 3, 4}
 
 
