@@ -19,6 +19,7 @@ Example:
 :mod:`paretune.spaces.peft` (imported on demand) builds AutoPEFT spaces for transformer models.
 """
 
+from paretune.spaces._dicts import param_from_dict, param_to_dict
 from paretune.spaces._encoding import DimKind, Encoding
 from paretune.spaces._params import Categorical, Condition, Fixed, Float, Int, Parameter
 from paretune.spaces._space import SearchSpace
@@ -35,4 +36,6 @@ __all__ = [
     "Parameter",
     "SearchSpace",
     "UnitCube",
+    "param_from_dict",
+    "param_to_dict",
 ]

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from paretune._errors import ConfigError, describe
-from paretune.spaces._params import Parameter, param_from_dict, param_to_dict
+from paretune.spaces._dicts import param_from_dict, param_to_dict
+from paretune.spaces._params import Parameter
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -118,7 +119,7 @@ class SearchSpace:
             ConfigError: A distribution that is not a Float, Int or Categorical distribution;
                 the path is its name.
         """
-        from paretune.spaces._params import param_from_optuna
+        from paretune.spaces._dicts import param_from_optuna
 
         return cls(param_from_optuna(name, dist) for name, dist in distributions.items())
 

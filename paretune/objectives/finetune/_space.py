@@ -47,7 +47,7 @@ def searched_space(
         raise err.prefixed("space") from None
     if extra is None:
         return space
-    from paretune.spaces._params import param_from_dict
+    from paretune.spaces import param_from_dict
 
     try:
         # One parameter at a time, so that a condition may name a PEFT parameter (for example
