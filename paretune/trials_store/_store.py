@@ -53,6 +53,7 @@ from paretune.trials_store._ownership import (
     quiet,
 )
 from paretune.trials_store._preflight import check_writable_dir, probe_tracking_server
+from paretune.trials_store._reconcile import TRIAL_ID_TAG, finish_run_of, reconcile_runs
 
 if TYPE_CHECKING:
     from paretune.spaces import SearchSpace
@@ -304,48 +305,10 @@ class TrialsStore:
         self._recovered.append(frozen.number)
 
     def reconcile_mlflow(self) -> None:
-        """Give every trial of the study exactly one child run whose state is the trial's."""
-        if self.mlflow is None or self.parent_run_id is None:
-            return
-        try:
-            runs = self.mlflow.child_runs(self.parent_run_id)
-        except Exception as err:  # tracking is best-effort; the study is the record
-            _log.warning("MLflow: could not list the study's runs: %s", err)
-            return
-        for t in self.study.get_trials(deepcopy=False):
-            if t.state in (TrialState.WAITING, TrialState.RUNNING):
-                continue
-            try:
-                self._reconcile_trial(t, runs.get(str(t._trial_id), []))
-            except Exception as err:  # one broken run must not stop the search
-                _log.warning("MLflow: could not repair the run of trial %d: %s", t.number, err)
-
-    def _reconcile_trial(self, t: FrozenTrial, runs: list[tuple[str, str]]) -> None:
-        assert self.mlflow is not None and self.parent_run_id is not None
-        recorded = t.user_attrs.get(CHILD_RUN_ATTR)
-        ids = [run_id for run_id, _ in runs]
-        if recorded is None:
-            if ids:
-                recorded = ids[0]  # started before its record: a kill in between
-            else:
-                recorded = self.mlflow.start_child(
-                    parent_run_id=self.parent_run_id,
-                    trial_number=t.number,
-                    params=t.params,
-                    tags={"paretune.trial_id": str(t._trial_id)},
-                )
-            self.storage.set_trial_user_attr(t._trial_id, CHILD_RUN_ATTR, recorded)
-        for run_id in ids:
-            if run_id != recorded:  # a second run of one trial: never more than one
-                self.mlflow.delete_run(run_id)
-        status = dict(runs).get(recorded, "RUNNING")
-        if status == "RUNNING":
-            tags = {}
-            if INTERRUPTED_ATTR in t.user_attrs:
-                tags["paretune.fail_reason"] = f"interrupted: {t.user_attrs[INTERRUPTED_ATTR]}"
-            self.mlflow.finish_child(
-                recorded, state=t.state.name, metrics=t.user_attrs.get(METRICS_ATTR), tags=tags
-            )
+        """Give every finished trial of the study exactly one finished child run
+        (:func:`~paretune.trials_store._reconcile.reconcile_runs`)."""
+        if self.mlflow is not None and self.parent_run_id is not None:
+            reconcile_runs(self.mlflow, self.parent_run_id, self.study.get_trials(deepcopy=False))
 
     def _enqueue_baselines(self) -> None:
         baselines = self.config.baselines
@@ -424,7 +387,7 @@ class TrialsStore:
                 parent_run_id=self.parent_run_id,
                 trial_number=trial.number if trial_number is None else trial_number,
                 params=params,
-                tags={**tags, "paretune.trial_id": str(trial._trial_id)},
+                tags={**tags, TRIAL_ID_TAG: str(trial._trial_id)},
                 run_name=run_name,
             )
         except Exception as err:  # tracking is best-effort; the study is the record
@@ -549,15 +512,11 @@ class TrialsStore:
         )
 
     def _finish_mlflow_of(self, frozen: FrozenTrial, state: str, tags: Mapping[str, str]) -> None:
-        run_id = frozen.user_attrs.get(CHILD_RUN_ATTR)
-        if self.mlflow is None or run_id is None:
+        if self.mlflow is None or self.parent_run_id is None:
             return
-        try:
-            self.mlflow.finish_child(run_id, state=state, tags=tags)
-        except Exception as err:  # a lost MLflow run must not stop recovery
-            _log.warning(
-                "could not close MLflow run %s of trial %d: %s", run_id, frozen.number, err
-            )
+        if not finish_run_of(self.mlflow, frozen, state, tags):
+            # Killed before it recorded its run: the run is found by its tag, or made.
+            reconcile_runs(self.mlflow, self.parent_run_id, [frozen])
 
     # -- views ----------------------------------------------------------------------------
 
