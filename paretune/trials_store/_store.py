@@ -52,7 +52,11 @@ from paretune.trials_store._ownership import (
     owner_token,
     quiet,
 )
-from paretune.trials_store._preflight import check_writable_dir, probe_tracking_server
+from paretune.trials_store._preflight import (
+    check_writable_dir,
+    missing_sqlite_file,
+    probe_tracking_server,
+)
 from paretune.trials_store._reconcile import TRIAL_ID_TAG, finish_run_of, reconcile_runs
 
 if TYPE_CHECKING:
@@ -130,10 +134,16 @@ class TrialsStore:
         if mlflow:
             assert config.tracking_uri is not None  # checked above
             probe_tracking_server(config.tracking_uri)
+        name = config.name
+        absent = None if create else missing_sqlite_file(self.storage_url)
+        if absent is not None:  # opening it would create it
+            raise StudyError(
+                f"no study named {name!r} in {self.storage_url} (there is no file {absent}); "
+                "start it with `paretune run SPEC`"
+            )
         self.storage = make_storage(
             self.storage_url, heartbeat_stale_trial_callback=self._on_heartbeat_stale
         )
-        name = config.name
         exists = name in {s.study_name for s in self.storage.get_all_studies()}
         if not exists and not create:
             raise StudyError(
