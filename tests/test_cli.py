@@ -7,6 +7,7 @@ import json
 import os
 import random
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -354,10 +355,20 @@ def test_status_and_export(
 ) -> None:
     spec = counting_spec(tmp_path, counting_objective, trials=5)
     path = write(tmp_path, spec)
-    assert main(["status", str(path)]) == 1  # no study yet
+    for command in ("status", "export"):  # no study yet, not even a run directory
+        assert main([command, str(path)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("paretune: error: no study named 'counting'"), err
+        assert len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()  # looking created nothing
+    (tmp_path / "run").mkdir()
+    assert main(["status", str(path)]) == 1  # a run directory without a study
     assert "no study named 'counting'" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "study.db").exists()
     assert main(["run", str(path), "--no-progress"]) == 0
     capsys.readouterr()
+    # Looking at a study needs neither its objective nor the objective's data.
+    counting_objective[0].unlink()
     assert main(["status", str(path)]) == 0
     out = capsys.readouterr().out
     assert "5 / 5 trials finished" in out and "complete=5" in out
@@ -374,6 +385,47 @@ def test_status_and_export(
     assert len(csv_text.strip().splitlines()) == 6
 
 
+def _free_port() -> int:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _unwritable_dir(tmp_path: Path) -> Path:
+    """A run directory that cannot be created: under /sys for root (EPERM even for root),
+    under a read-only directory for anyone else."""
+    if os.geteuid() == 0:
+        return Path("/sys/paretune-test/run")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    return locked / "run"
+
+
+@pytest.mark.parametrize("broken", ["tracking server", "run directory"])
+def test_a_setup_that_cannot_work_exits_1_at_once_with_one_line(
+    tmp_path: Path, counting_objective, broken: str
+) -> None:
+    spec = counting_spec(tmp_path, counting_objective)
+    if broken == "tracking server":
+        uri = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+        spec["tracking_uri"] = uri
+        expected = [f"the MLflow tracking server {uri!r} does not answer"]
+    else:
+        spec["run_dir"] = str(_unwritable_dir(tmp_path))
+        expected = [f"cannot write to the run directory {spec['run_dir']!r}", "`run_dir`"]
+    started = time.monotonic()
+    proc = run_cli("run", str(write(tmp_path, spec)), "--no-progress", timeout=60)
+    seconds = time.monotonic() - started
+    assert proc.returncode == 1, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("paretune: error: ")
+    for piece in expected:
+        assert piece in proc.stderr, proc.stderr
+    assert seconds < 10, f"{seconds:.1f} s"
+    assert not list(tmp_path.rglob("study.db")) and not list(tmp_path.rglob("mlflow.db"))
+
+
 def test_set_overrides_the_spec_for_run_and_status(
     tmp_path: Path, counting_objective, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -388,10 +440,14 @@ def test_set_overrides_the_spec_for_run_and_status(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("n_jobs", [1, 2])
-def test_ctrl_c_requeues_running_trials_and_resume_finishes(
-    tmp_path: Path, counting_objective, n_jobs: int
+def test_a_stop_signal_requeues_running_trials_and_resume_finishes(
+    tmp_path: Path, counting_objective, n_jobs: int, signum: signal.Signals
 ) -> None:
+    """Ctrl-C (SIGINT) or SIGTERM (`kill`, `timeout`, Slurm, Kubernetes) to the whole process
+    group: the driver stops at once with one line saying how to continue, the running trials
+    are failed and queued again, and `resume` finishes the budget."""
     budget = 8
     # Each trial sleeps 1 s so that one is still running when the signal lands: with 0.5 s
     # both workers' trials finished first on a loaded 2-core machine (0 interrupted, CI).
@@ -400,22 +456,36 @@ def test_ctrl_c_requeues_running_trials_and_resume_finishes(
     counter = counting_objective[1]
     proc = start_run(path)
     _wait_inside_objective(proc, counter, finished=2)
-    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
+    os.killpg(proc.pid, signum)
+    signalled = time.monotonic()
     _, err = proc.communicate(timeout=120)
+    seconds = time.monotonic() - signalled
     assert proc.returncode == 130, err
-    assert "paretune resume" in err
+    assert seconds < 15, f"{seconds:.1f} s from the signal to the exit"
+    assert err.strip().splitlines() == [
+        f"interrupted: running trials were queued again; continue with `paretune resume {path}`"
+    ], err
 
     storage = f"sqlite:///{tmp_path}/run/study.db"
     study = optuna.load_study(study_name="counting", storage=storage)
-    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    states = Counter(t.state.name for t in study.trials)
+    print(f"{signum.name}, n_jobs={n_jobs}: {dict(states)} {seconds:.1f} s after the signal")
+    assert states["RUNNING"] == 0
     interrupted = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     assert 1 <= len(interrupted) <= n_jobs
-    assert all("stopped by the user" in t.user_attrs["paretune.interrupted"] for t in interrupted)
+    assert states["WAITING"] == len(interrupted)  # each queued again, once
+    for t in interrupted:
+        assert "stopped by the user" in t.user_attrs["paretune.interrupted"]
+        [retry] = [r for r in study.trials if r.user_attrs.get("paretune.retry_of") == t.number]
+        assert retry.state == optuna.trial.TrialState.WAITING and retry.params == t.params
 
     resumed = run_cli("resume", str(path), "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
     study = optuna.load_study(study_name="counting", storage=storage)
-    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == budget
+    states = Counter(t.state.name for t in study.trials)
+    print(f"{signum.name}, n_jobs={n_jobs}: after resume {dict(states)}")
+    assert states["COMPLETE"] == budget and states["FAIL"] == len(interrupted)
+    assert states["RUNNING"] == states["WAITING"] == 0
 
 
 @pytest.mark.slow
