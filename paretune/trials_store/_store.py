@@ -4,10 +4,12 @@ The Optuna study is the system of record. :class:`TrialsStore` adds what Optuna 
 
 * opening the study a :class:`~paretune.trials_store.StudyConfig` describes, after checking that
   what it writes to is there (a writable run directory, a tracking server that answers);
-* the MLflow link: one parent run per study, exactly one child run per trial;
+* the MLflow link: one parent run per study, exactly one child run per trial (repaired after a
+  kill: :mod:`paretune.trials_store._reconcile`);
 * recovery: a trial left RUNNING by a process that died is failed and its parameters are queued
   again, so a search continues from storage alone and no completed trial is evaluated twice
-  (who owns a RUNNING trial: :mod:`paretune.trials_store._ownership`).
+  (who owns a RUNNING trial: :mod:`paretune.trials_store._ownership`; what is queued:
+  :mod:`paretune.trials_store._queue`).
 """
 
 from __future__ import annotations
@@ -27,11 +29,8 @@ from paretune._errors import StudyError
 from paretune.objectives import Metric
 from paretune.objectives._pareto import pareto_mask
 from paretune.trials_store._attrs import (
-    BASELINE_ATTR,
-    BASELINE_INDEX_ATTR,
     CHILD_RUN_ATTR,
     DUPLICATE_OF_ATTR,
-    ENQUEUED_ATTR,
     ERROR_ATTR,
     INTERRUPTED_ATTR,
     INTERRUPTED_BY_ATTR,
@@ -57,6 +56,7 @@ from paretune.trials_store._preflight import (
     missing_sqlite_file,
     probe_tracking_server,
 )
+from paretune.trials_store._queue import enqueue_baselines, queue_retry
 from paretune.trials_store._reconcile import TRIAL_ID_TAG, finish_run_of, reconcile_runs
 
 if TYPE_CHECKING:
@@ -243,7 +243,7 @@ class TrialsStore:
                 self.study.set_user_attr(PARENT_RUN_ATTR, self.parent_run_id)
         recovered = self.recover()
         self.reconcile_mlflow()
-        self._enqueue_baselines()
+        enqueue_baselines(self.study, self.config.baselines)
         self._heartbeat = _Heartbeat(self.storage)
         return recovered
 
@@ -304,13 +304,13 @@ class TrialsStore:
                 and t.number not in retried
                 and owner_is_dead(str(t.user_attrs.get(INTERRUPTED_BY_ATTR, "")))
             ):
-                self._requeue(t)
+                queue_retry(self.study, t)
                 self._recovered.append(t.number)
         return sorted(self._recovered)
 
     def _on_heartbeat_stale(self, study: optuna.Study, frozen: FrozenTrial) -> None:
         if self.config.requeue:
-            self._requeue(frozen)
+            queue_retry(self.study, frozen)
         self._finish_mlflow_of(frozen, "FAIL", {"paretune.fail_reason": "heartbeat lost"})
         self._recovered.append(frozen.number)
 
@@ -319,24 +319,6 @@ class TrialsStore:
         (:func:`~paretune.trials_store._reconcile.reconcile_runs`)."""
         if self.mlflow is not None and self.parent_run_id is not None:
             reconcile_runs(self.mlflow, self.parent_run_id, self.study.get_trials(deepcopy=False))
-
-    def _enqueue_baselines(self) -> None:
-        baselines = self.config.baselines
-        if not baselines or self.study.user_attrs.get(ENQUEUED_ATTR):
-            return
-        # One by one, each marked with its index: a driver killed half-way queues only the
-        # rest the next time.
-        queued = {
-            t.user_attrs.get(BASELINE_INDEX_ATTR) for t in self.study.get_trials(deepcopy=False)
-        }
-        for index, baseline in enumerate(baselines):
-            if index in queued:
-                continue
-            attrs: dict[str, Any] = {BASELINE_ATTR: True, BASELINE_INDEX_ATTR: index}
-            if baseline.label is not None:
-                attrs[LABEL_ATTR] = baseline.label
-            self.study.enqueue_trial(dict(baseline.params), user_attrs=attrs)
-        self.study.set_user_attr(ENQUEUED_ATTR, True)
 
     # -- trials ---------------------------------------------------------------------------
 
@@ -498,28 +480,9 @@ class TrialsStore:
             self._heartbeat.remove(trial_id)
         frozen = self.storage.get_trial(trial_id)
         if requeue:
-            self._requeue(frozen)
+            queue_retry(self.study, frozen)
         self._finish_mlflow_of(frozen, "FAIL", {"paretune.fail_reason": f"interrupted: {reason}"})
         return True
-
-    def _requeue(self, frozen: FrozenTrial) -> None:
-        kept = (BASELINE_ATTR, BASELINE_INDEX_ATTR, LABEL_ATTR, SEED_ATTR)
-        keep = {k: v for k, v in frozen.user_attrs.items() if k in kept}
-        fixed = frozen.system_attrs.get("fixed_params")  # Optuna's record of a queued trial
-        if fixed is not None:
-            # Taken from the queue; perhaps never prepared, so its params may still be empty.
-            self.study.enqueue_trial(
-                {**fixed, **frozen.params}, user_attrs={**keep, RETRY_OF_ATTR: frozen.number}
-            )
-            return
-        self.study.add_trial(
-            optuna.create_trial(
-                state=TrialState.WAITING,
-                params=frozen.params,
-                distributions=frozen.distributions,
-                user_attrs={**keep, RETRY_OF_ATTR: frozen.number},
-            )
-        )
 
     def _finish_mlflow_of(self, frozen: FrozenTrial, state: str, tags: Mapping[str, str]) -> None:
         if self.mlflow is None or self.parent_run_id is None:
