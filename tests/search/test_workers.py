@@ -79,9 +79,15 @@ def _await_start(handle: Handle, marker: Path) -> None:
 
 
 def _gone(pid: int) -> bool:
-    """Whether process ``pid`` is dead (a zombie nobody reaped is dead too)."""
+    """Whether process ``pid`` is dead (a zombie nobody reaped is dead too).
+
+    Dead means all its threads: a SIGKILLed process's main thread shows as a zombie while its
+    other threads (a BLAS or torch pool) still exit and still hold its files, its pipe to the
+    pool among them.
+    """
     try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        process = psutil.Process(pid)
+        return process.status() == psutil.STATUS_ZOMBIE and process.num_threads() <= 1
     except psutil.NoSuchProcess:
         return True
 
