@@ -489,6 +489,27 @@ def test_a_stop_signal_requeues_running_trials_and_resume_finishes(
 
 
 @pytest.mark.slow
+def test_a_stop_signal_while_the_search_starts_up_is_not_lost(
+    tmp_path: Path, counting_objective
+) -> None:
+    """SIGTERM after the study is opened but before the trial loop runs (MLflow's set-up takes
+    seconds): the search stops there instead of running its whole budget."""
+    path = write(tmp_path, counting_spec(tmp_path, counting_objective, trials=8, sleep=1.0))
+    proc = start_run(path)
+    db = tmp_path / "run" / "study.db"
+    deadline = time.monotonic() + 120
+    while not db.exists():  # the study is being opened; the trial loop has not begun
+        assert proc.poll() is None and time.monotonic() < deadline, "no study was opened"
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    states = _states(db)
+    print(f"SIGTERM during the start-up: {dict(states)}")
+    assert states["COMPLETE"] == 0 and states["RUNNING"] == 0
+
+
+@pytest.mark.slow
 def test_two_drivers_on_one_study_stop_at_the_budget(tmp_path: Path, counting_objective) -> None:
     budget = 10
     # Each driver's first trial waits until the other evaluates too: the second driver's
