@@ -273,6 +273,33 @@ def _kill_after_progress(path: Path, db: Path, *, events: int, delay: float) -> 
     proc.stderr.close()
 
 
+@pytest.mark.slow
+def test_kill_9_while_a_new_run_directory_is_set_up_is_recovered(tmp_path: Path) -> None:
+    """Kills while the first run makes its study and MLflow store (MLflow migrates a new
+    database for seconds): the next run starts as if nothing had happened."""
+    path = logged_spec(tmp_path, trials=2, n_jobs=1)
+    run_dir = tmp_path / "run"
+    rng = random.Random(7)
+    for _ in range(4):
+        proc = start_run(path)
+        deadline = time.monotonic() + 120
+        while not list(run_dir.glob("*mlflow.db*")):  # the tracking store is being made
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "no tracking store was begun in 120 s"
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 2.5))  # the random moment of the kill
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+    final = run_cli("run", str(path), "--no-progress")
+    assert final.returncode == 0, final.stderr
+    study = optuna.load_study(study_name="counting", storage=f"sqlite:///{run_dir}/study.db")
+    assert Counter(t.state.name for t in study.trials)["COMPLETE"] == 2
+    parents, children = _mlflow_runs(f"sqlite:///{run_dir}/mlflow.db", "counting")
+    assert len(parents) == 1 and len(children) == len(study.trials)
+    assert not list(run_dir.glob(".mlflow.db.new-*"))  # what killed creations left is gone
+
+
 def check_evaluated_once(study: optuna.Study, evaluations: list[dict]) -> None:
     """No completed parameter set was evaluated again.
 
