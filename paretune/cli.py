@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import signal
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -339,36 +338,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("run", "resume") and args.trials is not None and args.trials < 1:
         print(f"paretune: error: --trials must be >= 1, but got {args.trials}", file=sys.stderr)
         return EXIT_USAGE
-    from paretune.search import handle_stop_signal
+    from paretune.search import stop_signals
 
     # Ctrl-C and SIGTERM (a scheduler, `kill`) stop a search cleanly: running trials are
-    # failed and queued again, the MLflow runs closed.
-    previous = {s: signal.signal(s, handle_stop_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        if args.command == "run":
-            return _cmd_run(args, resume=False)
-        if args.command == "resume":
-            return _cmd_run(args, resume=True)
-        if args.command == "status":
-            return _cmd_status(args)
-        if args.command == "export":
-            return _cmd_export(args)
-        if args.command == "reevaluate":
-            return _cmd_reevaluate(args)
-        return _cmd_schema(args)
-    except ConfigError as err:
-        where = f" {args.spec}" if getattr(args, "spec", None) else ""
-        print(f"paretune: invalid spec{where}: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except ParetuneError as err:
-        print(f"paretune: error: {err}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("paretune: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    # failed and queued again, the MLflow runs closed. One that arrives while the study and
+    # MLflow are opened is kept until the trial loop begins.
+    with stop_signals():
+        try:
+            return _dispatch(args)
+        except ConfigError as err:
+            where = f" {args.spec}" if getattr(args, "spec", None) else ""
+            print(f"paretune: invalid spec{where}: {err}", file=sys.stderr)
+            return EXIT_USAGE
+        except ParetuneError as err:
+            print(f"paretune: error: {err}", file=sys.stderr)
+            return EXIT_ERROR
+        except KeyboardInterrupt:
+            print("paretune: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        return _cmd_run(args, resume=False)
+    if args.command == "resume":
+        return _cmd_run(args, resume=True)
+    if args.command == "status":
+        return _cmd_status(args)
+    if args.command == "export":
+        return _cmd_export(args)
+    if args.command == "reevaluate":
+        return _cmd_reevaluate(args)
+    return _cmd_schema(args)
 
 
 if __name__ == "__main__":

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import optuna
@@ -193,71 +198,182 @@ def _wait_inside_objective(proc: subprocess.Popen, counter: Path, *, finished: i
     time.sleep(0.1)  # well inside the objective's sleep
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("n_jobs", [1, 2])
-def test_kill_9_then_rerun_completes_budget_without_reevaluating(
-    tmp_path: Path, counting_objective, n_jobs: int
-) -> None:
-    budget = 12
-    spec = counting_spec(
-        tmp_path, counting_objective, trials=budget, controller="tpe", n_jobs=n_jobs, sleep=0.8
-    )
-    path = write(tmp_path, spec)
-    counter = counting_objective[1]
+LOGGED_OBJECTIVE = """
+import json, os, random, time
+
+def _log(path, event, params, ctx):
+    line = {"event": event, "trial": ctx.trial_number, "params": params, "t": time.time()}
+    # One write of one line with O_APPEND: lines of concurrent workers never interleave, and
+    # a kill -9 leaves whole lines only.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, (json.dumps(line) + "\\n").encode())
+    finally:
+        os.close(fd)
+
+def objective(params, ctx):
+    _log(ctx.settings["log"], "start", params, ctx)
+    time.sleep(random.uniform(*ctx.settings["sleep"]))
+    _log(ctx.settings["log"], "end", params, ctx)
+    return {"f0": params["x"], "f1": 1.0 - params["x"] + params["y"]}
+"""
+
+
+def logged_spec(tmp_path: Path, *, trials: int, n_jobs: int, **budget: object) -> Path:
+    """A spec whose objective sleeps a random time in ``settings.sleep`` and logs the start and
+    the end of every evaluation to ``tmp_path / "evaluations.jsonl"``."""
+    source = tmp_path / "logged_objective.py"
+    source.write_text(LOGGED_OBJECTIVE)
+    spec = counting_spec(tmp_path, (source, tmp_path / "unused"), trials=trials, n_jobs=n_jobs)
+    spec["objective"]["settings"] = {
+        "target": f"{source}:objective",
+        "log": str(tmp_path / "evaluations.jsonl"),
+        "sleep": [0.2, 0.5],
+    }
+    spec["budget"].update(budget)
+    return write(tmp_path, spec)
+
+
+def _states(db: Path) -> Counter[str]:
+    """The study's trials by state, read straight from its SQLite file (no Optuna import)."""
+    if not db.exists():
+        return Counter()
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            # Read-write: after a kill -9 in a transaction, the first reader rolls it back.
+            with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
+                rows = conn.execute("SELECT state, COUNT(*) FROM trials GROUP BY state")
+                return Counter(dict(rows.fetchall()))
+        except sqlite3.OperationalError:  # the tables are being created: asked again
+            assert time.monotonic() < deadline, f"{db} stayed unreadable for 60 s"
+            time.sleep(0.01)
+
+
+def _progress(db: Path) -> int:
+    """Trials started (created RUNNING or claimed from the queue) plus trials completed: it grows
+    with every start and every completion, and nothing else changes it."""
+    states = _states(db)
+    return sum(n for state, n in states.items() if state != "WAITING") + states["COMPLETE"]
+
+
+def _kill_after_progress(path: Path, db: Path, *, events: int, delay: float) -> None:
+    """Start ``paretune run``; once it has started or completed ``events`` trials, wait
+    ``delay`` seconds and SIGKILL its whole process group (the driver and its workers)."""
+    before = _progress(db)
     proc = start_run(path)
-    _wait_inside_objective(proc, counter, finished=budget // 2)
+    deadline = time.monotonic() + 120
+    while _progress(db) < before + events:
+        assert proc.poll() is None, f"the search ended before the kill: {proc.stderr.read()}"
+        assert time.monotonic() < deadline, "the search made no progress in 120 s"
+        time.sleep(0.01)
+    time.sleep(delay)  # the random moment of the kill, not a wait for something to happen
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    proc.stderr.close()
 
-    storage = f"sqlite:///{tmp_path}/run/study.db"
-    study = optuna.load_study(study_name="counting", storage=storage)
-    states = [t.state for t in study.trials]
-    assert optuna.trial.TrialState.RUNNING in states  # it was killed mid-trial
-    done_before = [t.params for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert 0 < len(done_before) < budget
-    n_lines_before = len(_evaluations(counter))
 
-    rerun = run_cli("run", str(path), "--no-progress")
-    assert rerun.returncode == 0, rerun.stderr
-    assert "recovered" in rerun.stdout
+@pytest.mark.slow
+def test_kill_9_while_a_new_run_directory_is_set_up_is_recovered(tmp_path: Path) -> None:
+    """Kills while the first run makes its study and MLflow store (MLflow migrates a new
+    database for seconds): the next run starts as if nothing had happened."""
+    path = logged_spec(tmp_path, trials=2, n_jobs=1)
+    run_dir = tmp_path / "run"
+    rng = random.Random(7)
+    for _ in range(4):
+        proc = start_run(path)
+        deadline = time.monotonic() + 120
+        while not list(run_dir.glob("*mlflow.db*")):  # the tracking store is being made
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "no tracking store was begun in 120 s"
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 2.5))  # the random moment of the kill
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+    final = run_cli("run", str(path), "--no-progress")
+    assert final.returncode == 0, final.stderr
+    study = optuna.load_study(study_name="counting", storage=f"sqlite:///{run_dir}/study.db")
+    assert Counter(t.state.name for t in study.trials)["COMPLETE"] == 2
+    parents, children = _mlflow_runs(f"sqlite:///{run_dir}/mlflow.db", "counting")
+    assert len(parents) == 1 and len(children) == len(study.trials)
+    assert not list(run_dir.glob(".mlflow.db.new-*"))  # what killed creations left is gone
 
-    study = optuna.load_study(study_name="counting", storage=storage)
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    running = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
-    # Known gap (with n_jobs > 1 the driver asks while a worker runs): a kill between Optuna's
-    # ask and the owner record leaves a RUNNING trial with no owner and no params, which no
-    # driver can tell from another live driver's trial being created; it stays RUNNING and
-    # counts against the budget. Everything else must be recovered.
-    orphans = [t for t in running if "paretune.owner" not in t.user_attrs and not t.params]
-    assert running == orphans and len(orphans) <= n_jobs - 1
-    assert len(complete) == budget - len(orphans)
-    # Nothing that had completed before the kill was evaluated after it.
-    after = _evaluations(counter)[n_lines_before:]
-    assert after, "the rerun evaluated nothing"
-    for line in after:
-        assert line["params"] not in done_before
-    # Every interrupted trial was retried once, with the parameters it had drawn: a kill
-    # between the ask and the end of the draw leaves a trial with some or none of them, and
-    # its retry draws the rest.
-    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
-    assert failed
-    for t in failed:
-        retry = [r for r in study.trials if r.user_attrs.get("paretune.retry_of") == t.number]
-        assert len(retry) == 1
-        assert t.params.items() <= retry[0].params.items()
-    assert any(t.params for t in failed)  # the kill came inside an objective
+
+def check_evaluated_once(study: optuna.Study, evaluations: list[dict]) -> None:
+    """No completed parameter set was evaluated again.
+
+    Precisely: every evaluation (a "start" line) of the parameters of a COMPLETE trial T ran in
+    T itself or in one of the trials T retries (the ``paretune.retry_of`` chain: each was
+    interrupted, so its result was never recorded), and T's own evaluation ran and ended once.
+    An interrupted trial may have ended its evaluation before the kill that lost the result
+    (a kill between the objective's return and the record): that evaluation is repeated by
+    the retry, necessarily, and is not a second evaluation of a *completed* parameter set.
+    """
+    by_number = {t.number: t for t in study.trials}
+    for t in study.trials:
+        if t.state != optuna.trial.TrialState.COMPLETE:
+            continue
+        chain, number = {t.number}, t.user_attrs.get("paretune.retry_of")
+        while number is not None:
+            chain.add(number)
+            assert by_number[number].state == optuna.trial.TrialState.FAIL
+            number = by_number[number].user_attrs.get("paretune.retry_of")
+        runs = [e for e in evaluations if e["params"] == t.params]
+        assert {e["trial"] for e in runs} <= chain, (t.number, chain, runs)
+        own = [e["event"] for e in runs if e["trial"] == t.number]
+        assert own == ["start", "end"], (t.number, own)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_kill_9_at_random_moments_loses_and_repeats_nothing(tmp_path: Path, n_jobs: int) -> None:
+    """20 kill -9s of the whole process group, each at a random moment after the search made
+    progress, and a rerun after each: the budget is met exactly, nothing is left running, no
+    completed parameter set is evaluated again, and every trial has one finished MLflow run."""
+    budget, kills = 10, 20
+    path = logged_spec(tmp_path, trials=budget, n_jobs=n_jobs)
+    db = tmp_path / "run" / "study.db"
+    rng = random.Random(1234 + n_jobs)
+    for _ in range(kills):
+        # After one to three starts or completions, anywhere in the next 0.6 s: a trial's
+        # set-up (ask, parameters, MLflow run), its objective, its record, the next ask. Near
+        # the end of the budget, only right after the first start: every trial sleeps at least
+        # 0.2 s, so none completes before that kill, and every kill lands in a running search.
+        if budget - _states(db)["COMPLETE"] > 2 * n_jobs + 1:
+            events, delay = rng.randint(1, 3), rng.uniform(0.0, 0.6)
+        else:
+            events, delay = 1, rng.uniform(0.0, 0.15)
+        _kill_after_progress(path, db, events=events, delay=delay)
+
+    killed = dict(_states(db))
+    final = run_cli("run", str(path), "--no-progress")
+    assert final.returncode == 0, final.stderr
+
+    study = optuna.load_study(study_name="counting", storage=f"sqlite:///{db}")
+    states = Counter(t.state.name for t in study.trials)
+    print(f"n_jobs={n_jobs}: after {kills} kills {killed}; after the final run {dict(states)}")
+    assert states["COMPLETE"] == budget
+    assert states["RUNNING"] == 0 and states["WAITING"] == 0
+    for t in study.trials:
+        if t.state == optuna.trial.TrialState.FAIL:  # every failure is an interruption...
+            assert "paretune.interrupted" in t.user_attrs, t.user_attrs
+            retries = [r for r in study.trials if r.user_attrs.get("paretune.retry_of") == t.number]
+            assert len(retries) == 1  # ...done again exactly once
+            assert t.params.items() <= retries[0].params.items()
+    evaluations = [json.loads(x) for x in (tmp_path / "evaluations.jsonl").read_text().splitlines()]
+    check_evaluated_once(study, evaluations)
 
     parents, children = _mlflow_runs(f"sqlite:///{tmp_path}/run/mlflow.db", "counting")
-    assert len(parents) == 1
-    by_trial = {c.data.tags["paretune.trial"]: c for c in children}
-    # Known gap, as above: a trial killed before its MLflow child run was started has none.
-    missing = [t for t in study.trials if str(t.number) not in by_trial]
-    assert len(missing) <= n_jobs - 1
-    assert all(t.state != optuna.trial.TrialState.COMPLETE for t in missing)
-    for t in failed:
-        if str(t.number) in by_trial:
-            assert by_trial[str(t.number)].data.tags["paretune.state"] == "FAIL"
-            assert by_trial[str(t.number)].info.status == "FAILED"
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    runs = Counter(c.data.tags["paretune.trial_id"] for c in children)
+    assert runs == Counter(str(t._trial_id) for t in study.trials)  # one run per trial
+    by_id = {c.data.tags["paretune.trial_id"]: c for c in children}
+    for t in study.trials:
+        run = by_id[str(t._trial_id)]
+        assert run.data.tags["paretune.trial"] == str(t.number)
+        assert run.data.tags["paretune.state"] == t.state.name
+        assert run.info.status == ("FINISHED" if t.state.name == "COMPLETE" else "FAILED")
 
 
 @pytest.mark.slow
@@ -266,10 +382,20 @@ def test_status_and_export(
 ) -> None:
     spec = counting_spec(tmp_path, counting_objective, trials=5)
     path = write(tmp_path, spec)
-    assert main(["status", str(path)]) == 1  # no study yet
+    for command in ("status", "export"):  # no study yet, not even a run directory
+        assert main([command, str(path)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("paretune: error: no study named 'counting'"), err
+        assert len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()  # looking created nothing
+    (tmp_path / "run").mkdir()
+    assert main(["status", str(path)]) == 1  # a run directory without a study
     assert "no study named 'counting'" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "study.db").exists()
     assert main(["run", str(path), "--no-progress"]) == 0
     capsys.readouterr()
+    # Looking at a study needs neither its objective nor the objective's data.
+    counting_objective[0].unlink()
     assert main(["status", str(path)]) == 0
     out = capsys.readouterr().out
     assert "5 / 5 trials finished" in out and "complete=5" in out
@@ -286,6 +412,47 @@ def test_status_and_export(
     assert len(csv_text.strip().splitlines()) == 6
 
 
+def _free_port() -> int:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _unwritable_dir(tmp_path: Path) -> Path:
+    """A run directory that cannot be created: under /sys for root (EPERM even for root),
+    under a read-only directory for anyone else."""
+    if os.geteuid() == 0:
+        return Path("/sys/paretune-test/run")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    return locked / "run"
+
+
+@pytest.mark.parametrize("broken", ["tracking server", "run directory"])
+def test_a_setup_that_cannot_work_exits_1_at_once_with_one_line(
+    tmp_path: Path, counting_objective, broken: str
+) -> None:
+    spec = counting_spec(tmp_path, counting_objective)
+    if broken == "tracking server":
+        uri = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+        spec["tracking_uri"] = uri
+        expected = [f"the MLflow tracking server {uri!r} does not answer"]
+    else:
+        spec["run_dir"] = str(_unwritable_dir(tmp_path))
+        expected = [f"cannot write to the run directory {spec['run_dir']!r}", "`run_dir`"]
+    started = time.monotonic()
+    proc = run_cli("run", str(write(tmp_path, spec)), "--no-progress", timeout=60)
+    seconds = time.monotonic() - started
+    assert proc.returncode == 1, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("paretune: error: ")
+    for piece in expected:
+        assert piece in proc.stderr, proc.stderr
+    assert seconds < 10, f"{seconds:.1f} s"
+    assert not list(tmp_path.rglob("study.db")) and not list(tmp_path.rglob("mlflow.db"))
+
+
 def test_set_overrides_the_spec_for_run_and_status(
     tmp_path: Path, counting_objective, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -300,10 +467,14 @@ def test_set_overrides_the_spec_for_run_and_status(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("n_jobs", [1, 2])
-def test_ctrl_c_requeues_running_trials_and_resume_finishes(
-    tmp_path: Path, counting_objective, n_jobs: int
+def test_a_stop_signal_requeues_running_trials_and_resume_finishes(
+    tmp_path: Path, counting_objective, n_jobs: int, signum: signal.Signals
 ) -> None:
+    """Ctrl-C (SIGINT) or SIGTERM (`kill`, `timeout`, Slurm, Kubernetes) to the whole process
+    group: the driver stops at once with one line saying how to continue, the running trials
+    are failed and queued again, and `resume` finishes the budget."""
     budget = 8
     # Each trial sleeps 1 s so that one is still running when the signal lands: with 0.5 s
     # both workers' trials finished first on a loaded 2-core machine (0 interrupted, CI).
@@ -312,22 +483,57 @@ def test_ctrl_c_requeues_running_trials_and_resume_finishes(
     counter = counting_objective[1]
     proc = start_run(path)
     _wait_inside_objective(proc, counter, finished=2)
-    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
+    os.killpg(proc.pid, signum)
+    signalled = time.monotonic()
     _, err = proc.communicate(timeout=120)
+    seconds = time.monotonic() - signalled
     assert proc.returncode == 130, err
-    assert "paretune resume" in err
+    assert seconds < 15, f"{seconds:.1f} s from the signal to the exit"
+    assert err.strip().splitlines() == [
+        f"interrupted: running trials were queued again; continue with `paretune resume {path}`"
+    ], err
 
     storage = f"sqlite:///{tmp_path}/run/study.db"
     study = optuna.load_study(study_name="counting", storage=storage)
-    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    states = Counter(t.state.name for t in study.trials)
+    print(f"{signum.name}, n_jobs={n_jobs}: {dict(states)} {seconds:.1f} s after the signal")
+    assert states["RUNNING"] == 0
     interrupted = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     assert 1 <= len(interrupted) <= n_jobs
-    assert all("stopped by the user" in t.user_attrs["paretune.interrupted"] for t in interrupted)
+    assert states["WAITING"] == len(interrupted)  # each queued again, once
+    for t in interrupted:
+        assert "stopped by the user" in t.user_attrs["paretune.interrupted"]
+        [retry] = [r for r in study.trials if r.user_attrs.get("paretune.retry_of") == t.number]
+        assert retry.state == optuna.trial.TrialState.WAITING and retry.params == t.params
 
     resumed = run_cli("resume", str(path), "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
     study = optuna.load_study(study_name="counting", storage=storage)
-    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == budget
+    states = Counter(t.state.name for t in study.trials)
+    print(f"{signum.name}, n_jobs={n_jobs}: after resume {dict(states)}")
+    assert states["COMPLETE"] == budget and states["FAIL"] == len(interrupted)
+    assert states["RUNNING"] == states["WAITING"] == 0
+
+
+@pytest.mark.slow
+def test_a_stop_signal_while_the_search_starts_up_is_not_lost(
+    tmp_path: Path, counting_objective
+) -> None:
+    """SIGTERM after the study is opened but before the trial loop runs (MLflow's set-up takes
+    seconds): the search stops there instead of running its whole budget."""
+    path = write(tmp_path, counting_spec(tmp_path, counting_objective, trials=8, sleep=1.0))
+    proc = start_run(path)
+    db = tmp_path / "run" / "study.db"
+    deadline = time.monotonic() + 120
+    while not db.exists():  # the study is being opened; the trial loop has not begun
+        assert proc.poll() is None and time.monotonic() < deadline, "no study was opened"
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    states = _states(db)
+    print(f"SIGTERM during the start-up: {dict(states)}")
+    assert states["COMPLETE"] == 0 and states["RUNNING"] == 0
 
 
 @pytest.mark.slow

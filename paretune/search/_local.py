@@ -10,7 +10,6 @@ from pydantic import Field
 from paretune.search._jobs import evaluate, failed, lost
 from paretune.search._loop import InlineExecutor, StopPolicy, run_trials
 from paretune.search._runner import Runner, RunnerSettings
-from paretune.search._signals import clear_stop_request
 
 if TYPE_CHECKING:
     from paretune.search._loop import Budget, Executor, StudyTrials
@@ -100,5 +99,4 @@ class LocalRunner(Runner):
         in_driver = self.n_jobs == 1 and budget.trial_timeout is None
         executor = make_executor(self.n_jobs, self.threads, in_driver=in_driver)
         policy = StopPolicy(budget, finished=lambda: trials.store.n_finished(running=True))
-        clear_stop_request()
         run_trials(trials, executor, policy, poll_interval=self.poll_interval)

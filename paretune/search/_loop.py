@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from paretune._errors import SearchFailed
 from paretune.search._jobs import Job, ObjectiveRef, Outcome, evaluate
-from paretune.search._signals import SearchInterrupted, stop_requested
+from paretune.search._signals import SearchInterrupted, clear_stop_request, stop_requested
 from paretune.trials_store import TrialLink
 from paretune.trials_store._attrs import METRICS_ATTR
 
@@ -397,6 +397,7 @@ def run_trials(
                 if source.interrupt(started, reason):
                     requeued.append(started.number)
         if isinstance(err, KeyboardInterrupt):
+            clear_stop_request()  # honoured; a stop during the start-up was kept until here
             raise SearchInterrupted(sorted(requeued)) from None
         raise
     finally:

@@ -49,10 +49,18 @@ def handle_stop_signal(signum: int, frame: Any) -> None:
 
 
 def stop_requested() -> bool:
+    """Whether a stop was requested and not yet honoured.
+
+    A request stays until a trial loop honours it (:func:`~paretune.search.run_trials` clears
+    it when it raises :class:`SearchInterrupted`) or :func:`clear_stop_request` drops it: a
+    signal that arrives while a search opens its study and MLflow stops that search as soon as
+    its loop begins, instead of being forgotten.
+    """
     return _stop.is_set()
 
 
 def clear_stop_request() -> None:
+    """Drop a stop request (where a new scope of stop handling begins)."""
     _stop.clear()
 
 
@@ -63,6 +71,7 @@ def stop_signals() -> Iterator[None]:
         yield
         return
     previous = {s: signal.signal(s, handle_stop_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    clear_stop_request()  # a request from before this block is not this block's
     try:
         yield
     finally:

@@ -50,15 +50,16 @@ _EXIT_GRACE = 3.0
 _KILL_WAIT = 1.0
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class Handle:
     """A job submitted to a :class:`WorkerPool`; compared and hashed by identity.
 
     Attributes:
         job: The job as submitted.
-        started: ``time.monotonic()`` at submission. For a freshly started worker this includes
-            the worker's start-up (about as long as importing paretune), so a timeout measured
-            from it should be generous by that much.
+        started: ``time.monotonic()`` when the worker began the job: at submission, then, once
+            :meth:`WorkerPool.wait` has seen the worker's word that it began, that moment. A
+            worker started for the job announces it only after its start-up (importing what
+            ``target`` needs), so a timeout measured from it does not count the start-up.
         pid: The worker process running the job.
     """
 
@@ -200,12 +201,21 @@ class WorkerPool:
             raised or its result could not be sent back; ``lost(...)`` when the worker died,
             with its exit code or signal in the message.
         """
-        busy = [w for w in self._workers if w.handle is not None]
-        if not busy:
-            return []
-        watched = [w.conn for w in busy] + [w.process.sentinel for w in busy]
-        ready = set(multiprocessing.connection.wait(watched, timeout))
-        return [self._collect(w) for w in busy if w.conn in ready or w.process.sentinel in ready]
+        deadline = time.monotonic() + timeout
+        while True:
+            busy = [w for w in self._workers if w.handle is not None]
+            if not busy:
+                return []
+            watched = [w.conn for w in busy] + [w.process.sentinel for w in busy]
+            left = max(0.0, deadline - time.monotonic())
+            ready = set(multiprocessing.connection.wait(watched, left))
+            done = [
+                self._collect(w) for w in busy if w.conn in ready or w.process.sentinel in ready
+            ]
+            finished = [pair for pair in done if pair is not None]
+            # Only words that jobs began: wait on for an end, until the deadline.
+            if finished or time.monotonic() >= deadline:
+                return finished
 
     def cancel(self, handle: Handle) -> None:
         """SIGKILL the worker running ``handle``; its job is not reported by :meth:`wait`.
@@ -293,23 +303,29 @@ class WorkerPool:
             theirs.close()  # the worker's copy only: its death then reads as EOF here
         return worker
 
-    def _collect(self, worker: _Worker) -> tuple[Handle, Any]:
-        """The handle and outcome of a worker whose pipe or sentinel is ready."""
+    def _collect(self, worker: _Worker) -> tuple[Handle, Any] | None:
+        """The handle and outcome of a worker whose pipe or sentinel is ready, or ``None``: it
+        only said that it began its job."""
         handle = worker.handle
         assert handle is not None  # only busy workers are collected
         # A reply is read even when the sentinel fired too: the job finished, then the worker
         # died (its death is noticed at the next submit).
-        if worker.conn.poll():
+        while worker.conn.poll():
             try:
                 kind, value = worker.conn.recv()
             except (EOFError, OSError):
-                pass  # the pipe closed without a (whole) reply: the worker died
+                break  # the pipe closed without a (whole) reply: the worker died
             except Exception as err:  # a result that pickled in the worker but cannot load here
                 worker.handle = None
                 return handle, self._error(f"the job's result could not be read: {err!r}")
-            else:
-                worker.handle = None
-                return handle, value if kind == "done" else self._error(value)
+            if kind == "started":
+                handle.started = time.monotonic()
+                continue
+            worker.handle = None
+            return handle, value if kind == "done" else self._error(value)
+        else:
+            if not multiprocessing.connection.wait([worker.process.sentinel], timeout=0):
+                return None  # alive, and nothing more to read
         exitcode = self._retire(worker, kill=False)
         message = f"the worker process died (pid {handle.pid}, {_describe_exit(exitcode)})"
         _log.warning("%s", message)
@@ -430,6 +446,11 @@ def _serve(conn: Connection, target: bytes, threads: int, driver_pid: int) -> No
         else:
             if kind == "stop":
                 return
+            try:
+                # Its start-up is over: the driver measures a timeout from here.
+                conn.send_bytes(_dumps(("started", None)))
+            except OSError:
+                return  # the driver is gone
             reply = _run(run, job)
             del job  # not kept alive while idle
         try:

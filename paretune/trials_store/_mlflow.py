@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -29,15 +30,25 @@ def _quiet_mlflow_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def _sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI (``None``: another store)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    path = Path(tracking_uri.removeprefix("sqlite:///").split("?", 1)[0])
+    return path if path.is_absolute() else Path.cwd() / path
+
+
 @contextlib.contextmanager
 def _setup_lock(tracking_uri: str) -> Iterator[None]:
-    """Serialise opening an SQLite tracking store among this machine's processes.
+    """Serialise opening an SQLite tracking store among this machine's processes, and create a
+    new one whole.
 
     MLflow migrates a new SQLite database on first use, and two processes migrating one file
     at once can leave it half-migrated (a stray ``_alembic_tmp_*`` table) for good. A lock file
     beside the database makes the second wait for the first. Other stores need none.
     """
-    if not tracking_uri.startswith("sqlite:///"):
+    path = _sqlite_path(tracking_uri)
+    if path is None:
         yield
         return
     try:
@@ -45,16 +56,39 @@ def _setup_lock(tracking_uri: str) -> Iterator[None]:
     except ImportError:  # not on POSIX: no lock
         yield
         return
-    path = Path(tracking_uri.removeprefix("sqlite:///").split("?", 1)[0])
-    if not path.is_absolute():
-        path = Path.cwd() / path
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
+            _create_sqlite_store(path)
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _create_sqlite_store(path: Path) -> None:
+    """Create and migrate the tracking database ``path`` if it does not exist, atomically.
+
+    MLflow's migration of a new database runs for seconds in many steps, and a process killed
+    in between (``kill -9``, a second Ctrl-C) leaves a database that no later process can open
+    ("index ... already exists"). Migrated under another name and renamed into place, the
+    database is either absent or whole. Called under :func:`_setup_lock`: leftovers of killed
+    creations are removed first.
+    """
+    for leftover in path.parent.glob(f".{path.name}.new-*"):
+        leftover.unlink(missing_ok=True)
+    if path.exists() and path.stat().st_size > 0:
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    fresh = path.with_name(f".{path.name}.new-{os.getpid()}")
+    try:
+        # Migrates it; MLflow's Default experiment keeps artifacts beside the store too.
+        store = SqlAlchemyStore(f"sqlite:///{fresh}", (path.parent / "mlartifacts").as_uri())
+        store.engine.dispose()  # no connection is left on the file that is renamed
+        os.replace(fresh, path)
+    finally:
+        fresh.unlink(missing_ok=True)
 
 
 class MlflowLink:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from paretune._errors import StudyError
 
-__all__ = ["PROBE_TIMEOUT_S", "check_writable_dir", "probe_tracking_server"]
+__all__ = ["PROBE_TIMEOUT_S", "check_writable_dir", "missing_sqlite_file", "probe_tracking_server"]
 
 #: Seconds the tracking server has to answer the first request.
 PROBE_TIMEOUT_S = 5.0
@@ -61,3 +61,20 @@ def probe_tracking_server(uri: str, *, timeout: float = PROBE_TIMEOUT_S) -> None
             f"the MLflow tracking server {uri!r} does not answer ({reason}); start it, or fix "
             "`tracking_uri` in the spec"
         ) from None
+
+
+def missing_sqlite_file(url: str) -> Path | None:
+    """The file of an SQLite storage ``url`` if it does not exist, else ``None``.
+
+    Opening such a URL would create the file (or fail when its directory is missing): a study
+    that must already exist (``status``, ``export``, ``resume``) is known to be absent first.
+    """
+    if not url.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None  # in memory, or a URI whose file SQLite resolves itself
+    path = Path(database)
+    return None if path.exists() else path.absolute()

@@ -4,10 +4,12 @@ The Optuna study is the system of record. :class:`TrialsStore` adds what Optuna 
 
 * opening the study a :class:`~paretune.trials_store.StudyConfig` describes, after checking that
   what it writes to is there (a writable run directory, a tracking server that answers);
-* the MLflow link: one parent run per study, exactly one child run per trial;
+* the MLflow link: one parent run per study, exactly one child run per trial (repaired after a
+  kill: :mod:`paretune.trials_store._reconcile`);
 * recovery: a trial left RUNNING by a process that died is failed and its parameters are queued
   again, so a search continues from storage alone and no completed trial is evaluated twice
-  (who owns a RUNNING trial: :mod:`paretune.trials_store._ownership`).
+  (who owns a RUNNING trial: :mod:`paretune.trials_store._ownership`; what is queued:
+  :mod:`paretune.trials_store._queue`).
 """
 
 from __future__ import annotations
@@ -27,11 +29,8 @@ from paretune._errors import StudyError
 from paretune.objectives import Metric
 from paretune.objectives._pareto import pareto_mask
 from paretune.trials_store._attrs import (
-    BASELINE_ATTR,
-    BASELINE_INDEX_ATTR,
     CHILD_RUN_ATTR,
     DUPLICATE_OF_ATTR,
-    ENQUEUED_ATTR,
     ERROR_ATTR,
     INTERRUPTED_ATTR,
     INTERRUPTED_BY_ATTR,
@@ -52,7 +51,13 @@ from paretune.trials_store._ownership import (
     owner_token,
     quiet,
 )
-from paretune.trials_store._preflight import check_writable_dir, probe_tracking_server
+from paretune.trials_store._preflight import (
+    check_writable_dir,
+    missing_sqlite_file,
+    probe_tracking_server,
+)
+from paretune.trials_store._queue import enqueue_baselines, queue_retry
+from paretune.trials_store._reconcile import TRIAL_ID_TAG, finish_run_of, reconcile_runs
 
 if TYPE_CHECKING:
     from paretune.spaces import SearchSpace
@@ -129,10 +134,16 @@ class TrialsStore:
         if mlflow:
             assert config.tracking_uri is not None  # checked above
             probe_tracking_server(config.tracking_uri)
+        name = config.name
+        absent = None if create else missing_sqlite_file(self.storage_url)
+        if absent is not None:  # opening it would create it
+            raise StudyError(
+                f"no study named {name!r} in {self.storage_url} (there is no file {absent}); "
+                "start it with `paretune run SPEC`"
+            )
         self.storage = make_storage(
             self.storage_url, heartbeat_stale_trial_callback=self._on_heartbeat_stale
         )
-        name = config.name
         exists = name in {s.study_name for s in self.storage.get_all_studies()}
         if not exists and not create:
             raise StudyError(
@@ -232,7 +243,7 @@ class TrialsStore:
                 self.study.set_user_attr(PARENT_RUN_ATTR, self.parent_run_id)
         recovered = self.recover()
         self.reconcile_mlflow()
-        self._enqueue_baselines()
+        enqueue_baselines(self.study, self.config.baselines)
         self._heartbeat = _Heartbeat(self.storage)
         return recovered
 
@@ -293,77 +304,21 @@ class TrialsStore:
                 and t.number not in retried
                 and owner_is_dead(str(t.user_attrs.get(INTERRUPTED_BY_ATTR, "")))
             ):
-                self._requeue(t)
+                queue_retry(self.study, t)
                 self._recovered.append(t.number)
         return sorted(self._recovered)
 
     def _on_heartbeat_stale(self, study: optuna.Study, frozen: FrozenTrial) -> None:
         if self.config.requeue:
-            self._requeue(frozen)
+            queue_retry(self.study, frozen)
         self._finish_mlflow_of(frozen, "FAIL", {"paretune.fail_reason": "heartbeat lost"})
         self._recovered.append(frozen.number)
 
     def reconcile_mlflow(self) -> None:
-        """Give every trial of the study exactly one child run whose state is the trial's."""
-        if self.mlflow is None or self.parent_run_id is None:
-            return
-        try:
-            runs = self.mlflow.child_runs(self.parent_run_id)
-        except Exception as err:  # tracking is best-effort; the study is the record
-            _log.warning("MLflow: could not list the study's runs: %s", err)
-            return
-        for t in self.study.get_trials(deepcopy=False):
-            if t.state in (TrialState.WAITING, TrialState.RUNNING):
-                continue
-            try:
-                self._reconcile_trial(t, runs.get(str(t._trial_id), []))
-            except Exception as err:  # one broken run must not stop the search
-                _log.warning("MLflow: could not repair the run of trial %d: %s", t.number, err)
-
-    def _reconcile_trial(self, t: FrozenTrial, runs: list[tuple[str, str]]) -> None:
-        assert self.mlflow is not None and self.parent_run_id is not None
-        recorded = t.user_attrs.get(CHILD_RUN_ATTR)
-        ids = [run_id for run_id, _ in runs]
-        if recorded is None:
-            if ids:
-                recorded = ids[0]  # started before its record: a kill in between
-            else:
-                recorded = self.mlflow.start_child(
-                    parent_run_id=self.parent_run_id,
-                    trial_number=t.number,
-                    params=t.params,
-                    tags={"paretune.trial_id": str(t._trial_id)},
-                )
-            self.storage.set_trial_user_attr(t._trial_id, CHILD_RUN_ATTR, recorded)
-        for run_id in ids:
-            if run_id != recorded:  # a second run of one trial: never more than one
-                self.mlflow.delete_run(run_id)
-        status = dict(runs).get(recorded, "RUNNING")
-        if status == "RUNNING":
-            tags = {}
-            if INTERRUPTED_ATTR in t.user_attrs:
-                tags["paretune.fail_reason"] = f"interrupted: {t.user_attrs[INTERRUPTED_ATTR]}"
-            self.mlflow.finish_child(
-                recorded, state=t.state.name, metrics=t.user_attrs.get(METRICS_ATTR), tags=tags
-            )
-
-    def _enqueue_baselines(self) -> None:
-        baselines = self.config.baselines
-        if not baselines or self.study.user_attrs.get(ENQUEUED_ATTR):
-            return
-        # One by one, each marked with its index: a driver killed half-way queues only the
-        # rest the next time.
-        queued = {
-            t.user_attrs.get(BASELINE_INDEX_ATTR) for t in self.study.get_trials(deepcopy=False)
-        }
-        for index, baseline in enumerate(baselines):
-            if index in queued:
-                continue
-            attrs: dict[str, Any] = {BASELINE_ATTR: True, BASELINE_INDEX_ATTR: index}
-            if baseline.label is not None:
-                attrs[LABEL_ATTR] = baseline.label
-            self.study.enqueue_trial(dict(baseline.params), user_attrs=attrs)
-        self.study.set_user_attr(ENQUEUED_ATTR, True)
+        """Give every finished trial of the study exactly one finished child run
+        (:func:`~paretune.trials_store._reconcile.reconcile_runs`)."""
+        if self.mlflow is not None and self.parent_run_id is not None:
+            reconcile_runs(self.mlflow, self.parent_run_id, self.study.get_trials(deepcopy=False))
 
     # -- trials ---------------------------------------------------------------------------
 
@@ -424,7 +379,7 @@ class TrialsStore:
                 parent_run_id=self.parent_run_id,
                 trial_number=trial.number if trial_number is None else trial_number,
                 params=params,
-                tags={**tags, "paretune.trial_id": str(trial._trial_id)},
+                tags={**tags, TRIAL_ID_TAG: str(trial._trial_id)},
                 run_name=run_name,
             )
         except Exception as err:  # tracking is best-effort; the study is the record
@@ -525,39 +480,16 @@ class TrialsStore:
             self._heartbeat.remove(trial_id)
         frozen = self.storage.get_trial(trial_id)
         if requeue:
-            self._requeue(frozen)
+            queue_retry(self.study, frozen)
         self._finish_mlflow_of(frozen, "FAIL", {"paretune.fail_reason": f"interrupted: {reason}"})
         return True
 
-    def _requeue(self, frozen: FrozenTrial) -> None:
-        kept = (BASELINE_ATTR, BASELINE_INDEX_ATTR, LABEL_ATTR, SEED_ATTR)
-        keep = {k: v for k, v in frozen.user_attrs.items() if k in kept}
-        fixed = frozen.system_attrs.get("fixed_params")  # Optuna's record of a queued trial
-        if fixed is not None:
-            # Taken from the queue; perhaps never prepared, so its params may still be empty.
-            self.study.enqueue_trial(
-                {**fixed, **frozen.params}, user_attrs={**keep, RETRY_OF_ATTR: frozen.number}
-            )
-            return
-        self.study.add_trial(
-            optuna.create_trial(
-                state=TrialState.WAITING,
-                params=frozen.params,
-                distributions=frozen.distributions,
-                user_attrs={**keep, RETRY_OF_ATTR: frozen.number},
-            )
-        )
-
     def _finish_mlflow_of(self, frozen: FrozenTrial, state: str, tags: Mapping[str, str]) -> None:
-        run_id = frozen.user_attrs.get(CHILD_RUN_ATTR)
-        if self.mlflow is None or run_id is None:
+        if self.mlflow is None or self.parent_run_id is None:
             return
-        try:
-            self.mlflow.finish_child(run_id, state=state, tags=tags)
-        except Exception as err:  # a lost MLflow run must not stop recovery
-            _log.warning(
-                "could not close MLflow run %s of trial %d: %s", run_id, frozen.number, err
-            )
+        if not finish_run_of(self.mlflow, frozen, state, tags):
+            # Killed before it recorded its run: the run is found by its tag, or made.
+            reconcile_runs(self.mlflow, self.parent_run_id, [frozen])
 
     # -- views ----------------------------------------------------------------------------
 

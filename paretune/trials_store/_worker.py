@@ -64,23 +64,27 @@ def attach_trial(ctx: TrialContext, link: TrialLink) -> None:
 def _attach_mlflow(ctx: TrialContext, link: TrialLink) -> None:
     if not (link.tracking_uri and link.mlflow_run_id):
         return
-    from paretune.trials_store._mlflow import MlflowLink, _quiet_mlflow_logs
-
-    if link.tracking_uri not in _clients:
-        from mlflow import MlflowClient
-
-        _quiet_mlflow_logs()
-        _clients[link.tracking_uri] = MlflowClient(tracking_uri=link.tracking_uri)
-    client = _clients[link.tracking_uri]
     run_id = link.mlflow_run_id
+    tracking_uri = link.tracking_uri
     logged: set[tuple[str, int]] | None = None
+
+    def client() -> Any:
+        # Made at the first report: importing mlflow and opening its store take seconds, which
+        # an objective that reports nothing should not wait for (nor count in its timeout).
+        if tracking_uri not in _clients:
+            from mlflow import MlflowClient
+
+            from paretune.trials_store._mlflow import _quiet_mlflow_logs
+
+            _quiet_mlflow_logs()
+            _clients[tracking_uri] = MlflowClient(tracking_uri=tracking_uri)
+        return _clients[tracking_uri]
 
     def already_logged() -> set[tuple[str, int]]:
         # A retried attempt (after its worker died) reports the steps of the first attempt
-        # again: they are logged once. Looked up at the first report, so it costs nothing to
-        # objectives that report nothing.
-        run = client.get_run(run_id)
-        history = client.get_metric_history
+        # again: they are logged once.
+        run = client().get_run(run_id)
+        history = client().get_metric_history
         return {(key, m.step) for key in run.data.metrics for m in history(run_id, key)}
 
     def to_mlflow(step: int, metrics: dict[str, float]) -> None:
@@ -91,7 +95,9 @@ def _attach_mlflow(ctx: TrialContext, link: TrialLink) -> None:
             fresh = {k: v for k, v in metrics.items() if (k, step) not in logged}
             if not fresh:
                 return
-            MlflowLink.log_batch_to(client, run_id, fresh, step=step)
+            from paretune.trials_store._mlflow import MlflowLink
+
+            MlflowLink.log_batch_to(client(), run_id, fresh, step=step)
         except Exception as err:  # tracking is best-effort: it must never fail a trial
             _log.warning(
                 "could not log step %d of trial %d to MLflow: %s", step, link.trial_number, err

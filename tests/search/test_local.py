@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+from collections import Counter
 
+import psutil
 import pytest
 from optuna.trial import TrialState
 
@@ -103,6 +106,137 @@ def test_a_dying_worker_fails_its_trial_and_the_search_goes_on(tmp_path):
     for t in result.store.study.trials:
         if t.state == TrialState.FAIL:
             assert "died" in t.user_attrs["paretune.error"]
+
+
+# Logs each attempt's start and end as JSON lines (one write each, so lines of concurrent
+# workers never interleave): "trial", "pid", "event" and the time.
+FAULTY_OBJECTIVE = """
+import json, os, threading, time
+from pathlib import Path
+
+def log(ctx, event):
+    line = {"trial": ctx.trial_number, "pid": os.getpid(), "event": event, "t": time.time()}
+    fd = os.open(ctx.settings["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    os.write(fd, (json.dumps(line) + "\\n").encode())
+    os.close(fd)
+
+def wait_for(path):
+    while not Path(path).exists():
+        time.sleep(0.01)
+
+def objective(params, ctx):
+    log(ctx, "start")
+    mode, marks = ctx.settings["mode"], Path(ctx.settings["log"]).parent
+    if mode == "hang" and params["x"] > 0.5:
+        threading.Event().wait()  # blocks forever, as a deadlocked data loader would
+    if mode == "die":
+        os._exit(1)
+    if mode == "die once" and ctx.trial_number == 0 and not (marks / "died").exists():
+        wait_for(marks / "started-1")  # trial 1 runs in the other worker meanwhile
+        (marks / "died").touch()
+        os._exit(1)
+    if mode == "die once" and ctx.trial_number == 1:
+        (marks / "started-1").touch()
+        wait_for(marks / "died")  # it goes on after its neighbour died
+    log(ctx, "end")
+    return {"loss": params["x"]}
+"""
+
+
+def faulty_search(tmp_path, mode: str, *, trials: int, n_jobs: int, **budget):
+    """A search whose objective misbehaves as ``mode`` says (see FAULTY_OBJECTIVE)."""
+    data = loss_spec(
+        tmp_path,
+        FAULTY_OBJECTIVE,
+        study=mode.replace(" ", "_"),
+        trials=trials,
+        seed=5,
+        runner={"n_jobs": n_jobs, "device": "cpu"},
+    )
+    data["objective"]["settings"].update(mode=mode, log=str(tmp_path / "attempts.jsonl"))
+    data["budget"].update(budget)
+    return load_spec(data).plan()
+
+
+def attempts(tmp_path) -> list[dict]:
+    path = tmp_path / "attempts.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def _no_worker_left() -> None:
+    """No worker process of this test's searches runs (multiprocessing's resource tracker, a
+    child of this process for good, is none)."""
+    workers = []
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if "spawn_main" in " ".join(child.cmdline()):
+                workers.append(child)
+    assert not workers, workers
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_a_hung_trial_is_killed_at_its_timeout_and_the_search_goes_on(tmp_path, n_jobs):
+    plan = faulty_search(tmp_path, "hang", trials=6, n_jobs=n_jobs, trial_timeout=2.0)
+    started = time.monotonic()
+    result = run_search(plan)
+    seconds = time.monotonic() - started
+    print(f"hung trials, n_jobs={n_jobs}: {result.counts} in {seconds:.1f} s")
+    trials = result.store.study.trials
+    hung = [t for t in trials if t.params["x"] > 0.5]
+    assert 1 <= len(hung) < len(trials) == 6  # the seed draws both kinds
+    for t in trials:
+        if t in hung:
+            assert t.state == TrialState.FAIL
+            assert "longer than budget.trial_timeout = 2 s" in t.user_attrs["paretune.error"]
+        else:
+            assert t.state == TrialState.COMPLETE
+    assert result.counts["RUNNING"] == 0 and result.counts["WAITING"] == 0
+    # Each hung attempt ran once (a timeout is not retried), in a worker that was then killed.
+    runs = attempts(tmp_path)
+    assert sorted(e["trial"] for e in runs if e["event"] == "start") == list(range(6))
+    for hanging in (e for e in runs if e["trial"] in {t.number for t in hung}):
+        later = [e for e in runs if e["pid"] == hanging["pid"] and e["t"] > hanging["t"]]
+        assert not later  # its worker was killed: nothing else ran in it
+    assert os.getpid() not in {e["pid"] for e in runs}
+    _no_worker_left()
+    assert seconds < 60
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_costs_one_retry_and_spares_the_other_workers_trial(tmp_path):
+    plan = faulty_search(tmp_path, "die once", trials=4, n_jobs=2)
+    result = run_search(plan)
+    print(f"a worker died once, n_jobs=2: {result.counts}")
+    assert result.counts["COMPLETE"] == 4 and len(result.store.study.trials) == 4
+    runs = attempts(tmp_path)
+    first, retry = [e for e in runs if e["trial"] == 0 and e["event"] == "start"]
+    assert first["pid"] != retry["pid"]  # the retry ran in a fresh worker
+    assert [e["event"] for e in runs if e["trial"] == 0] == ["start", "start", "end"]
+    # Trial 1 ran beside the death in the other worker, untouched: one attempt, one process.
+    neighbour = [e for e in runs if e["trial"] == 1]
+    assert [e["event"] for e in neighbour] == ["start", "end"]
+    assert neighbour[0]["pid"] == neighbour[1]["pid"] != first["pid"]
+    assert neighbour[0]["t"] < retry["t"]  # it was running when trial 0's worker died
+    _no_worker_left()
+
+
+@pytest.mark.slow
+def test_an_objective_that_always_kills_its_worker_fails_after_its_retries(tmp_path):
+    n_jobs = 2
+    plan = faulty_search(tmp_path, "die", trials=10, n_jobs=n_jobs, max_failures_in_a_row=3)
+    with pytest.raises(SearchFailed, match=r"trials failed in a row.*died.*exit code 1"):
+        run_search(plan)
+    store = open_store(plan, create=False, mlflow=False)
+    counts = store.counts()
+    print(f"an objective that always dies, n_jobs={n_jobs}: {counts}")
+    trials = store.study.trials
+    assert 3 <= counts["FAIL"] == len(trials) <= 2 + n_jobs  # it stopped after 3 in a row
+    starts = Counter(e["trial"] for e in attempts(tmp_path))
+    assert starts == {t.number: 2 for t in trials}  # the attempt and max_retries = 1 retry
+    for t in trials:
+        assert "the worker process died" in t.user_attrs["paretune.error"]
+    _no_worker_left()
 
 
 @pytest.mark.slow

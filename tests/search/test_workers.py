@@ -45,7 +45,9 @@ def work(job: tuple[str, Any]) -> Any:
         os._exit(arg)
     if action == "await":  # announce the start, then finish when the test creates `go`
         started, go = arg
-        Path(started).touch()
+        # The moment the job began (CLOCK_MONOTONIC: the same in every process), written whole.
+        Path(f"{started}.tmp").write_text(repr(time.monotonic()))
+        os.replace(f"{started}.tmp", started)
         _await(lambda: Path(go).exists(), what=f"{go} to exist")
         return {"value": "went", "pid": os.getpid()}
     if action == "hang":  # announce the start, then wait for an event that never comes
@@ -77,9 +79,15 @@ def _await_start(handle: Handle, marker: Path) -> None:
 
 
 def _gone(pid: int) -> bool:
-    """Whether process ``pid`` is dead (a zombie nobody reaped is dead too)."""
+    """Whether process ``pid`` is dead (a zombie nobody reaped is dead too).
+
+    Dead means all its threads: a SIGKILLed process's main thread shows as a zombie while its
+    other threads (a BLAS or torch pool) still exit and still hold its files, its pipe to the
+    pool among them.
+    """
     try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        process = psutil.Process(pid)
+        return process.status() == psutil.STATUS_ZOMBIE and process.num_threads() <= 1
     except psutil.NoSuchProcess:
         return True
 
@@ -168,6 +176,23 @@ def test_a_hung_job_is_cancelled_and_the_next_runs_in_a_fresh_worker(tmp_path):
             [(handle, outcome)] = _results(pool, 1)  # the cancelled job is never reported
             assert handle is after and outcome == {"value": attempt, "pid": after.pid}
     assert _open_fds() == fds  # no pipe or sentinel left open by the killed workers
+
+
+def test_a_job_starts_when_its_worker_begins_it_not_when_the_worker_starts(tmp_path):
+    """What a timeout is measured from: a fresh worker's start-up (spawn, imports) is not the
+    job's time."""
+    started, go = tmp_path / "started", tmp_path / "go"
+    with _pool(n_jobs=1) as pool:
+        submitted = time.monotonic()
+        handle = pool.submit(("await", (started, go)))
+        assert handle.started >= submitted
+        _await_start(handle, started)
+        began = float(started.read_text())
+        assert pool.wait(0.5) == []  # the worker's word that it began, and no end yet
+        assert submitted < began <= handle.started  # read after the job began
+        go.touch()
+        [(done, outcome)] = _results(pool, 1)
+        assert done is handle and outcome == {"value": "went", "pid": handle.pid}
 
 
 def test_a_worker_ignores_stop_signals_from_its_start_on(tmp_path):

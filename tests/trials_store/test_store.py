@@ -203,7 +203,7 @@ def test_a_driver_stops_waiting_for_a_parent_run_whose_creator_died(
 
 @pytest.mark.slow
 def test_constraints_exclude_infeasible_trials_from_the_front(tmp_path, counting_objective):
-    data = counting_spec(tmp_path, counting_objective, trials=12)
+    data = counting_spec(tmp_path, counting_objective, trials=12, controller="tpe")
     data["objective"]["constraints"] = [{"metric": "extra", "max": 1.2}]
     result = run_search(load_spec(data).plan())
     store = result.store
@@ -245,7 +245,7 @@ def test_owners_in_another_pid_space_are_left_to_the_heartbeat(tmp_path, countin
 def test_a_constraint_on_a_metric_the_objective_never_returns_fails_the_trial(
     tmp_path, counting_objective
 ):
-    data = counting_spec(tmp_path, counting_objective, trials=2)
+    data = counting_spec(tmp_path, counting_objective, trials=2, controller="tpe")
     data["objective"]["constraints"] = [{"metric": "params_pct", "max": 1.0}]
     result = run_search(load_spec(data).plan())
     assert result.counts["FAIL"] == 2
