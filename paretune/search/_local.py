@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
+from paretune._errors import ConfigError
 from paretune.search._jobs import evaluate, failed, lost
 from paretune.search._loop import InlineExecutor, StopPolicy, run_trials
 from paretune.search._runner import Runner, RunnerSettings
@@ -86,9 +87,9 @@ class LocalRunner(Runner):
         poll_interval: float = 0.5,
     ) -> None:
         if n_jobs < 1:
-            raise ValueError(f"`n_jobs >= 1` must hold, but got n_jobs={n_jobs}.")
+            raise ConfigError(f"`n_jobs >= 1` must hold, but got n_jobs={n_jobs}.")
         if threads is not None and threads < 1:
-            raise ValueError(f"`threads >= 1` must hold, but got threads={threads}.")
+            raise ConfigError(f"`threads >= 1` must hold, but got threads={threads}.")
         self.n_jobs = n_jobs
         self.threads = default_threads(n_jobs) if threads is None else threads
         self.device = device

@@ -32,8 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from paretune._errors import SearchFailed
 from paretune.search._jobs import Job, ObjectiveRef, Outcome, evaluate
 from paretune.search._signals import SearchInterrupted, clear_stop_request, stop_requested
-from paretune.trials_store import TrialLink
-from paretune.trials_store._attrs import METRICS_ATTR
+from paretune.trials_store import METRICS_ATTR, TrialLink
 
 if TYPE_CHECKING:
     import optuna

@@ -208,7 +208,6 @@ class RayRunner(Runner):
         resources = self.spec.resources
         request = rt.PerCandidate(resources) if resources.when else resources.for_params({})
         started_here = self._start_ray(ray)
-        clear_stop_request()
         try:
             tuner = tune.Tuner(
                 tune.with_resources(rt.trainable, request),
@@ -239,6 +238,7 @@ class RayRunner(Runner):
             reason = "stopped by the user" if isinstance(err, KeyboardInterrupt) else repr(err)
             requeued = self._requeue_unfinished(store, search, reason)
             if isinstance(err, KeyboardInterrupt):
+                clear_stop_request()
                 raise SearchInterrupted(requeued) from None
             raise
         finally:
@@ -249,6 +249,7 @@ class RayRunner(Runner):
         search.errored.clear()
         requeued = self._requeue_unfinished(store, search, "stopped by the user")
         if stop_requested() or requeued:
+            clear_stop_request()  # honoured (a stop during the start-up was kept until here)
             raise SearchInterrupted(requeued)
         policy.finish()
 
