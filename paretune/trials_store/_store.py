@@ -26,8 +26,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from paretune._errors import StudyError
-from paretune.objectives import Metric
-from paretune.objectives._pareto import pareto_mask
+from paretune.objectives import Metric, pareto_mask
 from paretune.trials_store._attrs import (
     CHILD_RUN_ATTR,
     DUPLICATE_OF_ATTR,
