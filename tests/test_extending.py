@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +35,14 @@ def plugin_source() -> str:
 
 
 @pytest.fixture(scope="module")
-def plugin() -> types.ModuleType:
+def plugin() -> Iterator[types.ModuleType]:
     """The page's plugin, imported in this process (its registrations included)."""
     module = types.ModuleType("extending_doc_plugin")
     module.__file__ = str(DOC)
     sys.modules[module.__name__] = module  # pydantic resolves the settings' annotations here
     exec(compile(plugin_source(), str(DOC), "exec"), module.__dict__)
-    return module
+    yield module
+    del sys.modules[module.__name__]  # (its registrations stay: registries have no removal)
 
 
 def test_the_page_has_one_plugin_and_one_spec() -> None:
@@ -49,13 +51,23 @@ def test_the_page_has_one_plugin_and_one_spec() -> None:
 
 
 @pytest.mark.slow
-def test_the_spec_runs_the_plugin_with_the_cli(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("runner", "budget"),
+    [(None, 20), ("{type: local, n_jobs: 2}", 10)],
+    ids=["the-plugins-runner", "worker-processes"],
+)
+def test_the_spec_runs_the_plugin_with_the_cli(
+    tmp_path: Path, runner: str | None, budget: int
+) -> None:
     (tmp_path / "plugin.py").write_text(plugin_source(), encoding="utf-8")
     (tmp_path / "spec.yaml").write_text(blocks("yaml")[0], encoding="utf-8")
     step = 0.01  # small steps: proposals near earlier trials tell the controller from chance
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Worker processes import the plugin too (its objective type is rebuilt there).
+    overrides = [] if runner is None else ["--set", f"runner={runner}"]
+    command = ["paretune", "run", "spec.yaml", "--set", f"controller.options.step={step}"]
     done = subprocess.run(
-        ["paretune", "run", "spec.yaml", "--set", f"controller.options.step={step}"],
+        [*command, "--set", f"budget.trials={budget}", *overrides],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -63,13 +75,14 @@ def test_the_spec_runs_the_plugin_with_the_cli(tmp_path: Path) -> None:
         timeout=600,
     )
     assert done.returncode == 0, done.stderr
-    assert "plugin: trials in 2 threads" in done.stderr  # the plugin's runner ran them
+    if runner is None:
+        assert "plugin: trials in 2 threads" in done.stderr  # the plugin's runner ran them
 
     study = optuna.load_study(
         study_name="extending", storage=f"sqlite:///{tmp_path / 'runs/extending/study.db'}"
     )
     trials = sorted(study.trials, key=lambda t: t.number)
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * 20
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * budget
     for t in trials:  # the objective's own space and metric
         assert set(t.params) == {"x0", "x1"}
         x0, x1 = t.params["x0"], t.params["x1"]
@@ -86,10 +99,13 @@ def test_the_spec_runs_the_plugin_with_the_cli(tmp_path: Path) -> None:
         assert any(near), t.params
 
     status = subprocess.run(
-        ["paretune", "status", "spec.yaml"], cwd=tmp_path, capture_output=True, text=True
+        ["paretune", "status", "spec.yaml", "--set", f"budget.trials={budget}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
     )
     assert status.returncode == 0, status.stderr
-    assert "20" in status.stdout
+    assert f"study 'extending': {budget} / {budget} trials finished" in status.stdout
 
 
 def test_a_spec_the_plugin_runner_cannot_run_is_rejected_at_load(

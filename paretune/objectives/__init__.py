@@ -7,6 +7,7 @@ from paretune.objectives._protocol import Direction, Metric, Objective, TrialCon
 from paretune.objectives._registry import (
     build_objective,
     load_module,
+    plugin_location,
     register_objective,
     registered_objectives,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "load_module",
     "log10_hv_difference",
     "pareto_mask",
+    "plugin_location",
     "register_objective",
     "registered_objectives",
 ]

@@ -223,8 +223,20 @@ def load_module(location: str) -> Any:
     Raises:
         ConfigError: It cannot be found.
     """
-    is_file = location.endswith(".py") or "/" in location or "\\" in location
-    return _load_file(location) if is_file else _import_module(location)
+    return _load_file(location) if _is_file(location) else _import_module(location)
+
+
+def plugin_location(location: str) -> str:
+    """``location`` as :func:`load_module` finds it from any working directory: a ``.py`` file
+    by its absolute path (relative ones start at the current directory), a module by name."""
+    if not _is_file(location):
+        return location
+    path = Path(location).expanduser()
+    return str(path if path.is_absolute() else Path.cwd() / path)
+
+
+def _is_file(location: str) -> bool:
+    return location.endswith(".py") or "/" in location or "\\" in location
 
 
 def _import_module(name: str) -> Any:

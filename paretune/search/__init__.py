@@ -25,7 +25,16 @@ from paretune.search._controllers import (
 )
 from paretune.search._jobs import Job, ObjectiveRef, Outcome, evaluate
 from paretune.search._local import LocalRunner, LocalRunnerSettings
-from paretune.search._loop import Budget, StopPolicy, StudyTrials, run_trials
+from paretune.search._loop import (
+    Budget,
+    Executor,
+    InlineExecutor,
+    Started,
+    StopPolicy,
+    StudyTrials,
+    TrialSource,
+    run_trials,
+)
 from paretune.search._ray import RayRunner, RayRunnerSettings
 from paretune.search._reevaluate import Reevaluation, reevaluate
 from paretune.search._run import SearchPlan, SearchResult, open_store, run_search
@@ -53,6 +62,8 @@ __all__ = [
     "Capabilities",
     "ControllerContext",
     "ControllerFactory",
+    "Executor",
+    "InlineExecutor",
     "Job",
     "LocalRunner",
     "LocalRunnerSettings",
@@ -66,8 +77,10 @@ __all__ = [
     "SearchInterrupted",
     "SearchPlan",
     "SearchResult",
+    "Started",
     "StopPolicy",
     "StudyTrials",
+    "TrialSource",
     "check_controller",
     "controller_capabilities",
     "controller_names",

@@ -25,14 +25,19 @@ __all__ = ["Job", "ObjectiveRef", "Outcome", "check_metrics", "evaluate"]
 
 @dataclass(frozen=True, kw_only=True)
 class ObjectiveRef:
-    """How to rebuild an objective in any process: its registered type, settings and budget."""
+    """How to rebuild an objective in any process: its registered type, settings and budget,
+    and the plugins (modules, or ``.py`` files by absolute path) to import first, which
+    register a type defined outside paretune in each worker process as in the driver."""
 
     type: str
     settings: Mapping[str, Any] = field(default_factory=dict)
     budget: float | None = None
+    plugins: tuple[str, ...] = ()
 
     def key(self) -> str:
-        return json.dumps([self.type, self.settings, self.budget], sort_keys=True, default=str)
+        return json.dumps(
+            [self.type, self.settings, self.budget, self.plugins], sort_keys=True, default=str
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,10 +96,12 @@ _objectives: dict[str, Any] = {}
 
 
 def _objective(ref: ObjectiveRef) -> Any:
-    from paretune.objectives import build_objective
+    from paretune.objectives import build_objective, load_module
 
     key = ref.key()
     if key not in _objectives:
+        for plugin in ref.plugins:  # imported once per process
+            load_module(plugin)
         _objectives[key] = build_objective(ref.type, ref.settings, budget=ref.budget)
     return _objectives[key]
 

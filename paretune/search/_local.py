@@ -9,7 +9,7 @@ from pydantic import Field
 
 from paretune._errors import ConfigError
 from paretune.search._jobs import evaluate, failed, lost
-from paretune.search._loop import InlineExecutor, StopPolicy, run_trials
+from paretune.search._loop import InlineExecutor, run_trials
 from paretune.search._runner import Runner, RunnerSettings
 
 if TYPE_CHECKING:
@@ -99,5 +99,5 @@ class LocalRunner(Runner):
         trials.device = self.device
         in_driver = self.n_jobs == 1 and budget.trial_timeout is None
         executor = make_executor(self.n_jobs, self.threads, in_driver=in_driver)
-        policy = StopPolicy(budget, finished=lambda: trials.store.n_finished(running=True))
+        policy = trials.stop_policy(budget)
         run_trials(trials, executor, policy, poll_interval=self.poll_interval)

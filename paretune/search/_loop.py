@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from paretune._errors import SearchFailed
+from paretune._errors import ConfigError, SearchFailed
 from paretune.search._jobs import Job, ObjectiveRef, Outcome, evaluate
 from paretune.search._signals import SearchInterrupted, clear_stop_request, stop_requested
 from paretune.trials_store import METRICS_ATTR, TrialLink
@@ -74,6 +74,23 @@ class Budget:
     max_retries: int = 1
     max_consecutive_duplicates: int = 100
 
+    def __post_init__(self) -> None:
+        for name, low in (
+            ("trials", 1),
+            ("max_failures_in_a_row", 1),
+            ("max_retries", 0),
+            ("max_consecutive_duplicates", 1),
+        ):
+            value = getattr(self, name)
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value < low
+            ):
+                raise ConfigError(f"budget.{name} must be an integer >= {low}, but got {value!r}")
+        for name in ("wall_time", "trial_timeout"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and value > 0):
+                raise ConfigError(f"budget.{name} must be a number > 0, but got {value!r}")
+
 
 class StopPolicy:
     """Whether another trial may start: the budget's rules, checked in one place.
@@ -85,6 +102,11 @@ class StopPolicy:
     """
 
     def __init__(self, budget: Budget, *, finished: Callable[[], int] | None = None) -> None:
+        if budget.trials is not None and finished is None:
+            raise ConfigError(
+                "a budget of trials needs `finished` to count them (StudyTrials.stop_policy "
+                "gives the policy of a study)"
+            )
         self.budget = budget
         self._finished = finished
         self._deadline = None if budget.wall_time is None else time.monotonic() + budget.wall_time
@@ -202,6 +224,11 @@ class StudyTrials:
         self.progress = progress
         self.device = device
 
+    def stop_policy(self, budget: Budget) -> StopPolicy:
+        """The rules of ``budget`` for this study: its trial budget counts the study's trials,
+        running ones included, whichever process runs them (several drivers stop together)."""
+        return StopPolicy(budget, finished=lambda: self.store.n_finished(running=True))
+
     def next(self) -> Started | None:
         return self.started(self.store.ask())
 
@@ -302,6 +329,18 @@ class InlineExecutor:
 
 
 class Executor(Protocol):
+    """Where :func:`run_trials` evaluates jobs (this process, a pool of worker processes,
+    threads, a batch queue).
+
+    A handle, returned by :meth:`submit`, is hashed by identity and has ``started``: the
+    ``time.monotonic()`` at which the job began, or ``None`` while it waits for its worker
+    (``budget.trial_timeout`` counts from ``started``). :meth:`wait` returns each ended job
+    once, as ``(handle, outcome)`` (``outcome.lost``: its worker died, and the job may be
+    submitted again); :meth:`running` lists the handles not yet returned; after
+    :meth:`cancel` a job is never returned; :meth:`kill` stops every job and :meth:`close`
+    releases what the executor holds.
+    """
+
     def free_slots(self) -> int: ...
     def submit(self, job: Job) -> Any: ...
     def wait(self, timeout: float) -> list[tuple[Any, Outcome]]: ...
@@ -334,6 +373,16 @@ def run_trials(
         source.finish(started, outcome)
         policy.observe(started.number, outcome)
 
+    # A trial asked but not yet submitted, and ended jobs not yet recorded: if the driver fails
+    # (a stop, a storage error) between those steps, the cleanup below still accounts for them.
+    submitting: list[Started] = []
+    unrecorded: list[tuple[Any, Outcome]] = []
+
+    def submit(started: Started) -> None:
+        submitting.append(started)
+        in_flight[executor.submit(started.job)] = started
+        submitting.clear()
+
     try:
         while True:
             while executor.free_slots() > 0 and policy.may_start():
@@ -342,15 +391,19 @@ def run_trials(
                     break
                 policy.started(duplicate=started.copy is not None)
                 if started.copy is not None:
+                    submitting.append(started)
                     record(started, started.copy)
+                    submitting.clear()
                     continue
-                in_flight[executor.submit(started.job)] = started
+                submit(started)
             if stop_requested():
                 raise KeyboardInterrupt
             if not in_flight:
                 break
-            for handle, outcome in executor.wait(poll_interval):
-                started = in_flight.pop(handle)
+            unrecorded[:] = executor.wait(poll_interval)
+            while unrecorded:
+                handle, outcome = unrecorded[0]
+                started = in_flight[handle]
                 if outcome.lost and started.attempts <= budget.max_retries:
                     _log.warning(
                         "trial %d: %s; retry %d of %d",
@@ -360,13 +413,18 @@ def run_trials(
                         budget.max_retries,
                     )
                     started.attempts += 1
-                    in_flight[executor.submit(started.job)] = started
+                    del in_flight[handle]
+                    unrecorded.pop(0)
+                    submit(started)
                     continue
-                record(started, outcome)
+                record(started, outcome)  # if this raises, the trial is still in flight
+                del in_flight[handle]
+                unrecorded.pop(0)
             if budget.trial_timeout is not None:
-                now = time.monotonic()
+                now, limit = time.monotonic(), budget.trial_timeout
                 for handle in executor.running():
-                    if handle in in_flight and now - handle.started > budget.trial_timeout:
+                    began = handle.started  # None: its worker is still starting up
+                    if handle in in_flight and began is not None and now - began > limit:
                         executor.cancel(handle)
                         record(
                             in_flight.pop(handle),
@@ -380,19 +438,20 @@ def run_trials(
         # Keep what finished, then interrupt what was still running: a stop (Ctrl-C, SIGTERM)
         # or a failure of the driver itself (storage, tracking) loses no completed result and
         # leaves nothing RUNNING.
+        # (BaseException: a second Ctrl-C during this bookkeeping does not cut it short.)
         with contextlib.suppress(BaseException):
-            finished = executor.wait(0.0) if executor.running() else []
-            for handle, outcome in finished:
-                started = in_flight.pop(handle)
-                if outcome.lost:
-                    in_flight[handle] = started  # done again, like the others still running
-                else:
-                    record(started, outcome)
-        executor.kill()
+            unrecorded.extend(executor.wait(0.0) if executor.running() else [])
+        for handle, outcome in unrecorded:
+            if handle in in_flight and not outcome.lost:
+                with contextlib.suppress(BaseException):
+                    record(in_flight[handle], outcome)
+                    del in_flight[handle]  # else interrupted (done again) with the others
+        with contextlib.suppress(BaseException):
+            executor.kill()
         reason = "stopped by the user" if isinstance(err, KeyboardInterrupt) else repr(err)
         requeued = []
-        for started in in_flight.values():
-            with contextlib.suppress(Exception):
+        for started in [*in_flight.values(), *submitting]:
+            with contextlib.suppress(BaseException):
                 if source.interrupt(started, reason):
                     requeued.append(started.number)
         if isinstance(err, KeyboardInterrupt):

@@ -29,7 +29,6 @@ from pydantic import Field, model_validator
 from paretune._errors import ConfigError
 from paretune._validation import StrictModel
 from paretune.search._jobs import Outcome
-from paretune.search._loop import StopPolicy
 from paretune.search._runner import Runner, RunnerSettings
 from paretune.search._signals import (
     SearchInterrupted,
@@ -198,7 +197,7 @@ class RayRunner(Runner):
         self.check(metrics=trials.store.config.metric_names, pruning=False, budget=budget)
         store = trials.store
         # RUNNING trials of other drivers on the same study count too.
-        policy = StopPolicy(budget, finished=lambda: store.n_finished(running=True))
+        policy = trials.stop_policy(budget)
         remaining = policy.remaining()
         if remaining is not None and remaining <= 0:
             return

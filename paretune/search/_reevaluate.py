@@ -34,7 +34,7 @@ from paretune._errors import ConfigError
 from paretune.search._jobs import Job, ObjectiveRef, Outcome
 from paretune.search._local import default_threads, make_executor
 from paretune.search._loop import Budget, Started, StopPolicy, run_trials
-from paretune.search._signals import SearchInterrupted, clear_stop_request
+from paretune.search._signals import SearchInterrupted
 from paretune.trials_store import (
     BASELINE_ATTR,
     CHILD_RUN_ATTR,
@@ -215,7 +215,6 @@ def reevaluate(
     if full_fidelity:
         objective = dataclasses.replace(objective, budget=1.0)
         build_objective(objective.type, objective.settings, budget=1.0)  # rejects early
-    clear_stop_request()  # a stop of an earlier search or re-evaluation in this process
 
     store = TrialsStore(study, create=False, mlflow=True)
     chosen = select_trials(

@@ -109,20 +109,27 @@ def run_search(
     """
     t0 = time.monotonic()
     runner = make_runner(plan.runner)
+    runner.check(
+        metrics=plan.study.metric_names, pruning=plan.pruner is not None, budget=plan.budget
+    )
+    # The controller and its options are checked before the study exists: a bad option leaves
+    # nothing behind.
+    make_sampler(plan.controller, plan.controller_context, plan.controller_options)
     store = open_store(plan, create=not resume)
-    recovered = store.start()
-    if on_start is not None:
-        on_start(store, recovered)
     interrupted = False
     status = "FAILED"  # unless the runner returns or is stopped
-    trials = StudyTrials(
-        store,
-        plan.objective,
-        pruner=plan.pruner,
-        constraint_metrics=plan.constraint_metrics,
-        progress=progress,
-    )
+    recovered: list[int] = []
     try:
+        recovered = store.start()
+        if on_start is not None:
+            on_start(store, recovered)
+        trials = StudyTrials(
+            store,
+            plan.objective,
+            pruner=plan.pruner,
+            constraint_metrics=plan.constraint_metrics,
+            progress=progress,
+        )
         runner.run(trials, plan.budget)
         status = "FINISHED"
     except SearchInterrupted:

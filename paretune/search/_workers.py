@@ -56,15 +56,15 @@ class Handle:
 
     Attributes:
         job: The job as submitted.
-        started: ``time.monotonic()`` when the worker began the job: at submission, then, once
-            :meth:`WorkerPool.wait` has seen the worker's word that it began, that moment. A
-            worker started for the job announces it only after its start-up (importing what
-            ``target`` needs), so a timeout measured from it does not count the start-up.
+        started: ``time.monotonic()`` when the worker began the job, once
+            :meth:`WorkerPool.wait` has seen the worker's word that it began; ``None`` until
+            then. A worker started for the job announces it only after its start-up (importing
+            what ``target`` needs), so a timeout measured from it does not count the start-up.
         pid: The worker process running the job.
     """
 
     job: Any
-    started: float
+    started: float | None
     pid: int
 
 
@@ -187,7 +187,7 @@ class WorkerPool:
                 if attempt:
                     raise
                 continue
-            worker.handle = Handle(job=job, started=time.monotonic(), pid=_pid(worker))
+            worker.handle = Handle(job=job, started=None, pid=_pid(worker))
             return worker.handle
         raise AssertionError("unreachable")
 

@@ -11,6 +11,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from paretune._errors import ConfigError
 from paretune._validation import StrictModel
+from paretune.objectives import plugin_location
 from paretune.search import LocalRunnerSettings, RunnerSettings, runner_settings
 from paretune.spec._sections import (
     BudgetSpec,
@@ -317,7 +318,11 @@ class SearchSpec(_Strict):
         """How workers rebuild the objective (:class:`~paretune.search.ObjectiveRef`)."""
         from paretune.search import ObjectiveRef
 
-        return ObjectiveRef(type=self.objective.type, settings=dict(self.objective.settings))
+        return ObjectiveRef(
+            type=self.objective.type,
+            settings=dict(self.objective.settings),
+            plugins=tuple(plugin_location(p) for p in self.plugins),
+        )
 
     def search_budget(self) -> Budget:
         """The budget as the trial loop takes it (:class:`~paretune.search.Budget`)."""

@@ -25,7 +25,7 @@ __all__ = ["TrialLink", "attach_trial"]
 _log = logging.getLogger(__name__)
 
 _clients: dict[str, Any] = {}
-_studies: dict[tuple[str, str, str], Any] = {}
+_studies: dict[tuple[str, str], Any] = {}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,15 +113,15 @@ def _attach_optuna(ctx: TrialContext, link: TrialLink) -> None:
 
     from paretune.trials_store._ownership import make_storage, quiet
 
-    key = (link.storage_url, link.study_name, repr(link.pruner))
-    if key not in _studies:
+    key = (link.storage_url, link.study_name)
+    if key not in _studies:  # one storage engine per study and process
         with quiet():
             _studies[key] = optuna.load_study(
-                study_name=link.study_name,
-                storage=make_storage(link.storage_url),
-                pruner=link.pruner,
+                study_name=link.study_name, storage=make_storage(link.storage_url)
             )
-    trial = optuna.trial.Trial(_studies[key], link.trial_id)
+    study = _studies[key]
+    study.pruner = link.pruner or optuna.pruners.NopPruner()
+    trial = optuna.trial.Trial(study, link.trial_id)
     name = link.report_metric
 
     def to_optuna(step: int, metrics: dict[str, float]) -> None:

@@ -330,8 +330,9 @@ def test_kill_9_of_the_driver_then_resume_finishes_without_rerunning(
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_the_pool_requeues_and_resume_finishes(
-    tmp_path: Path, counting_objective
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_signal_stops_the_pool_requeues_and_resume_finishes(
+    tmp_path: Path, counting_objective, signum: signal.Signals
 ) -> None:
     budget = 8
     spec = counting_spec(tmp_path, counting_objective, trials=budget, sleep=1.5)
@@ -340,7 +341,9 @@ def test_ctrl_c_stops_the_pool_requeues_and_resume_finishes(
     proc = start_run(path)
     try:
         _wait_inside_objective(proc, counting_objective[1], finished=2)
-        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
+        # To the whole group, as a terminal's Ctrl-C or a batch system's SIGTERM: Ray's own
+        # processes get it too.
+        os.killpg(proc.pid, signum)
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 130, err
         assert "paretune resume" in err
