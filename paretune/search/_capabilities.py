@@ -9,7 +9,9 @@ __all__ = ["Capabilities"]
 
 @dataclass(frozen=True, kw_only=True)
 class Capabilities:
-    """What a controller promises; the conformance suite tests exactly these promises.
+    """What a controller promises. :class:`paretune.testing.ControllerConformance` tests
+    ``multi_objective``, ``constraints``, ``conditional`` and ``no_duplicates`` where declared;
+    ``keyed_by_trial`` decides how a resumed search seeds it.
 
     A sampler class declares its own as the class attribute ``capabilities`` (as
     :class:`~paretune.search.BoTorchSampler` does), and :func:`register_controller` reads it.

@@ -56,7 +56,8 @@ class TrialLink:
 
 def attach_trial(ctx: TrialContext, link: TrialLink) -> None:
     """Send ``ctx``'s reports to the trial's MLflow run and Optuna trial, and connect its
-    pruner (see the module docstring). Tracking is best effort: it never fails a trial."""
+    pruner (see the module docstring). Logging a step to MLflow is best effort (a failure is
+    logged as a warning); an error of the Optuna storage fails the trial, as in the driver."""
     _attach_mlflow(ctx, link)
     _attach_optuna(ctx, link)
 

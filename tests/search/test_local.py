@@ -321,15 +321,6 @@ def test_a_search_whose_trials_keep_failing_stops_with_the_last_error(
     assert 3 <= len(states) <= 2 + n_jobs
 
 
-def test_failures_in_a_row_are_counted_anew_after_each_success(tmp_path, counting_objective):
-    # About half of the trials fail (x > 0.5), never two in a row... and never 8.
-    spec = counting_spec(tmp_path, counting_objective, trials=12, fail_above=0.5)
-    spec["budget"]["max_failures_in_a_row"] = 8
-    result = run_search(load_spec(spec).plan())
-    assert result.counts["COMPLETE"] + result.counts["FAIL"] == 12
-    assert result.counts["FAIL"] >= 2
-
-
 def test_the_cli_reports_a_search_stopped_by_failures_and_exits_non_zero(
     tmp_path, counting_objective
 ):
