@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import abc
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from paretune._errors import ConfigError, describe
 from paretune._validation import StrictModel
@@ -24,9 +29,44 @@ __all__ = [
 
 
 class RunnerSettings(StrictModel):
-    """The base of a runner's settings: the spec's ``runner:`` section (``type`` names it)."""
+    """The base of a runner's settings: the spec's ``runner:`` section (``type`` names it).
+
+    The JSON schema of this base (that of a field typed ``RunnerSettings``, such as the spec's
+    ``runner``) is a ``oneOf`` of the registered types' settings, each with its ``type``
+    pinned, and required but for the default ``local``. It is made each time a schema is, so
+    it lists the runners plugins have registered by then.
+    """
 
     type: str
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler, /
+    ) -> JsonSchemaValue:
+        schema = super().__get_pydantic_json_schema__(core_schema, handler)
+        if cls is not RunnerSettings or not _REGISTRY:
+            return schema
+        branches = []
+        for type_name, registered in _REGISTRY.items():
+            model_schema = handler(registered.settings.__pydantic_core_schema__)
+            branch = dict(handler.resolve_ref_schema(model_schema))
+            # A model may declare `type` a plain `str`: the schema pins the registered name.
+            properties = branch.get("properties", {})
+            branch["properties"] = {
+                **properties,
+                "type": {**properties.get("type", {}), "const": type_name},
+            }
+            required = [r for r in branch.pop("required", []) if r != "type"]
+            if type_name != _DEFAULT_TYPE:
+                required.insert(0, "type")
+            if required:
+                branch["required"] = required
+            branches.append(branch)
+        return {
+            "title": schema.get("title", cls.__name__),
+            "description": inspect.cleandoc(cls.__doc__ or ""),
+            "oneOf": branches,
+        }
 
 
 class Runner(abc.ABC):
@@ -86,6 +126,9 @@ class _Registered:
 
 _REGISTRY: dict[str, _Registered] = {}
 
+#: The type of a ``runner:`` section without one.
+_DEFAULT_TYPE = "local"
+
 
 def register_runner(
     type_name: str,
@@ -142,7 +185,7 @@ def runner_settings(data: Mapping[str, Any] | RunnerSettings) -> RunnerSettings:
         raise ConfigError(
             f"must be a mapping with a `type`, but got {describe(data)}", path=("runner",)
         )
-    data = {"type": "local", **data}
+    data = {"type": _DEFAULT_TYPE, **data}
     registered = _REGISTRY.get(data["type"]) if isinstance(data["type"], str) else None
     if registered is None:
         raise ConfigError(
