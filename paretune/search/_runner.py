@@ -6,7 +6,7 @@ import abc
 import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from pydantic import GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
@@ -87,8 +87,6 @@ class Runner(abc.ABC):
     processes can reuse :func:`~paretune.search.run_trials`, which does all of this.
     """
 
-    settings_model: ClassVar[type[RunnerSettings]]
-
     @classmethod
     def from_settings(cls, settings: RunnerSettings) -> Runner:
         """The runner for validated ``settings`` (default: its fields as keyword arguments)."""
@@ -161,7 +159,6 @@ def register_runner(
         raise ConfigError(
             f"the runner type {type_name!r} is already registered. Pass replace=True to replace it."
         )
-    runner_cls.settings_model = settings_model
     _REGISTRY[type_name] = _Registered(runner_cls, settings_model)
 
 
@@ -173,28 +170,52 @@ def runner_types() -> list[str]:
 def runner_settings(data: Mapping[str, Any] | RunnerSettings) -> RunnerSettings:
     """``data`` (a spec's ``runner:`` section) validated by its type's model.
 
-    A section without ``type`` is a local runner's.
+    A section without ``type`` is a local runner's. Settings already validated are checked to
+    be of a registered type and its model.
 
     Raises:
-        ConfigError: An unknown type (path ``runner.type``); pydantic's ``ValidationError``
-            for invalid settings (the spec reports it with its path).
+        ConfigError: An unknown type (path ``runner.type``), settings of another type's model
+            (path ``runner``); pydantic's ``ValidationError`` for invalid settings (the spec
+            reports it with its path).
     """
     if isinstance(data, RunnerSettings):
+        _registered(data)
         return data
     if not isinstance(data, Mapping):
         raise ConfigError(
             f"must be a mapping with a `type`, but got {describe(data)}", path=("runner",)
         )
     data = {"type": _DEFAULT_TYPE, **data}
-    registered = _REGISTRY.get(data["type"]) if isinstance(data["type"], str) else None
-    if registered is None:
-        raise ConfigError(
-            f"unknown runner type {describe(data['type'])}; allowed: {', '.join(runner_types())}",
-            path=("runner", "type"),
-        )
-    return registered.settings.model_validate(data)
+    return _registration(data["type"]).settings.model_validate(data)
 
 
 def make_runner(settings: RunnerSettings) -> Runner:
-    """The runner ``settings`` describe."""
-    return _REGISTRY[settings.type].runner.from_settings(settings)
+    """The runner ``settings`` describe.
+
+    Raises:
+        ConfigError: As :func:`runner_settings` for settings of an unknown type or of another
+            type's model.
+    """
+    return _registered(settings).runner.from_settings(settings)
+
+
+def _registration(type_name: object) -> _Registered:
+    registered = _REGISTRY.get(type_name) if isinstance(type_name, str) else None
+    if registered is None:
+        raise ConfigError(
+            f"unknown runner type {describe(type_name)}; allowed: {', '.join(runner_types())}",
+            path=("runner", "type"),
+        )
+    return registered
+
+
+def _registered(settings: RunnerSettings) -> _Registered:
+    registered = _registration(settings.type)
+    if not isinstance(settings, registered.settings):
+        raise ConfigError(
+            f"settings of runner type {settings.type!r} must be a "
+            f"{registered.settings.__name__}, but got a {type(settings).__name__}; validate "
+            "the section with runner_settings",
+            path=("runner",),
+        )
+    return registered
