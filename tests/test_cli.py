@@ -162,6 +162,21 @@ def test_examples_and_runner_sections_validate_against_the_schema(
         assert not validator.is_valid({**base, "runner": runner}), runner
 
 
+def test_an_interrupt_that_reaches_the_cli_exits_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from paretune import cli
+    from paretune.search import SearchInterrupted
+
+    def interrupted(args: object) -> int:
+        raise SearchInterrupted([3])
+
+    monkeypatch.setattr(cli, "_dispatch", interrupted)
+    assert main(["schema"]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("paretune: interrupted") and "[3]" in err and "error" not in err
+
+
 def _mlflow_runs(tracking_uri: str, experiment: str) -> tuple[list, list]:
     from mlflow import MlflowClient
 
