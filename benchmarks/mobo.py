@@ -324,7 +324,7 @@ def longest_runs(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]
 
 def quality(problem_name: str, record: dict[str, Any], budget: int) -> float:
     """log10(max HV - HV) of the first ``budget`` trials, or the HV where max HV is unknown."""
-    from paretune.objectives._pareto import log10_hv_difference
+    from paretune.objectives import log10_hv_difference
 
     problem = make_problem(problem_name)
     rows = [dict(zip(record["metrics"], v, strict=True)) for v in record["values"][:budget]]

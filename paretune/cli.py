@@ -338,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("run", "resume") and args.trials is not None and args.trials < 1:
         print(f"paretune: error: --trials must be >= 1, but got {args.trials}", file=sys.stderr)
         return EXIT_USAGE
-    from paretune.search import stop_signals
+    from paretune.search import SearchInterrupted, stop_signals
 
     # Ctrl-C and SIGTERM (a scheduler, `kill`) stop a search cleanly: running trials are
     # failed and queued again, the MLflow runs closed. One that arrives while the study and
@@ -350,6 +350,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             where = f" {args.spec}" if getattr(args, "spec", None) else ""
             print(f"paretune: invalid spec{where}: {err}", file=sys.stderr)
             return EXIT_USAGE
+        except SearchInterrupted as err:  # a ParetuneError, but a stop, not a failure
+            print(f"paretune: {err}", file=sys.stderr)
+            return EXIT_INTERRUPTED
         except ParetuneError as err:
             print(f"paretune: error: {err}", file=sys.stderr)
             return EXIT_ERROR

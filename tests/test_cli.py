@@ -104,6 +104,79 @@ def test_schema_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert "objective" in schema["properties"]
 
 
+VALID_RUNNERS = [
+    {"type": "local", "n_jobs": 2},
+    {"n_jobs": 2, "threads": 1},  # a section without a type is the local runner's
+    {},
+    {"type": "ray", "num_cpus": 2, "resources": {"cpu": 1}},
+]
+INVALID_RUNNERS = [
+    {"type": "nope"},
+    {"type": "local", "typo": 1},
+    {"n_jobs": 0},
+    {"address": "auto"},  # a ray setting without `type: ray` is a local section's unknown key
+    {"type": "ray", "n_jobs": 2},
+]
+
+
+def _printed_schema(capsys: pytest.CaptureFixture[str]) -> dict:
+    assert main(["schema"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _resolved(schema: dict, node: dict) -> dict:
+    return schema["$defs"][node["$ref"].rsplit("/", 1)[-1]] if "$ref" in node else node
+
+
+def _runner_branches(schema: dict) -> dict[str, dict]:
+    """The printed runner schema's alternatives, by the type each is for."""
+    runner = _resolved(schema, schema["properties"]["runner"])
+    branches = [_resolved(schema, b) for b in runner["oneOf"]]
+    return {b["properties"]["type"]["const"]: b for b in branches}
+
+
+def test_schema_describes_every_registered_runner(capsys: pytest.CaptureFixture[str]) -> None:
+    from paretune.search import runner_types
+
+    schema = _printed_schema(capsys)
+    branches = _runner_branches(schema)
+    assert sorted(branches) == sorted(runner_types())
+    assert "type" not in branches["local"].get("required", [])  # type-less sections are local
+    assert "type" in branches["ray"]["required"]
+    assert {"n_jobs", "threads", "device"} <= set(branches["local"]["properties"])
+
+
+def test_examples_and_runner_sections_validate_against_the_schema(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(_printed_schema(capsys))
+    examples = sorted((ROOT / "examples").glob("*.yaml"))
+    assert examples
+    for path in examples:
+        validator.validate(yaml.safe_load(path.read_text()))
+    base = {"study": "s", "objective": {"type": "branin_currin"}, "budget": {"trials": 1}}
+    for runner in VALID_RUNNERS:
+        validator.validate({**base, "runner": runner})
+    for runner in INVALID_RUNNERS:
+        assert not validator.is_valid({**base, "runner": runner}), runner
+
+
+def test_an_interrupt_that_reaches_the_cli_exits_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from paretune import cli
+    from paretune.search import SearchInterrupted
+
+    def interrupted(args: object) -> int:
+        raise SearchInterrupted([3])
+
+    monkeypatch.setattr(cli, "_dispatch", interrupted)
+    assert main(["schema"]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("paretune: interrupted") and "[3]" in err and "error" not in err
+
+
 def _mlflow_runs(tracking_uri: str, experiment: str) -> tuple[list, list]:
     from mlflow import MlflowClient
 

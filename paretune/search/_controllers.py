@@ -97,25 +97,45 @@ def register_controller(
         name: The name a spec uses.
         factory: Called as ``factory(context, **options)`` with a :class:`ControllerContext`
             and the spec's ``controller.options``; returns an Optuna sampler.
-        capabilities: What the controller promises. ``None``: the factory's (or, for a
-            sampler class used as its own factory, the class's) ``capabilities`` attribute,
-            else the defaults of :class:`Capabilities`.
+        capabilities: What the controller promises. ``None``: for an Optuna sampler class
+            registered as its own factory, its class attribute ``capabilities`` (as
+            :class:`~paretune.search.BoTorchSampler` declares it), if it has one; else the
+            defaults of :class:`Capabilities`.
         options_of: A callable whose keyword parameters are the allowed options (the sampler
             class, when the factory forwards ``**options`` to it); default: the factory's own
             keyword parameters.
         replace: Replace an existing registration instead of failing.
 
     Raises:
-        ConfigError: ``name`` is empty or taken, or ``factory`` is not callable.
+        ConfigError: ``name`` is empty or taken, ``factory`` is not callable, or the
+            capabilities (given or declared by the class) are not a :class:`Capabilities`.
     """
     check_registration("controller", _REGISTRY, name, factory, replace=replace)
     if capabilities is None:
-        capabilities = getattr(factory, "capabilities", None) or Capabilities()
+        capabilities = _declared_capabilities(name, factory)
     if not isinstance(capabilities, Capabilities):
         raise ConfigError(
             f"capabilities of {name!r} must be a Capabilities, but got {describe(capabilities)}."
         )
     _REGISTRY[name] = _Registered(factory, capabilities, _option_names(options_of or factory))
+
+
+def _declared_capabilities(name: str, factory: ControllerFactory) -> Capabilities:
+    """What a sampler class registered as its own factory declares as its class attribute
+    ``capabilities``; the defaults for a class that declares none and for other factories."""
+    if not (isinstance(factory, type) and issubclass(factory, optuna.samplers.BaseSampler)):
+        return Capabilities()
+    # Static: a property or other descriptor is a wrong declaration, not something to call.
+    declared = inspect.getattr_static(factory, "capabilities", None)
+    if declared is None:
+        return Capabilities()
+    if not isinstance(declared, Capabilities):
+        raise ConfigError(
+            f"{factory.__qualname__}.capabilities (controller {name!r}) must be a Capabilities, "
+            f"but got {describe(declared)}; declare it as "
+            "`capabilities: ClassVar[Capabilities] = Capabilities(...)`."
+        )
+    return declared
 
 
 def _option_names(target: Callable[..., Any]) -> frozenset[str] | None:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import abc
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
+
+from pydantic import GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from paretune._errors import ConfigError, describe
 from paretune._validation import StrictModel
@@ -24,9 +29,44 @@ __all__ = [
 
 
 class RunnerSettings(StrictModel):
-    """The base of a runner's settings: the spec's ``runner:`` section (``type`` names it)."""
+    """The base of a runner's settings: the spec's ``runner:`` section (``type`` names it).
+
+    The JSON schema of this base (that of a field typed ``RunnerSettings``, such as the spec's
+    ``runner``) is a ``oneOf`` of the registered types' settings, each with its ``type``
+    pinned, and required but for the default ``local``. It is made each time a schema is, so
+    it lists the runners plugins have registered by then.
+    """
 
     type: str
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler, /
+    ) -> JsonSchemaValue:
+        schema = super().__get_pydantic_json_schema__(core_schema, handler)
+        if cls is not RunnerSettings or not _REGISTRY:
+            return schema
+        branches = []
+        for type_name, registered in _REGISTRY.items():
+            model_schema = handler(registered.settings.__pydantic_core_schema__)
+            branch = dict(handler.resolve_ref_schema(model_schema))
+            # A model may declare `type` a plain `str`: the schema pins the registered name.
+            properties = branch.get("properties", {})
+            branch["properties"] = {
+                **properties,
+                "type": {**properties.get("type", {}), "const": type_name},
+            }
+            required = [r for r in branch.pop("required", []) if r != "type"]
+            if type_name != _DEFAULT_TYPE:
+                required.insert(0, "type")
+            if required:
+                branch["required"] = required
+            branches.append(branch)
+        return {
+            "title": schema.get("title", cls.__name__),
+            "description": inspect.cleandoc(cls.__doc__ or ""),
+            "oneOf": branches,
+        }
 
 
 class Runner(abc.ABC):
@@ -46,8 +86,6 @@ class Runner(abc.ABC):
     :class:`~paretune.search.SearchInterrupted`. A runner that evaluates in this machine's
     processes can reuse :func:`~paretune.search.run_trials`, which does all of this.
     """
-
-    settings_model: ClassVar[type[RunnerSettings]]
 
     @classmethod
     def from_settings(cls, settings: RunnerSettings) -> Runner:
@@ -86,6 +124,9 @@ class _Registered:
 
 _REGISTRY: dict[str, _Registered] = {}
 
+#: The type of a ``runner:`` section without one.
+_DEFAULT_TYPE = "local"
+
 
 def register_runner(
     type_name: str,
@@ -118,7 +159,6 @@ def register_runner(
         raise ConfigError(
             f"the runner type {type_name!r} is already registered. Pass replace=True to replace it."
         )
-    runner_cls.settings_model = settings_model
     _REGISTRY[type_name] = _Registered(runner_cls, settings_model)
 
 
@@ -130,28 +170,52 @@ def runner_types() -> list[str]:
 def runner_settings(data: Mapping[str, Any] | RunnerSettings) -> RunnerSettings:
     """``data`` (a spec's ``runner:`` section) validated by its type's model.
 
-    A section without ``type`` is a local runner's.
+    A section without ``type`` is a local runner's. Settings already validated are checked to
+    be of a registered type and its model.
 
     Raises:
-        ConfigError: An unknown type (path ``runner.type``); pydantic's ``ValidationError``
-            for invalid settings (the spec reports it with its path).
+        ConfigError: An unknown type (path ``runner.type``), settings of another type's model
+            (path ``runner``); pydantic's ``ValidationError`` for invalid settings (the spec
+            reports it with its path).
     """
     if isinstance(data, RunnerSettings):
+        _registered(data)
         return data
     if not isinstance(data, Mapping):
         raise ConfigError(
             f"must be a mapping with a `type`, but got {describe(data)}", path=("runner",)
         )
-    data = {"type": "local", **data}
-    registered = _REGISTRY.get(data["type"]) if isinstance(data["type"], str) else None
-    if registered is None:
-        raise ConfigError(
-            f"unknown runner type {describe(data['type'])}; allowed: {', '.join(runner_types())}",
-            path=("runner", "type"),
-        )
-    return registered.settings.model_validate(data)
+    data = {"type": _DEFAULT_TYPE, **data}
+    return _registration(data["type"]).settings.model_validate(data)
 
 
 def make_runner(settings: RunnerSettings) -> Runner:
-    """The runner ``settings`` describe."""
-    return _REGISTRY[settings.type].runner.from_settings(settings)
+    """The runner ``settings`` describe.
+
+    Raises:
+        ConfigError: As :func:`runner_settings` for settings of an unknown type or of another
+            type's model.
+    """
+    return _registered(settings).runner.from_settings(settings)
+
+
+def _registration(type_name: object) -> _Registered:
+    registered = _REGISTRY.get(type_name) if isinstance(type_name, str) else None
+    if registered is None:
+        raise ConfigError(
+            f"unknown runner type {describe(type_name)}; allowed: {', '.join(runner_types())}",
+            path=("runner", "type"),
+        )
+    return registered
+
+
+def _registered(settings: RunnerSettings) -> _Registered:
+    registered = _registration(settings.type)
+    if not isinstance(settings, registered.settings):
+        raise ConfigError(
+            f"settings of runner type {settings.type!r} must be a "
+            f"{registered.settings.__name__}, but got a {type(settings).__name__}; validate "
+            "the section with runner_settings",
+            path=("runner",),
+        )
+    return registered

@@ -8,6 +8,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from paretune._errors import ParetuneError
+
 __all__ = [
     "SearchInterrupted",
     "clear_stop_request",
@@ -22,8 +24,12 @@ _stop = threading.Event()
 objective_in_main_thread = threading.Event()
 
 
-class SearchInterrupted(Exception):
-    """The search was stopped (Ctrl-C, SIGTERM); running trials were failed and re-queued."""
+class SearchInterrupted(ParetuneError):
+    """The search was stopped (Ctrl-C, SIGTERM); running trials were failed and re-queued.
+
+    A :class:`~paretune.ParetuneError` like every error paretune raises, but not a failure:
+    catch it before ``ParetuneError`` (the CLI exits 130 for it, 1 for the others).
+    """
 
     def __init__(self, requeued: list[int]) -> None:
         self.requeued = requeued

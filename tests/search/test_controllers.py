@@ -103,3 +103,53 @@ def test_botorch_capabilities_are_declared_by_the_sampler_class():
     assert declared == Capabilities(
         constraints=True, pending=True, no_duplicates=True, keyed_by_trial=True
     )
+
+
+@pytest.fixture
+def restore_controllers():
+    from paretune.search import _controllers
+
+    saved = dict(_controllers._REGISTRY)
+    yield
+    _controllers._REGISTRY.clear()
+    _controllers._REGISTRY.update(saved)
+
+
+@pytest.mark.usefixtures("restore_controllers")
+def test_a_sampler_class_registered_as_its_own_factory_declares_its_capabilities():
+    from paretune.search import Capabilities, controller_capabilities, register_controller
+
+    class Declares(optuna.samplers.RandomSampler):
+        capabilities = Capabilities(pending=True)
+
+    class Inherits(Declares):
+        pass
+
+    register_controller("test-declares", Declares)
+    register_controller("test-inherits", Inherits)
+    register_controller("test-plain", optuna.samplers.RandomSampler)
+    assert controller_capabilities("test-declares") is Declares.capabilities
+    assert controller_capabilities("test-inherits") is Declares.capabilities
+    assert controller_capabilities("test-plain") == Capabilities()
+
+
+@pytest.mark.usefixtures("restore_controllers")
+@pytest.mark.parametrize("declared", [{}, False, "pending", property(lambda self: None)])
+def test_a_sampler_class_capabilities_that_are_not_capabilities_are_rejected(declared):
+    from paretune.search import register_controller
+
+    Declares = type("Declares", (optuna.samplers.RandomSampler,), {"capabilities": declared})
+    with pytest.raises(ConfigError, match=r"Declares\.capabilities .*must be a Capabilities"):
+        register_controller("test-declares", Declares)
+
+
+@pytest.mark.usefixtures("restore_controllers")
+def test_a_factory_function_attribute_is_not_read_as_capabilities():
+    from paretune.search import Capabilities, controller_capabilities, register_controller
+
+    def factory(context, **options):
+        return optuna.samplers.RandomSampler(seed=context.seed)
+
+    factory.capabilities = Capabilities(pending=True)  # only the argument or a sampler class
+    register_controller("test-function", factory)
+    assert controller_capabilities("test-function") == Capabilities()
