@@ -77,8 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import optuna
     import torch
 
-    from paretune.search import LocalRunnerSettings
-    from paretune.search._local import default_threads
+    from paretune.search import LocalRunnerSettings, default_threads
     from paretune.spec import load_spec
     from paretune.trials_store import TrialsStore
 

@@ -24,7 +24,7 @@ from paretune.search._controllers import (
     register_controller,
 )
 from paretune.search._jobs import Job, ObjectiveRef, Outcome, evaluate
-from paretune.search._local import LocalRunner, LocalRunnerSettings
+from paretune.search._local import LocalRunner, LocalRunnerSettings, default_threads
 from paretune.search._loop import (
     Budget,
     Executor,
@@ -84,6 +84,7 @@ __all__ = [
     "check_controller",
     "controller_capabilities",
     "controller_names",
+    "default_threads",
     "evaluate",
     "handle_stop_signal",
     "make_pruner",
