@@ -575,7 +575,7 @@ def test_a_stop_signal_requeues_running_trials_and_resume_finishes(
     assert 1 <= len(interrupted) <= n_jobs
     assert states["WAITING"] == len(interrupted)  # each queued again, once
     for t in interrupted:
-        assert "stopped by the user" in t.user_attrs["paretune.interrupted"]
+        assert t.user_attrs["paretune.interrupted"] == f"stopped by the user ({signum.name})"
         [retry] = [r for r in study.trials if r.user_attrs.get("paretune.retry_of") == t.number]
         assert retry.state == optuna.trial.TrialState.WAITING and retry.params == t.params
 

@@ -31,7 +31,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from paretune._errors import ConfigError, SearchFailed
 from paretune.search._jobs import Job, ObjectiveRef, Outcome, evaluate
-from paretune.search._signals import SearchInterrupted, clear_stop_request, stop_requested
+from paretune.search._signals import (
+    SearchInterrupted,
+    clear_stop_request,
+    stop_reason,
+    stop_requested,
+)
 from paretune.trials_store import METRICS_ATTR, TrialLink
 
 if TYPE_CHECKING:
@@ -448,7 +453,7 @@ def run_trials(
                     del in_flight[handle]  # else interrupted (done again) with the others
         with contextlib.suppress(BaseException):
             executor.kill()
-        reason = "stopped by the user" if isinstance(err, KeyboardInterrupt) else repr(err)
+        reason = stop_reason() if isinstance(err, KeyboardInterrupt) else repr(err)
         requeued = []
         for started in [*in_flight.values(), *submitting]:
             with contextlib.suppress(BaseException):

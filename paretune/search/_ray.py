@@ -34,6 +34,7 @@ from paretune.search._signals import (
     SearchInterrupted,
     clear_stop_request,
     handle_stop_signal,
+    stop_reason,
     stop_requested,
 )
 
@@ -234,7 +235,7 @@ class RayRunner(Runner):
             with _stop_signals(), _quiet_tune():
                 tuner.fit()
         except BaseException as err:
-            reason = "stopped by the user" if isinstance(err, KeyboardInterrupt) else repr(err)
+            reason = stop_reason() if isinstance(err, KeyboardInterrupt) else repr(err)
             requeued = self._requeue_unfinished(store, search, reason)
             if isinstance(err, KeyboardInterrupt):
                 clear_stop_request()
@@ -246,10 +247,17 @@ class RayRunner(Runner):
         for started in list(search.errored.values()):  # errors whose callback never came
             search.record(started, Outcome("FAIL", error="the Ray trial failed"))
         search.errored.clear()
-        requeued = self._requeue_unfinished(store, search, "stopped by the user")
-        if stop_requested() or requeued:
+        reason = stop_reason() if stop_requested() else "Tune ended before the trial ran"
+        requeued = self._requeue_unfinished(store, search, reason)
+        if stop_requested():
             clear_stop_request()  # honoured (a stop during the start-up was kept until here)
             raise SearchInterrupted(requeued)
+        if requeued:
+            _log.warning(
+                "trials %s were queued again: Tune ended before they ran; the same command "
+                "evaluates them",
+                requeued,
+            )
         policy.finish()
 
     def _start_ray(self, ray: Any) -> bool:

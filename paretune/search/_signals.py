@@ -20,6 +20,7 @@ __all__ = [
 ]
 
 _stop = threading.Event()
+_stop_signal: str | None = None  # the name of the signal that requested the stop
 # Set while an objective runs in the main thread: only then does a stop raise at once.
 objective_in_main_thread = threading.Event()
 
@@ -48,10 +49,22 @@ def handle_stop_signal(signum: int, frame: Any) -> None:
     (``timeout``, Slurm, systemd, Kubernetes) reaches them without killing their trials: the
     driver stops them and queues their trials again.
     """
+    global _stop_signal
+    try:
+        _stop_signal = signal.Signals(signum).name
+    except ValueError:
+        _stop_signal = str(signum)
     if _stop.is_set() or objective_in_main_thread.is_set():
         _stop.set()
         raise KeyboardInterrupt  # a second signal stops at once, wherever the driver is
     _stop.set()
+
+
+def stop_reason() -> str:
+    """Why the running trials of a stopped search were interrupted, as recorded on them:
+    ``"stopped by the user (SIGINT)"``, ``"... (SIGTERM)"``; without a signal (a
+    ``KeyboardInterrupt`` raised in this process), ``"stopped by the user"``."""
+    return "stopped by the user" + (f" ({_stop_signal})" if _stop_signal else "")
 
 
 def stop_requested() -> bool:
@@ -67,7 +80,9 @@ def stop_requested() -> bool:
 
 def clear_stop_request() -> None:
     """Drop a stop request (where a new scope of stop handling begins)."""
+    global _stop_signal
     _stop.clear()
+    _stop_signal = None
 
 
 @contextlib.contextmanager
