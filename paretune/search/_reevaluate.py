@@ -34,7 +34,6 @@ from paretune._errors import ConfigError
 from paretune.search._jobs import Job, ObjectiveRef, Outcome
 from paretune.search._local import default_threads, make_executor
 from paretune.search._loop import Budget, Started, StopPolicy, run_trials
-from paretune.search._signals import SearchInterrupted
 from paretune.trials_store import (
     BASELINE_ATTR,
     CHILD_RUN_ATTR,
@@ -202,8 +201,9 @@ def reevaluate(
     Raises:
         ConfigError: Bad arguments, or an objective without a full-fidelity mode.
         StudyError: The study does not exist.
-        KeyboardInterrupt: Stopped; the evaluations that were running are failed and redone by
-            the next call (those that had finished are kept).
+        SearchInterrupted: Stopped (Ctrl-C, SIGTERM, or a ``KeyboardInterrupt`` raised in this
+            process); the evaluations that were running are failed and redone by the next
+            call (those that had finished are kept); ``requeued`` names them.
     """
     from optuna.trial import TrialState
 
@@ -267,10 +267,7 @@ def reevaluate(
         in_driver=n_jobs == 1 and trial_timeout is None,
     )
     policy = StopPolicy(Budget(max_failures_in_a_row=None, trial_timeout=trial_timeout))
-    try:
-        run_trials(source, executor, policy)
-    except SearchInterrupted:
-        raise KeyboardInterrupt from None
+    run_trials(source, executor, policy)
     return list(results.values())
 
 

@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 
 from paretune import ConfigError
 from paretune.cli import main
-from paretune.search import handle_stop_signal, open_store, run_search
+from paretune.search import SearchInterrupted, handle_stop_signal, open_store, run_search
 from paretune.search._reevaluate import Reevaluation, reevaluation_study_name
 from paretune.spec import SearchSpec, load_spec
 from paretune.trials_store import dominates as dominates_values
@@ -222,7 +222,7 @@ def test_ctrl_c_stops_the_workers_and_the_next_call_does_the_rest(
     def stop_after_the_first(done: int, *args: Any) -> None:
         handle_stop_signal(signal.SIGINT, None)  # what Ctrl-C does in `paretune reevaluate`
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SearchInterrupted):
         variant(searched, sleep_per_seed=5.0).reevaluate(  # seed 1 still runs when seed 0 is done
             numbers=[4],
             seeds=4,
@@ -244,7 +244,7 @@ def test_an_interrupted_reevaluation_is_finished_by_the_next_call(
     # One job at a time: the objective runs in this process, so a KeyboardInterrupt in it (what
     # Ctrl-C raises there) stops the call. (Worker processes ignore SIGINT; the test above
     # stops a call with workers the way Ctrl-C does, through the driver.)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SearchInterrupted):
         variant(searched, interrupt_seed=1).reevaluate(numbers=[3], seeds=3, n_jobs=1)
     assert _running(load_spec(searched)) == []  # nothing left RUNNING
     assert [e["seed"] for e in evaluations(tmp_path)][-1] == 0
