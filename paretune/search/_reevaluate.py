@@ -40,7 +40,6 @@ from paretune.trials_store import (
     ERROR_ATTR,
     LABEL_ATTR,
     METRICS_ATTR,
-    PARENT_RUN_ATTR,
     PendingTrial,
     StudyConfig,
     TrialLink,
@@ -236,9 +235,7 @@ def reevaluate(
         mlflow=False,
     )
     companion.study.set_user_attr("paretune.source_study", study.name)
-    # The evaluations' MLflow runs are children of the study's parent run.
-    companion.mlflow = store.mlflow
-    companion.parent_run_id = store.study.user_attrs.get(PARENT_RUN_ATTR)
+    companion.log_under(store)  # the evaluations' runs are children of the study's parent
     companion.recover()
 
     results = {

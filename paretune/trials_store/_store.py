@@ -267,6 +267,12 @@ class TrialsStore:
                 return str(known)
             time.sleep(0.2)
 
+    def log_under(self, other: TrialsStore) -> None:
+        """Log this study's trials as MLflow child runs of ``other``'s parent run (a companion
+        study, such as re-evaluations, shows under the study it belongs to)."""
+        self.mlflow = other.mlflow
+        self.parent_run_id = other.study.user_attrs.get(PARENT_RUN_ATTR)
+
     def close(self, *, status: str = "FINISHED") -> None:
         """Stop the heartbeat, tag the Pareto front and end the parent run."""
         if self._heartbeat is not None:
