@@ -17,7 +17,7 @@ from paretune.spaces._space import SearchSpace
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DimKind", "Encoding"]
+__all__ = ["DimKind", "Encoding", "as_rows"]
 
 
 class DimKind(enum.Enum):
@@ -406,11 +406,7 @@ class Encoding:
         Raises:
             ConfigError: ``X`` is not ``n x d`` or holds NaN or infinity.
         """
-        if hasattr(X, "detach"):
-            X = X.detach().cpu().numpy()
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != self.dim:
-            raise ConfigError(f"X must be `n x {self.dim}`, but got shape {tuple(X.shape)}.")
+        X = as_rows(X, self.dim)
         if not np.isfinite(X).all():
             raise ConfigError("X must be finite, but it holds NaN or infinity.")
         out = []
@@ -423,3 +419,17 @@ class Encoding:
                     values[codec.param.name] = codec.decode(row[cols])
             out.append(values)
         return out
+
+
+def as_rows(X: torch.Tensor | np.ndarray, dim: int) -> np.ndarray:
+    """``X`` (a tensor, on any device, or an array) as an ``n x dim`` float64 array.
+
+    Raises:
+        ConfigError: ``X`` is not ``n x dim``.
+    """
+    if hasattr(X, "detach"):
+        X = X.detach().cpu().numpy()
+    rows = np.asarray(X, dtype=np.float64)
+    if rows.ndim != 2 or rows.shape[1] != dim:
+        raise ConfigError(f"X must be `n x {dim}`, but got shape {tuple(rows.shape)}.")
+    return rows

@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from paretune._errors import ConfigError
-from paretune.spaces._encoding import DimKind, Encoding
+from paretune.spaces._encoding import DimKind, Encoding, as_rows
 from paretune.spaces._space import SearchSpace
 
 if TYPE_CHECKING:
@@ -127,11 +126,7 @@ class UnitCube:
         Raises:
             ConfigError: ``X`` is not ``n x d`` or holds NaN or infinity.
         """
-        if hasattr(X, "detach"):
-            X = X.detach().cpu().numpy()
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != self.dim:
-            raise ConfigError(f"X must be `n x {self.dim}`, but got shape {tuple(X.shape)}.")
+        X = as_rows(X, self.dim)
         full = np.tile(self._lower, (X.shape[0], 1))
         full[:, self._free] = X * self._span[self._free] + self._lower[self._free]
         return self.encoding.decode(full)
