@@ -13,7 +13,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from paretune._errors import ConfigError, describe
-from paretune._validation import StrictModel
+from paretune._validation import StrictModel, check_registration
 
 if TYPE_CHECKING:
     from paretune.search._loop import Budget, StudyTrials
@@ -147,18 +147,13 @@ def register_runner(
     Raises:
         ConfigError: A bad name or class, or ``type_name`` is taken.
     """
-    if not isinstance(type_name, str) or not type_name:
-        raise ConfigError(f"runner type names must be non-empty strings, but got {type_name!r}.")
     if not (isinstance(runner_cls, type) and issubclass(runner_cls, Runner)):
         raise ConfigError(f"a runner must subclass Runner, but got {describe(runner_cls)}.")
     if not (isinstance(settings_model, type) and issubclass(settings_model, RunnerSettings)):
         raise ConfigError(
             f"runner settings must subclass RunnerSettings, but got {describe(settings_model)}."
         )
-    if type_name in _REGISTRY and not replace:
-        raise ConfigError(
-            f"the runner type {type_name!r} is already registered. Pass replace=True to replace it."
-        )
+    check_registration("runner type", _REGISTRY, type_name, runner_cls, replace=replace)
     _REGISTRY[type_name] = _Registered(runner_cls, settings_model)
 
 
