@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from paretune.spaces import SearchSpace
 
 __all__ = [
-    "Capabilities",
     "ControllerContext",
     "ControllerFactory",
     "check_controller",

@@ -195,7 +195,6 @@ class RayRunner(Runner):
 
         from paretune.search import _ray_tune as rt
 
-        self.check(metrics=trials.store.config.metric_names, pruning=False, budget=budget)
         store = trials.store
         # RUNNING trials of other drivers on the same study count too.
         policy = trials.stop_policy(budget)

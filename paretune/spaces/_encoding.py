@@ -275,8 +275,7 @@ class Encoding:
             codec = _codec(param, categorical)
             self._codecs.append((codec, slice(start, start + codec.width)))
             start += codec.width
-        self._slices = {codec.param.name: cols for codec, cols in self._codecs}
-        self._by_name = {codec.param.name: codec for codec, _ in self._codecs}
+        self._by_name = {codec.param.name: (codec, cols) for codec, cols in self._codecs}
         self.dim: int = start
         self.kinds: tuple[DimKind, ...] = tuple(k for c, _ in self._codecs for k in c.kinds)
         self._lower = np.array([b for c, _ in self._codecs for b in c.lower], dtype=np.float64)
@@ -326,8 +325,7 @@ class Encoding:
         return self._codec(name).discrete_values()
 
     def _codec(self, name: str) -> _Codec:
-        self.columns(name)  # the KeyError that names the space's parameters
-        return self._by_name[name]
+        return self._entry(name)[0]
 
     def n_values(self, name: str) -> int | None:
         """How many values parameter ``name`` takes: its grid's size (``Int``, ``Float`` with
@@ -345,8 +343,11 @@ class Encoding:
         Raises:
             KeyError: ``name`` is not in the space.
         """
+        return self._entry(name)[1]
+
+    def _entry(self, name: str) -> tuple[_Codec, slice]:
         try:
-            return self._slices[name]
+            return self._by_name[name]
         except KeyError:
             raise KeyError(
                 f"no parameter {name!r}; the space has {list(self.space.names)}."

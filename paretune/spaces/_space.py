@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from paretune._errors import ConfigError, describe
-from paretune.spaces._dicts import param_from_dict, param_to_dict
+from paretune.spaces._dicts import param_from_dict, param_from_optuna, param_to_dict
 from paretune.spaces._params import Parameter
 
 if TYPE_CHECKING:
@@ -119,8 +119,6 @@ class SearchSpace:
             ConfigError: A distribution that is not a Float, Int or Categorical distribution;
                 the path is its name.
         """
-        from paretune.spaces._dicts import param_from_optuna
-
         return cls(param_from_optuna(name, dist) for name, dist in distributions.items())
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
