@@ -13,7 +13,7 @@ from paretune.objectives._protocol import Metric, TrialContext
 if TYPE_CHECKING:
     from paretune.spaces import SearchSpace
 
-__all__ = ["BaseObjective", "FunctionObjective"]
+__all__ = ["BaseObjective", "FunctionObjective", "checked_budget"]
 
 
 class BaseObjective(abc.ABC):
@@ -115,13 +115,10 @@ class FunctionObjective(BaseObjective):
         Raises:
             ConfigError: ``budget`` is not a number in ``(0, 1]``.
         """
-        if isinstance(budget, bool) or not isinstance(budget, numbers.Real) or not 0 < budget <= 1:
-            raise ConfigError(
-                f"a fidelity is a fraction of full fidelity in (0, 1], but got "
-                f"budget={describe(budget)}."
-            )
         twin = FunctionObjective(self.function)
-        twin.fidelity = float(budget)
+        twin.fidelity = checked_budget(
+            budget, "a fidelity is a fraction of full fidelity in (0, 1]"
+        )
         return twin
 
     def __call__(self, params: dict[str, Any], ctx: TrialContext) -> dict[str, float]:
@@ -132,3 +129,18 @@ class FunctionObjective(BaseObjective):
         name = getattr(self.function, "__qualname__", None) or repr(self.function)
         at = "" if self.fidelity is None else f", fidelity={self.fidelity:g}"
         return f"FunctionObjective({name}{at})"
+
+
+def checked_budget(budget: Any, rule: str) -> float:
+    """``budget`` as a float in ``(0, 1]``.
+
+    Raises:
+        ConfigError: It is not a number in ``(0, 1]``; the message is ``rule`` and the value.
+    """
+    if (
+        isinstance(budget, bool)
+        or not isinstance(budget, numbers.Real)
+        or not 0 < float(budget) <= 1
+    ):
+        raise ConfigError(f"{rule}, but got budget={describe(budget)}.")
+    return float(budget)

@@ -3,15 +3,11 @@ full-fidelity evaluations, and of a trial with a budget."""
 
 from __future__ import annotations
 
-import numbers
-from typing import Any
-
-from paretune._errors import ConfigError, describe
+from paretune._errors import ConfigError
 from paretune.objectives.finetune._settings import Fidelity
 
 __all__ = [
     "DEFAULT_MAX_LENGTH",
-    "checked_budget",
     "scaled",
     "schedules",
     "with_lengths",
@@ -58,24 +54,6 @@ def with_lengths(
         for s in (search, full)
     )
     return search, full
-
-
-def checked_budget(budget: Any) -> float:
-    """``budget`` as a float in ``(0, 1]``.
-
-    Raises:
-        ConfigError: It is not a number in ``(0, 1]``.
-    """
-    if (
-        isinstance(budget, bool)
-        or not isinstance(budget, numbers.Real)
-        or not 0 < float(budget) <= 1
-    ):
-        raise ConfigError(
-            "the finetune objective takes a budget in (0, 1] (1.0: full fidelity; less: that "
-            f"fraction of the training examples), but got budget={describe(budget)}."
-        )
-    return float(budget)
 
 
 def scaled(schedule: Fidelity, budget: float, available: int) -> Fidelity:

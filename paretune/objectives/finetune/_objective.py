@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from paretune._validation import config_error
-from paretune.objectives._base import BaseObjective
+from paretune.objectives._base import BaseObjective, checked_budget
 from paretune.objectives._protocol import Metric, TrialContext
 from paretune.objectives.finetune._costs import (
     KNOWN_METRICS,
@@ -20,7 +20,7 @@ from paretune.objectives.finetune._costs import (
     count_metrics,
 )
 from paretune.objectives.finetune._data import LabelledData
-from paretune.objectives.finetune._fidelity import checked_budget, scaled, schedules, with_lengths
+from paretune.objectives.finetune._fidelity import scaled, schedules, with_lengths
 from paretune.objectives.finetune._files import check_sources
 from paretune.objectives.finetune._loading import Loaded
 from paretune.objectives.finetune._model import load_config, model_layout, resolve_model
@@ -34,6 +34,12 @@ if TYPE_CHECKING:
 __all__ = ["Finetune"]
 
 _log = logging.getLogger(__name__)
+
+
+_BUDGET_RULE = (
+    "the finetune objective takes a budget in (0, 1] (1.0: full fidelity; less: that fraction "
+    "of the training examples)"
+)
 
 
 class Finetune(BaseObjective):
@@ -123,7 +129,7 @@ class Finetune(BaseObjective):
         Raises:
             ConfigError: ``budget`` is not a number in ``(0, 1]``.
         """
-        budget = checked_budget(budget)
+        budget = checked_budget(budget, _BUDGET_RULE)
         if budget == self.fidelity:
             return self
         twin = copy.copy(self)
@@ -172,7 +178,7 @@ class Finetune(BaseObjective):
         """
         if budget is None:
             return self.schedule
-        return scaled(self.schedule, checked_budget(budget), self.data.size("train"))
+        return scaled(self.schedule, checked_budget(budget, _BUDGET_RULE), self.data.size("train"))
 
     def __call__(self, params: dict[str, Any], ctx: TrialContext) -> dict[str, float]:
         """Train and evaluate one candidate (the objective protocol).
