@@ -18,6 +18,8 @@ from typing import Any
 
 from paretune._errors import StudyError, retry_setup_race
 
+STUDY_UID_TAG = "paretune.study_uid"  # a study's parent run, found without its id
+
 __all__ = ["MlflowLink"]
 
 # MLflow rejects param values longer than this.
@@ -134,18 +136,24 @@ class MlflowLink:
     def client(self) -> Any:
         return self._client
 
-    def start_parent(self, *, study_name: str, run_id: str | None, tags: Mapping[str, str]) -> str:
-        """The study's parent run: the one recorded in the study, or else the one carrying the
-        same ``paretune.study_uid`` tag (started by a driver killed before it recorded it),
-        or a new one.
+    def start_parent(
+        self,
+        *,
+        study_name: str,
+        run_id: str | None,
+        study_uid: str | None = None,
+        tags: Mapping[str, str],
+    ) -> str:
+        """The study's parent run: the one recorded in the study, or else the one tagged with
+        the same ``study_uid`` (started by a driver killed before it recorded it), or a new
+        one (tagged with it).
 
         A parent run that ended (the search stopped) is reopened when the search resumes.
         """
-        uid = tags.get("paretune.study_uid")
-        if run_id is None and uid is not None:
+        if run_id is None and study_uid is not None:
             found = self._client.search_runs(
                 [self.experiment_id],
-                filter_string=f"tags.`paretune.study_uid` = '{uid}'",
+                filter_string=f"tags.`{STUDY_UID_TAG}` = '{study_uid}'",
                 max_results=1,
                 order_by=["attributes.start_time ASC"],
             )
@@ -158,7 +166,12 @@ class MlflowLink:
         run = self._client.create_run(
             self.experiment_id,
             run_name=study_name,
-            tags={"paretune.study": study_name, "paretune.role": "study", **tags},
+            tags={
+                "paretune.study": study_name,
+                "paretune.role": "study",
+                **({STUDY_UID_TAG: study_uid} if study_uid is not None else {}),
+                **tags,
+            },
         )
         return str(run.info.run_id)
 

@@ -225,10 +225,10 @@ class TrialsStore:
             The numbers of the trials that were found stale and queued again.
         """
         if self.mlflow is not None:
+            study_id = self.storage.get_study_id_from_name(self.config.name)
             known = self.study.user_attrs.get(PARENT_RUN_ATTR)
             if known is None and not self._created:
-                known = self._await_parent_run()
-            study_id = self.storage.get_study_id_from_name(self.config.name)
+                known = self._await_parent_run(study_id)
             uid = self.storage.get_study_system_attrs(study_id).get(_UID_ATTR)
             if uid is None:
                 uid = uuid.uuid4().hex
@@ -236,7 +236,8 @@ class TrialsStore:
             self.parent_run_id = self.mlflow.start_parent(
                 study_name=self.config.name,
                 run_id=known,
-                tags={"paretune.storage": self.storage_url, "paretune.study_uid": uid},
+                study_uid=uid,
+                tags={"paretune.storage": self.storage_url},
             )
             if known is None:
                 self.study.set_user_attr(PARENT_RUN_ATTR, self.parent_run_id)
@@ -246,7 +247,7 @@ class TrialsStore:
         self._heartbeat = _Heartbeat(self.storage)
         return recovered
 
-    def _await_parent_run(self) -> str | None:
+    def _await_parent_run(self, study_id: int) -> str | None:
         """The parent run id that the driver which created this study is about to record.
 
         Another driver created the study moments ago and marked it; it records its MLflow
@@ -254,7 +255,6 @@ class TrialsStore:
         run) keeps one parent run per study. ``None`` where no creator is at work: an
         unmarked study, a mark older than ``_PARENT_WAIT_S``, or a creator that died.
         """
-        study_id = self.storage.get_study_id_from_name(self.config.name)
         while True:
             attrs = self.storage.get_study_system_attrs(study_id)
             marked = attrs.get(_PARENT_PENDING_ATTR)
