@@ -7,7 +7,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from paretune.search._controllers import ControllerContext, make_sampler
+from paretune.search._controllers import (
+    ControllerContext,
+    controller_capabilities,
+    make_sampler,
+)
 from paretune.search._jobs import ObjectiveRef
 from paretune.search._loop import Budget, StudyTrials
 from paretune.search._runner import RunnerSettings, make_runner
@@ -66,17 +70,36 @@ class SearchResult:
     interrupted: bool = False
 
 
-def open_store(plan: SearchPlan, *, create: bool = True, mlflow: bool = True) -> TrialsStore:
-    """The plan's study with its controller and pruner attached."""
+def open_store(
+    plan: SearchPlan,
+    *,
+    create: bool = True,
+    mlflow: bool = True,
+    sampler: optuna.samplers.BaseSampler | None = None,
+) -> TrialsStore:
+    """The plan's study with its controller and pruner attached.
+
+    Args:
+        sampler: The controller's sampler as built for an empty study, used where the study
+            needs that same one (it is empty, or the seed does not depend on its size).
+    """
     from paretune.trials_store import TrialsStore
 
     store = TrialsStore(plan.study, create=create, mlflow=mlflow)
-    store.study.sampler = make_sampler(
-        plan.controller,
-        plan.controller_context,
-        plan.controller_options,
-        n_existing_trials=len(store.study.trials),
+    existing = len(store.study.get_trials(deepcopy=False))
+    reseeded = (
+        existing > 0
+        and plan.controller_context.seed is not None
+        and not controller_capabilities(plan.controller).keyed_by_trial
     )
+    if sampler is None or reseeded:
+        sampler = make_sampler(
+            plan.controller,
+            plan.controller_context,
+            plan.controller_options,
+            n_existing_trials=existing,
+        )
+    store.study.sampler = sampler
     if plan.pruner is not None:
         store.study.pruner = plan.pruner
     return store
@@ -114,8 +137,8 @@ def run_search(
     )
     # The controller and its options are checked before the study exists: a bad option leaves
     # nothing behind.
-    make_sampler(plan.controller, plan.controller_context, plan.controller_options)
-    store = open_store(plan, create=not resume)
+    sampler = make_sampler(plan.controller, plan.controller_context, plan.controller_options)
+    store = open_store(plan, create=not resume, sampler=sampler)
     interrupted = False
     status = "FAILED"  # unless the runner returns or is stopped
     recovered: list[int] = []
