@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from paretune._errors import ConfigError
+from paretune.objectives._paths import DATA_DIR_ENV, resolve_file
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,8 +27,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-DATA_DIR_ENV = "PARETUNE_DATA_DIR"
-"""Relative data paths that are not found under the working directory are looked up here."""
 _FORMATS = {
     ".csv": "csv",
     ".tsv": "tsv",
@@ -48,33 +46,6 @@ def file_format(path: str | Path) -> str | None:
     if suffixes and suffixes[-1] in _COMPRESSIONS:
         suffixes = suffixes[:-1]
     return _FORMATS.get(suffixes[-1]) if suffixes else None
-
-
-def resolve_file(value: str, setting: str) -> Path:
-    """The data file ``value`` names: absolute, or relative to the working directory, or
-    relative to ``$PARETUNE_DATA_DIR``, tried in that order.
-
-    Raises:
-        ConfigError: No such file; the message names every place tried (path ``setting``).
-    """
-    path = Path(value).expanduser()
-    if path.is_absolute():
-        if path.is_file():
-            return path
-        raise ConfigError(f"the data file {str(path)!r} does not exist.", path=(setting,))
-    tried = [Path.cwd() / path]
-    data_dir = os.environ.get(DATA_DIR_ENV)
-    if data_dir:
-        tried.append(Path(data_dir).expanduser() / path)
-    for candidate in tried:
-        if candidate.is_file():
-            return candidate.resolve()
-    places = f"{str(tried[0])!r} (relative to the working directory)"
-    if data_dir:
-        places += f" and {str(tried[1])!r} (relative to ${DATA_DIR_ENV})"
-    else:
-        places += f"; ${DATA_DIR_ENV} is not set, so no data directory was tried"
-    raise ConfigError(f"cannot find the data file {value!r}: tried {places}.", path=(setting,))
 
 
 def is_local(data: str) -> bool:
