@@ -7,7 +7,28 @@ matrices at ``lr / width_mult``) survive every step. The schedulers are plain
 ``torch.optim.lr_scheduler.LRScheduler`` subclasses: they save and load with
 ``state_dict``/``load_state_dict`` and step after ``optimizer.step()``.
 
-``import paretune.spaces.schedules`` imports torch.
+A spec describes a schedule by its ``type`` and settings, which :func:`schedule_from_dict`
+checks (or a settings model's field of type :data:`Schedule`), and whose ``build`` makes the
+scheduler once the run's length is known. The lengths of the warmup and the decay are each a
+fraction of the run's steps (``warmup_fraction``, rounded up; ``decay_fraction``, rounded down)
+or steps (``warmup_steps``, ``decay_steps``), not both; the warmup is 5% of the steps unless
+given::
+
+    schedule: {type: power, a: 4.0, b: -0.51, lr_max: 0.02,
+               warmup_fraction: 0.05, decay_fraction: 0.1}
+    schedule: {type: wsd, warmup_steps: 100, decay_fraction: 0.2, decay_shape: 1-sqrt}
+    schedule: {type: constant, warmup_fraction: 0.0}
+
+>>> schedule = schedule_from_dict({"type": "power", "warmup_steps": 10})
+>>> scheduler = schedule.build(  # doctest: +SKIP
+...     optimizer, total_steps=1000, batch_size=16, tokens_per_step=16 * 4096
+... )
+
+``wsd`` (:class:`WSDSchedule`) decays by 10% of the steps unless given, ``power``
+(:class:`PowerSchedule`) not at all, and ``constant`` (:class:`ConstantSchedule`) has no decay.
+
+``import paretune.spaces.schedules`` imports torch; the settings models alone
+(``paretune.spaces._schedule_settings``) do not.
 """
 
 from __future__ import annotations
@@ -15,17 +36,33 @@ from __future__ import annotations
 import abc
 import math
 import numbers
-from typing import Any, Literal
+from typing import Any, get_args
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
 from paretune._errors import ConfigError, describe
+from paretune.spaces._schedule_settings import (
+    ConstantSchedule,
+    PowerSchedule,
+    Schedule,
+    Shape,
+    WSDSchedule,
+    schedule_from_dict,
+)
 
-__all__ = ["FactorScheduler", "PowerScheduler", "WSDScheduler"]
+__all__ = [
+    "ConstantSchedule",
+    "FactorScheduler",
+    "PowerSchedule",
+    "PowerScheduler",
+    "Schedule",
+    "WSDSchedule",
+    "WSDScheduler",
+    "schedule_from_dict",
+]
 
-Shape = Literal["linear", "cosine", "1-sqrt"]
-_SHAPES = ("linear", "cosine", "1-sqrt")
+_SHAPES: tuple[str, ...] = get_args(Shape)
 
 
 class FactorScheduler(LRScheduler, abc.ABC):

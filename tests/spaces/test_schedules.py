@@ -7,10 +7,20 @@ import math
 
 import pytest
 import torch
+from pydantic import ValidationError
 from transformers import get_wsd_schedule
 
 from paretune import ConfigError
-from paretune.spaces.schedules import PowerScheduler, WSDScheduler
+from paretune._validation import StrictModel, config_error
+from paretune.spaces.schedules import (
+    ConstantSchedule,
+    PowerSchedule,
+    PowerScheduler,
+    Schedule,
+    WSDSchedule,
+    WSDScheduler,
+    schedule_from_dict,
+)
 
 
 def _optimizer() -> torch.optim.Optimizer:
@@ -199,4 +209,137 @@ def test_a_resumed_power_schedule_continues_where_it_stopped() -> None:
 def test_bad_power_settings_name_the_setting(settings: dict, path: tuple) -> None:
     with pytest.raises(ConfigError) as info:
         PowerScheduler(_optimizer(), **{**_POWER, "warmup_steps": 1, **settings})
+    assert info.value.path == path
+
+
+def test_a_wsd_spec_builds_the_scheduler_it_describes() -> None:
+    spec = {"type": "wsd", "warmup_fraction": 0.07, "decay_fraction": 0.29}
+    schedule = schedule_from_dict({**spec, "decay_shape": "cosine", "min_lr_ratio": 0.1})
+    assert isinstance(schedule, WSDSchedule)
+    built = schedule.build(_optimizer(), total_steps=100, batch_size=8, tokens_per_step=1024)
+    # 7 and 29 steps exactly, though 0.07 * 100 and 0.29 * 100 are not 7 and 29 in floats.
+    assert (built.warmup_steps, built.stable_steps, built.decay_steps) == (7, 64, 29)
+    reference = WSDScheduler(
+        _optimizer(),
+        warmup_steps=7,
+        stable_steps=64,
+        decay_steps=29,
+        decay="cosine",
+        min_lr_ratio=0.1,
+    )
+    assert _lrs(built, 105) == pytest.approx(_lrs(reference, 105), rel=1e-12, abs=0)
+
+
+def test_a_power_spec_builds_the_scheduler_it_describes() -> None:
+    spec = {"type": "power", "a": 3, "b": -0.5, "lr_max": 0.01, "warmup_steps": 10}
+    schedule = schedule_from_dict({**spec, "decay_fraction": 0.25})
+    assert isinstance(schedule, PowerSchedule)
+    built = schedule.build(_optimizer(), total_steps=200, **_POWER)
+    reference = PowerScheduler(
+        _optimizer(),
+        **_POWER,
+        a=3.0,
+        b=-0.5,
+        lr_max=0.01,
+        warmup_steps=10,
+        decay_steps=50,
+        total_steps=200,
+    )
+    assert _lrs(built, 203) == pytest.approx(_lrs(reference, 203), rel=1e-12, abs=0)
+
+
+def test_a_constant_spec_warms_up_then_holds() -> None:
+    schedule = schedule_from_dict({"type": "constant", "warmup_steps": 4})
+    assert isinstance(schedule, ConstantSchedule)
+    built = schedule.build(_optimizer(), total_steps=10, batch_size=8, tokens_per_step=1024)
+    assert _lrs(built, 10)[::2] == pytest.approx([0, 0.25, 0.5, 0.75, 1, 1, 1, 1, 1, 1])
+
+
+@pytest.mark.parametrize(
+    ("spec", "lengths"),
+    [
+        ({"type": "wsd"}, (5, 10)),  # 5% warmup, 10% decay
+        ({"type": "power"}, (5, 0)),  # 5% warmup, no decay
+        ({"type": "constant"}, (5, 0)),
+        ({"type": "constant", "warmup_fraction": 0}, (0, 0)),
+        ({"type": "wsd", "warmup_fraction": 0.013, "decay_fraction": 0.013}, (2, 1)),  # up, down
+    ],
+)
+def test_spec_defaults_and_rounding_of_fractions(spec: dict, lengths: tuple) -> None:
+    built = schedule_from_dict(spec).build(
+        _optimizer(), total_steps=100, batch_size=16, tokens_per_step=65536
+    )
+    assert (built.warmup_steps, built.decay_steps) == lengths
+
+
+@pytest.mark.parametrize("total", [7, 10, 13, 101])
+def test_fractions_that_sum_to_one_fit_any_run(total: int) -> None:
+    schedule = schedule_from_dict({"type": "wsd", "warmup_fraction": 0.3, "decay_fraction": 0.7})
+    built = schedule.build(_optimizer(), total_steps=total, batch_size=1, tokens_per_step=1)
+    assert isinstance(built, WSDScheduler)
+    assert built.warmup_steps + built.stable_steps + built.decay_steps == total
+
+
+def test_a_settings_model_holds_a_schedule_by_its_type() -> None:
+    class Settings(StrictModel):
+        schedule: Schedule = WSDSchedule()
+
+    settings = Settings.model_validate({"schedule": {"type": "power", "decay_steps": 3}})
+    assert settings.schedule == PowerSchedule(decay_steps=3)
+    assert Settings().schedule.type == "wsd"
+    assert "discriminator" in Settings.model_json_schema()["properties"]["schedule"]
+    # Errors are located below the field, as schedule_from_dict locates them (not at
+    # schedule.power.a, where pydantic puts a union's tag).
+    for bad, path in [({"type": "power", "a": -1}, "a"), ({"type": "nope"}, "type")]:
+        with pytest.raises(ValidationError) as info:
+            Settings.model_validate({"schedule": bad})
+        assert config_error(info.value).path == ("schedule", path)
+
+
+@pytest.mark.parametrize(
+    ("spec", "path"),
+    [
+        ([("type", "wsd")], ()),
+        ({}, ("type",)),
+        ({"type": "cosine"}, ("type",)),
+        ({"type": ["wsd"]}, ("type",)),
+        ({"type": "wsd", "warmup": 0.1}, ("warmup",)),
+        ({"type": "constant", "decay_fraction": 0.1}, ("decay_fraction",)),
+        ({"type": "wsd", "warmup_fraction": 1.0}, ("warmup_fraction",)),
+        ({"type": "wsd", "warmup_fraction": "0.1"}, ("warmup_fraction",)),
+        ({"type": "power", "decay_fraction": -0.1}, ("decay_fraction",)),
+        ({"type": "wsd", "warmup_steps": 5.0}, ("warmup_steps",)),
+        ({"type": "wsd", "warmup_fraction": 0.1, "warmup_steps": 5}, ("warmup_steps",)),
+        ({"type": "power", "decay_fraction": 0.1, "decay_steps": 5}, ("decay_steps",)),
+        ({"type": "wsd", "warmup_fraction": 0.6, "decay_fraction": 0.5}, ("decay_fraction",)),
+        ({"type": "wsd", "decay_shape": "exponential"}, ("decay_shape",)),
+        ({"type": "wsd", "min_lr_ratio": 2}, ("min_lr_ratio",)),
+        ({"type": "power", "a": 0}, ("a",)),
+        ({"type": "power", "b": 0.51}, ("b",)),
+        ({"type": "power", "lr_max": math.inf}, ("lr_max",)),
+    ],
+)
+def test_bad_specs_name_the_key(spec: object, path: tuple) -> None:
+    with pytest.raises(ConfigError) as info:
+        schedule_from_dict(spec)  # type: ignore[arg-type]
+    assert info.value.path == path
+
+
+@pytest.mark.parametrize(
+    ("spec", "total", "path"),
+    [
+        ({"type": "wsd", "warmup_steps": 60, "decay_steps": 50}, 100, ("decay_steps",)),
+        ({"type": "wsd", "warmup_steps": 20, "decay_fraction": 0.9}, 100, ("decay_fraction",)),
+        ({"type": "power", "warmup_steps": 101}, 100, ("warmup_steps",)),
+        ({"type": "constant", "warmup_steps": 11}, 10, ("warmup_steps",)),
+        ({"type": "constant"}, 0, ("total_steps",)),
+    ],
+)
+def test_a_warmup_and_decay_longer_than_the_run_name_the_length(
+    spec: dict, total: int, path: tuple
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        schedule_from_dict(spec).build(
+            _optimizer(), total_steps=total, batch_size=16, tokens_per_step=65536
+        )
     assert info.value.path == path
