@@ -12,7 +12,8 @@ HEAVY = ("torch", "botorch", "ray", "mlflow", "transformers", "peft")
 
 @pytest.mark.parametrize(
     "module",
-    ["paretune", "paretune.cli", "paretune.spec", "paretune.spaces", "paretune.objectives",
+    ["paretune", "paretune.cli", "paretune.spec", "paretune.spaces",
+     "paretune.spaces._schedule_settings", "paretune.objectives",
      "paretune.search", "paretune.trials_store", "paretune.dashboards", "paretune.testing"],
 )  # fmt: skip
 def test_import_does_not_load_heavy_libraries(module):

@@ -7,7 +7,28 @@ matrices at ``lr / width_mult``) survive every step. The schedulers are plain
 ``torch.optim.lr_scheduler.LRScheduler`` subclasses: they save and load with
 ``state_dict``/``load_state_dict`` and step after ``optimizer.step()``.
 
-``import paretune.spaces.schedules`` imports torch.
+A spec describes a schedule by its ``type`` and settings, which :func:`schedule_from_dict`
+checks (or a settings model's field of type :data:`Schedule`), and whose ``build`` makes the
+scheduler once the run's length is known. The lengths of the warmup and the decay are each a
+fraction of the run's steps (``warmup_fraction``, rounded up; ``decay_fraction``, rounded down)
+or steps (``warmup_steps``, ``decay_steps``), not both; the warmup is 5% of the steps unless
+given::
+
+    schedule: {type: power, a: 4.0, b: -0.51, lr_max: 0.02,
+               warmup_fraction: 0.05, decay_fraction: 0.1}
+    schedule: {type: wsd, warmup_steps: 100, decay_fraction: 0.2, decay_shape: 1-sqrt}
+    schedule: {type: constant, warmup_fraction: 0.0}
+
+>>> schedule = schedule_from_dict({"type": "power", "warmup_steps": 10})
+>>> scheduler = schedule.build(  # doctest: +SKIP
+...     optimizer, total_steps=1000, batch_size=16, tokens_per_step=16 * 4096
+... )
+
+``wsd`` (:class:`WSDSchedule`) decays by 10% of the steps unless given, ``power``
+(:class:`PowerSchedule`) not at all, and ``constant`` (:class:`ConstantSchedule`) has no decay.
+
+``import paretune.spaces.schedules`` imports torch; the settings models alone
+(``paretune.spaces._schedule_settings``) do not.
 """
 
 from __future__ import annotations
@@ -15,17 +36,33 @@ from __future__ import annotations
 import abc
 import math
 import numbers
-from typing import Any, Literal
+from typing import Any, get_args
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
 from paretune._errors import ConfigError, describe
+from paretune.spaces._schedule_settings import (
+    ConstantSchedule,
+    PowerSchedule,
+    Schedule,
+    Shape,
+    WSDSchedule,
+    schedule_from_dict,
+)
 
-__all__ = ["FactorScheduler", "WSDScheduler"]
+__all__ = [
+    "ConstantSchedule",
+    "FactorScheduler",
+    "PowerSchedule",
+    "PowerScheduler",
+    "Schedule",
+    "WSDSchedule",
+    "WSDScheduler",
+    "schedule_from_dict",
+]
 
-Shape = Literal["linear", "cosine", "1-sqrt"]
-_SHAPES = ("linear", "cosine", "1-sqrt")
+_SHAPES: tuple[str, ...] = get_args(Shape)
 
 
 class FactorScheduler(LRScheduler, abc.ABC):
@@ -104,6 +141,126 @@ class WSDScheduler(FactorScheduler):
         return low
 
 
+class PowerScheduler(FactorScheduler):
+    """The Power scheduler of Shen et al. (2024): linear warmup, then a learning rate that
+    falls as a power of the tokens seen, then an optional exponential decay to 0.
+
+    The factor after ``step`` steps, with ``n = step * tokens_per_step`` tokens seen and
+    ``power(n) = min(lr_max, batch_size * a * n ** b)`` (the paper's equation 7):
+
+    - warmup, ``step < warmup_steps``: ``step / warmup_steps * power(warmup_steps *
+      tokens_per_step)``, a line from 0 to the value the power phase starts at;
+    - power, up to ``total_steps - decay_steps`` (or forever without a decay): ``power(n)``;
+    - decay, the last ``decay_steps`` steps: ``(exp(1 - p) - 1) / (e - 1) * power(start)``,
+      where ``start`` is the tokens seen when the decay starts and ``p`` runs from 0 at
+      ``total_steps - decay_steps`` to 1 at ``total_steps``; then 0.
+
+    The factor is the learning rate itself (``lr_max`` is an absolute rate, 0.02 in the
+    paper), so build the optimizer with ``lr=1.0`` and each group's ``lr`` a multiplier (muP's
+    ``1 / width_mult``).
+
+    Sources: arXiv 2408.13359, equations 7 and 8 and sections 4 and 5 (``a = 4``, ``b =
+    -0.51``, ``lr_max = 0.02``; ``batch_size`` counts sequences and ``n`` tokens); IBM's
+    reference, ``PowerScheduler`` in dolomite-engine's ``optimization/scheduler.py``, has the
+    same warmup and power phases and no decay. Where this one chooses:
+
+    - The paper's decay, ``f(n, N, N_decay) * power(N - N_decay)``, does not state ``f``; its
+      experiments "exponentially decay the learning rate to 0". A plain exponential never
+      reaches 0, so ``f`` here is dolomite-engine's ``exponential`` decay style with a final
+      ratio of 0: ``exp(-p)`` shifted and scaled to run from 1 at ``p = 0`` to exactly 0 at
+      ``p = 1``.
+    - The paper counts the phases in tokens; here they are whole steps of ``tokens_per_step``
+      tokens (the paper's batches are fixed, so its boundaries are steps too).
+    - At ``n = 0`` (step 0 without a warmup) ``n ** b`` is infinite; the factor is its limit,
+      ``lr_max``. (dolomite-engine raises ZeroDivisionError there.)
+
+    Args:
+        optimizer: The optimizer; each group's ``lr`` multiplies the schedule (1.0 follows it).
+        batch_size: Sequences per step (the paper's beta).
+        tokens_per_step: Tokens per step, usually ``batch_size`` times the sequence length.
+        a: The amplitude, > 0.
+        b: The exponent of the tokens seen, < 0.
+        lr_max: The upper bound of the learning rate, > 0.
+        warmup_steps: Steps of the linear warmup.
+        decay_steps: Steps of the final decay; 0 for none (dolomite-engine's schedule).
+        total_steps: The steps of the whole run, which place the decay at its end; needed
+            only with a decay. ``None``: no end.
+        last_epoch: Steps already taken, when resuming without a ``state_dict`` (``-1``: none).
+
+    Raises:
+        ConfigError: A count that is not a non-negative integer (a size that is not positive),
+            ``a`` or ``lr_max`` not a positive finite number, ``b`` not a negative one, a
+            decay without ``total_steps``, or warmup and decay longer than ``total_steps``.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        *,
+        batch_size: int,
+        tokens_per_step: int,
+        a: float = 4.0,
+        b: float = -0.51,
+        lr_max: float = 0.02,
+        warmup_steps: int,
+        decay_steps: int = 0,
+        total_steps: int | None = None,
+        last_epoch: int = -1,
+    ) -> None:
+        self.batch_size = _positive_int(batch_size, "batch_size")
+        self.tokens_per_step = _positive_int(tokens_per_step, "tokens_per_step")
+        self.a = _signed(a, "a", sign=1, paper="4.0")
+        self.b = _signed(b, "b", sign=-1, paper="-0.51")
+        self.lr_max = _signed(lr_max, "lr_max", sign=1, paper="0.02")
+        self.warmup_steps = _steps(warmup_steps, "warmup_steps")
+        self.decay_steps = _steps(decay_steps, "decay_steps")
+        self.total_steps = None if total_steps is None else _steps(total_steps, "total_steps")
+        if self.total_steps is None:
+            if self.decay_steps > 0:
+                raise ConfigError(
+                    f"is needed with a decay, to place it at the end of the run, but got None "
+                    f"with decay_steps={self.decay_steps}; give total_steps, or decay_steps=0",
+                    path=("total_steps",),
+                )
+        elif self.warmup_steps > self.total_steps:
+            raise ConfigError(
+                f"must be <= total_steps ({self.total_steps}), but got {self.warmup_steps}",
+                path=("warmup_steps",),
+            )
+        elif self.warmup_steps + self.decay_steps > self.total_steps:
+            raise ConfigError(
+                f"warmup_steps + decay_steps must be <= total_steps ({self.total_steps}), but "
+                f"got {self.warmup_steps} + {self.decay_steps}; shorten the decay or the warmup",
+                path=("decay_steps",),
+            )
+        super().__init__(optimizer, last_epoch)
+
+    def _power(self, step: int) -> float:
+        """``power(n)`` of the tokens seen after ``step`` steps; ``lr_max`` at ``n = 0``."""
+        tokens = step * self.tokens_per_step
+        if tokens <= 0:
+            return self.lr_max
+        return min(self.lr_max, self.batch_size * self.a * float(tokens) ** self.b)
+
+    def factor(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return step / self.warmup_steps * self._power(self.warmup_steps)
+        if self.total_steps is None or self.decay_steps == 0:
+            return self._power(step)
+        start = self.total_steps - self.decay_steps
+        if step <= start:
+            return self._power(step)
+        if step >= self.total_steps:
+            return 0.0
+        progress = (step - start) / self.decay_steps
+        return _exponential_to_zero(progress) * self._power(start)
+
+
+def _exponential_to_zero(progress: float) -> float:
+    """``exp(-progress)`` moved and scaled to fall from 1 (progress 0) to 0 (progress 1)."""
+    return max(0.0, (math.exp(1.0 - progress) - 1.0) / (math.e - 1.0))
+
+
 def _rise(shape: str, progress: float) -> float:
     """From 0 (progress 0) to 1 (progress 1) along ``shape``."""
     if shape == "linear":
@@ -126,6 +283,23 @@ def _steps(value: Any, name: str) -> int:
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 0:
         raise ConfigError(f"must be an integer >= 0, but got {describe(value)}", path=(name,))
     return int(value)
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"must be an integer >= 1, but got {describe(value)}", path=(name,))
+    return int(value)
+
+
+def _signed(value: Any, name: str, *, sign: int, paper: str) -> float:
+    """A finite number of the sign of ``sign`` (not 0)."""
+    if not (_is_number(value) and math.isfinite(value) and value * sign > 0):
+        raise ConfigError(
+            f"must be a finite number {'>' if sign > 0 else '<'} 0, but got {describe(value)} "
+            f"(the paper's is {paper})",
+            path=(name,),
+        )
+    return float(value)
 
 
 def _shape(value: Any, name: str) -> str:
