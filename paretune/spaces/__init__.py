@@ -16,26 +16,42 @@ Example:
 
 ``import paretune.spaces`` does not import torch; the methods that return tensors do.
 
-:mod:`paretune.spaces.peft` (imported on demand) builds AutoPEFT spaces for transformer models.
+:mod:`paretune.spaces.peft` (imported on demand) builds AutoPEFT spaces for transformer models;
+:mod:`paretune.spaces.mup` applies muP to ``transformers`` decoders and
+:mod:`paretune.spaces.schedules` holds learning-rate schedulers. The schedules' spec settings
+(:class:`WSDSchedule`, :class:`PowerSchedule`, :class:`ConstantSchedule`) are here, without
+torch.
 """
 
 from paretune.spaces._dicts import param_from_dict, param_to_dict
 from paretune.spaces._encoding import DimKind, Encoding
 from paretune.spaces._params import Categorical, Condition, Fixed, Float, Int, Parameter
+from paretune.spaces._schedule_settings import (
+    ConstantSchedule,
+    PowerSchedule,
+    Schedule,
+    WSDSchedule,
+    schedule_from_dict,
+)
 from paretune.spaces._space import SearchSpace
 from paretune.spaces._unit_cube import UnitCube
 
 __all__ = [
     "Categorical",
     "Condition",
+    "ConstantSchedule",
     "DimKind",
     "Encoding",
     "Fixed",
     "Float",
     "Int",
     "Parameter",
+    "PowerSchedule",
+    "Schedule",
     "SearchSpace",
     "UnitCube",
+    "WSDSchedule",
     "param_from_dict",
     "param_to_dict",
+    "schedule_from_dict",
 ]
