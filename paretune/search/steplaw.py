@@ -21,14 +21,15 @@ What was checked, and where:
   fitting ("change to token level") and reports ``bs / seq_len`` as the batch in sequences; the
   project page's heatmaps are labelled "Optimal Token-Wise BatchSize". The same code fits both
   laws by ordinary least squares on natural logarithms (``lr`` on ``ln N`` and ``ln D``, the
-  batch on ``ln D`` only). Its rows are every run whose final smoothed training loss is within
-  0.25% of its cell's lowest (``query_optimal_lr_bs_data``, ``filter_threshold=0.0025``),
-  averaged over bootstrap resamples.
+  batch on ``ln D`` only), which is what :func:`fit_step_law` does for the learning rate. Its
+  rows are every run whose final smoothed training loss is within 0.25% of its cell's lowest
+  (``query_optimal_lr_bs_data``, ``filter_threshold=0.0025``), averaged over bootstrap
+  resamples.
 * Not confirmed from the sources read for this module: the training recipe behind the
   constants (optimizer, warmup, decay shape, final learning rate). The learning rate of the law
   is the peak of the run's schedule; a different optimizer or schedule (for instance a much
   lower or higher final learning rate) moves the optimum, so treat the law as the centre of a
-  search (:func:`lr_range`) and refit it on your own runs.
+  search (:func:`lr_range`) and refit it on your own runs (:func:`fit_step_law`).
 
 Everything here is plain ``numpy``: importing this module loads neither torch nor Optuna.
 
@@ -43,6 +44,9 @@ Example:
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, overload
 
 import numpy as np
@@ -55,6 +59,8 @@ __all__ = [
     "LR_COEFFICIENT",
     "LR_D_EXPONENT",
     "LR_N_EXPONENT",
+    "StepLawFit",
+    "fit_step_law",
     "lr_range",
     "step_law_batch_tokens",
     "step_law_lr",
@@ -70,6 +76,11 @@ LR_D_EXPONENT = 0.307
 BATCH_COEFFICIENT = 0.58
 #: The exponent of the training tokens in the optimal batch size.
 BATCH_D_EXPONENT = 0.571
+
+# The exponents a fit may hold at Step Law's value, in the order of StepLawFit's parameters.
+_EXPONENTS = {"alpha": LR_N_EXPONENT, "beta": LR_D_EXPONENT}
+# ln values closer than this count as one value: a run's N or D is the same number.
+_SAME_LOG = 1e-9
 
 
 @overload
@@ -144,6 +155,288 @@ def lr_range(n_params: float, tokens: float, *, octaves: float = 2.0) -> tuple[f
     width = _scalar(octaves, "octaves")
     factor = 2.0**width
     return centre / factor, centre * factor
+
+
+@dataclass(frozen=True)
+class StepLawFit:
+    """A learning-rate law ``lr = c * N**alpha * D**beta`` fitted by least squares on logs.
+
+    :func:`fit_step_law` builds it. Its statistics are those of the regression
+    ``ln lr = ln c + alpha ln N + beta ln D + e`` with independent normal errors ``e``; an
+    exponent in :attr:`fixed` was held at Step Law's value, not fitted.
+
+    Attributes:
+        c: The coefficient.
+        alpha: The exponent of the non-embedding parameters ``N``.
+        beta: The exponent of the training tokens ``D``.
+        residual_std: The estimated standard deviation of ``e`` (natural log), ``sqrt(RSS /
+            dof)``; NaN when ``dof`` is 0 (as many runs as free parameters: an exact fit
+            that says nothing about the scatter).
+        n_points: The runs (rows) fitted.
+        fixed: The exponents held at Step Law's value: ``"alpha"`` when every run has the
+            same ``N``, ``"beta"`` when every run has the same ``D`` (the data cannot
+            separate such an exponent from ``c``), and those named in ``fix``.
+        covariance: `3 x 3` estimated covariance of ``(ln c, alpha, beta)``; a fixed
+            exponent's row and column are 0 (it does not vary), and every entry of a fitted
+            parameter is NaN when ``dof`` is 0.
+    """
+
+    c: float
+    alpha: float
+    beta: float
+    residual_std: float
+    n_points: int
+    fixed: tuple[str, ...]
+    covariance: tuple[tuple[float, float, float], ...]
+
+    @property
+    def log_c(self) -> float:
+        """``ln c``, the intercept of the regression."""
+        return math.log(self.c)
+
+    @property
+    def dof(self) -> int:
+        """Residual degrees of freedom: runs minus free parameters."""
+        return self.n_points - (3 - len(self.fixed))
+
+    @property
+    def stderr(self) -> tuple[float, float, float]:
+        """Standard errors of ``(ln c, alpha, beta)``; NaN for a fixed exponent (it was not
+        estimated) and for every parameter when ``dof`` is 0."""
+        diag = np.sqrt(np.diag(np.asarray(self.covariance, dtype=np.float64)))
+        out = [float(v) for v in diag]
+        for name in self.fixed:
+            out[_position(name)] = math.nan
+        return out[0], out[1], out[2]
+
+    @overload
+    def predict(self, n_params: float, tokens: float) -> float: ...
+    @overload
+    def predict(self, n_params: np.ndarray, tokens: float | np.ndarray) -> np.ndarray: ...
+    @overload
+    def predict(self, n_params: float, tokens: np.ndarray) -> np.ndarray: ...
+    def predict(self, n_params: Any, tokens: Any) -> Any:
+        """The fitted learning rate ``c * n_params**alpha * tokens**beta``.
+
+        Args:
+            n_params: Non-embedding parameters ``N`` (a number or an array).
+            tokens: Training tokens ``D`` (a number or an array broadcastable with it).
+
+        Returns:
+            A float for two numbers, otherwise an array of the broadcast shape.
+
+        Raises:
+            ConfigError: A value is not a finite positive number, or the shapes do not
+                broadcast.
+        """
+        n = _positive(n_params, "n_params")
+        d = _positive(tokens, "tokens")
+        _broadcast(n, d)
+        return _out(np.exp(self.log_c + self.alpha * np.log(n) + self.beta * np.log(d)))
+
+    @overload
+    def interval(
+        self, n_params: float, tokens: float, *, level: float = 0.9
+    ) -> tuple[float, float]: ...
+    @overload
+    def interval(
+        self, n_params: np.ndarray, tokens: float | np.ndarray, *, level: float = 0.9
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+    @overload
+    def interval(
+        self, n_params: float, tokens: np.ndarray, *, level: float = 0.9
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+    def interval(self, n_params: Any, tokens: Any, *, level: float = 0.9) -> Any:
+        """A multiplicative prediction interval for the best learning rate of a new run.
+
+        With ``x = (1, ln N, ln D)``, the interval is ``predict(N, D) * exp(+-q * s)`` where
+        ``s**2 = residual_std**2 + x' covariance x`` (the scatter of one run around the law
+        plus the uncertainty of the law itself) and ``q`` is the Student t quantile with
+        ``dof`` degrees of freedom that leaves ``(1 - level) / 2`` in each tail. A fixed
+        exponent counts as exact, so far from the fitted runs' ``N`` (or ``D``) the interval
+        is too narrow by whatever error Step Law's exponent has there.
+
+        Args:
+            n_params: Non-embedding parameters ``N`` (a number or an array).
+            tokens: Training tokens ``D`` (a number or an array broadcastable with it).
+            level: The probability the interval covers, in ``(0, 1)``.
+
+        Returns:
+            ``(low, high)``: floats for two numbers, otherwise arrays of the broadcast shape.
+
+        Raises:
+            ConfigError: An argument is out of range, or ``dof`` is 0 (the fit has no
+                residual scatter to go on).
+        """
+        if not (isinstance(level, (int, float)) and 0.0 < float(level) < 1.0):
+            raise ConfigError(f"`0 < level < 1` must hold, but got level={describe(level)}.")
+        if self.dof < 1 or not math.isfinite(self.residual_std):
+            raise ConfigError(
+                f"a prediction interval needs more runs than free parameters, but this fit has "
+                f"{self.n_points} runs for {3 - len(self.fixed)} free parameters (dof = "
+                f"{self.dof}); fit at least one more run."
+            )
+        n = _positive(n_params, "n_params")
+        d = _positive(tokens, "tokens")
+        shape = _broadcast(n, d)
+        x = np.stack(
+            [np.ones(shape), np.broadcast_to(np.log(n), shape), np.broadcast_to(np.log(d), shape)],
+            axis=-1,
+        )
+        cov = np.asarray(self.covariance, dtype=np.float64)
+        spread = np.sqrt(self.residual_std**2 + np.einsum("...i,ij,...j->...", x, cov, x))
+        half = _t_quantile(float(level), self.dof) * spread
+        centre = np.exp(x @ np.array([self.log_c, self.alpha, self.beta]))
+        return _out(centre * np.exp(-half)), _out(centre * np.exp(half))
+
+
+def fit_step_law(
+    n_params: Sequence[float] | np.ndarray,
+    tokens: Sequence[float] | np.ndarray,
+    lr: Sequence[float] | np.ndarray,
+    *,
+    fix: Sequence[str] = (),
+) -> StepLawFit:
+    """Fit ``lr = c * N**alpha * D**beta`` to the best learning rates of ``k`` runs.
+
+    Ordinary least squares of ``ln lr`` on ``ln N`` and ``ln D``, as the paper's own fitting
+    code does. An exponent whose variable does not vary (every run at one ``N``, or at one
+    ``D``) cannot be told apart from ``c``: it is held at Step Law's value (``alpha = -0.713``,
+    ``beta = 0.307``) and listed in :attr:`StepLawFit.fixed`, and ``c`` absorbs the rest. A
+    single run thus calibrates ``c`` of Step Law's exponents.
+
+    Args:
+        n_params: `k` non-embedding parameter counts.
+        tokens: `k` training token counts.
+        lr: `k` learning rates, the best of each run's cell.
+        fix: Exponents (``"alpha"``, ``"beta"``) to hold at Step Law's value even where the
+            data could fit them.
+
+    Returns:
+        The fit.
+
+    Raises:
+        ConfigError: The arrays are not one-dimensional of one length ``k``, a value is not a
+            finite positive number, ``fix`` names something else, there are fewer runs than
+            free parameters, or ``ln D`` is a linear function of ``ln N`` across the runs (a
+            fixed tokens-per-parameter ratio), which leaves ``alpha`` and ``beta``
+            inseparable.
+    """
+    n = _positive(n_params, "n_params")
+    d = _positive(tokens, "tokens")
+    y = np.log(_positive(lr, "lr"))
+    if not (n.ndim == d.ndim == y.ndim == 1 and n.shape == d.shape == y.shape):
+        raise ConfigError(
+            f"`n_params`, `tokens` and `lr` must be one-dimensional with one value per run, but "
+            f"got shapes {n.shape}, {d.shape} and {y.shape}."
+        )
+    held = _held(fix)
+    k = y.shape[0]
+    x_n, x_d = np.log(n), np.log(d)
+    if k and np.ptp(x_n) <= _SAME_LOG:
+        held.add("alpha")
+    if k and np.ptp(x_d) <= _SAME_LOG:
+        held.add("beta")
+    fixed = tuple(name for name in _EXPONENTS if name in held)
+    free = [name for name in _EXPONENTS if name not in held]
+    p = 1 + len(free)
+    if k < p:
+        names = ", ".join(["ln c", *free])
+        raise ConfigError(
+            f"fitting {names} needs at least {p} runs (one per free parameter), but got {k}. "
+            "Add runs, or hold an exponent at Step Law's value with fix=('beta',) or "
+            "fix=('alpha',)."
+        )
+    columns = {"alpha": x_n, "beta": x_d}
+    if len(free) == 2:
+        centred = np.column_stack([x_n - x_n.mean(), x_d - x_d.mean()])
+        s = np.linalg.svd(centred, compute_uv=False)
+        if s[-1] <= 1e-9 * s[0]:
+            raise ConfigError(
+                f"ln(tokens) is a linear function of ln(n_params) across these {k} runs (for "
+                "example one tokens-per-parameter ratio), so alpha and beta cannot be told "
+                "apart. Add runs off that line (another ratio), or pass fix=('beta',) to hold "
+                f"beta at Step Law's {LR_D_EXPONENT}."
+            )
+    target = y - sum(_EXPONENTS[name] * columns[name] for name in fixed)
+    design = np.column_stack([np.ones(k), *(columns[name] for name in free)])
+    theta, *_ = np.linalg.lstsq(design, target, rcond=None)
+    dof = k - p
+    residuals = target - design @ theta
+    variance = float(residuals @ residuals) / dof if dof > 0 else math.nan
+    cov_free = variance * np.linalg.inv(design.T @ design)
+    index = [0, *(_position(name) for name in free)]
+    cov = np.zeros((3, 3))
+    cov[np.ix_(index, index)] = cov_free
+    values = dict(zip(["log_c", *free], (float(v) for v in theta), strict=True))
+    return StepLawFit(
+        c=math.exp(values["log_c"]),
+        alpha=values.get("alpha", LR_N_EXPONENT),
+        beta=values.get("beta", LR_D_EXPONENT),
+        residual_std=math.sqrt(variance),
+        n_points=k,
+        fixed=fixed,
+        covariance=tuple((float(a), float(b), float(c)) for a, b, c in cov),
+    )
+
+
+def _t_quantile(level: float, dof: int) -> float:
+    """The ``q`` with ``P(|T| <= q) = level`` for Student's t with integer ``dof >= 1``."""
+    low, high = 0.0, 1.0
+    while _t_central(high, dof) < level:
+        low, high = high, high * 2.0
+    for _ in range(200):  # bisection; the central probability increases with q
+        mid = (low + high) / 2
+        if mid in (low, high):
+            break
+        if _t_central(mid, dof) < level:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2
+
+
+def _t_central(q: float, dof: int) -> float:
+    """``P(|T| <= q)`` for Student's t with integer ``dof``: the finite series in
+    ``theta = atan(q / sqrt(dof))`` of Abramowitz and Stegun 26.7.3-4."""
+    theta = math.atan(q / math.sqrt(dof))
+    sin, cos2 = math.sin(theta), math.cos(theta) ** 2
+    if dof % 2 == 0:
+        # sin(theta) * sum_{j < dof/2} cos(theta)**(2j) * prod_{i <= j} (2i - 1) / (2i)
+        j = np.arange(1, dof // 2)
+        coefficients = np.cumprod((2 * j - 1) / (2 * j))
+        return float(sin * (1.0 + np.sum(coefficients * cos2**j)))
+    if dof == 1:
+        return 2.0 * theta / math.pi
+    # 2/pi * (theta + sin(theta) cos(theta) * sum_{j < (dof-1)/2} cos(theta)**(2j) *
+    # prod_{i <= j} (2i) / (2i + 1))
+    j = np.arange(1, (dof - 1) // 2)
+    coefficients = np.cumprod((2 * j) / (2 * j + 1))
+    cos = math.cos(theta)
+    return float(2.0 / math.pi * (theta + sin * cos * (1.0 + np.sum(coefficients * cos2**j))))
+
+
+def _held(fix: Sequence[str]) -> set[str]:
+    if isinstance(fix, str):
+        raise ConfigError(
+            f"`fix` must be a sequence of exponent names, but got the string {fix!r}; write "
+            f"fix=({fix!r},)."
+        )
+    held = set()
+    for name in fix:
+        if name not in _EXPONENTS:
+            raise ConfigError(
+                f"`fix` may name 'alpha' (the exponent of n_params) and 'beta' (of tokens), "
+                f"but got {describe(name)}.",
+                path=("fix",),
+            )
+        held.add(name)
+    return held
+
+
+def _position(name: str) -> int:
+    """The index of an exponent in ``(ln c, alpha, beta)``."""
+    return 1 + list(_EXPONENTS).index(name)
 
 
 def _positive(value: Any, name: str) -> np.ndarray:

@@ -7,14 +7,29 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from paretune._errors import ConfigError
 from paretune.search import steplaw
 from paretune.search.steplaw import (
+    StepLawFit,
+    fit_step_law,
     lr_range,
     step_law_batch_tokens,
     step_law_lr,
 )
+
+
+def _synthetic(
+    rng: np.random.Generator, k: int, c: float, alpha: float, beta: float, noise: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`k` runs at log-uniform N in [1e7, 1e10] and D in [1e9, 1e12] whose best lr follows the
+    law times a log-normal error of standard deviation ``noise``."""
+    n = 10.0 ** rng.uniform(7, 10, size=k)
+    d = 10.0 ** rng.uniform(9, 12, size=k)
+    lr = c * n**alpha * d**beta * np.exp(noise * rng.standard_normal(k))
+    return n, d, lr
+
 
 # -- the published law ---------------------------------------------------------------------------
 
@@ -73,6 +88,145 @@ def test_the_module_imports_numpy_and_the_base_only() -> None:
     assert set(steplaw.__all__) <= set(dir(steplaw))
 
 
+# -- fitting -------------------------------------------------------------------------------------
+
+
+def test_the_fit_recovers_a_noiseless_law_exactly() -> None:
+    n, d = np.meshgrid([1e7, 1e8, 1e9], [1e9, 1e10, 1e11])
+    n, d = n.ravel(), d.ravel()
+    lr = 0.5 * n**-0.6 * d**0.25
+    fit = fit_step_law(n, d, lr)
+    assert fit.fixed == ()
+    assert (fit.c, fit.alpha, fit.beta) == pytest.approx((0.5, -0.6, 0.25), rel=1e-9)
+    assert fit.residual_std < 1e-12
+    assert (fit.n_points, fit.dof) == (9, 6)
+    assert fit.predict(3e8, 2e10) == pytest.approx(0.5 * 3e8**-0.6 * 2e10**0.25, rel=1e-9)
+
+
+def test_the_fit_of_noisy_runs_is_within_its_standard_errors() -> None:
+    rng = np.random.default_rng(0)
+    truth = (math.log(1.79), -0.713, 0.307)
+    fit = fit_step_law(*_synthetic(rng, 40, 1.79, -0.713, 0.307, noise=0.1))
+    estimate = (fit.log_c, fit.alpha, fit.beta)
+    for value, true, se in zip(estimate, truth, fit.stderr, strict=True):
+        assert 0 < se < 1
+        assert abs(value - true) < 3 * se
+    assert fit.residual_std == pytest.approx(0.1, rel=0.3)
+
+
+def test_the_standard_errors_match_the_spread_of_repeated_fits() -> None:
+    # The brute force for the covariance: refit many noisy samples at the same (N, D).
+    rng = np.random.default_rng(1)
+    n, d, _ = _synthetic(rng, 12, 1.0, -0.7, 0.3, noise=0.0)
+    fits = [
+        fit_step_law(n, d, 1.0 * n**-0.7 * d**0.3 * np.exp(0.2 * rng.standard_normal(12)))
+        for _ in range(2000)
+    ]
+    spread = np.std([(f.log_c, f.alpha, f.beta) for f in fits], axis=0)
+    reported = np.sqrt(np.mean([np.square(f.stderr) for f in fits], axis=0))
+    np.testing.assert_allclose(reported, spread, rtol=0.1)
+
+
+def test_the_prediction_interval_covers_new_runs_at_its_level() -> None:
+    rng = np.random.default_rng(2)
+    covered = 0
+    trials = 1000
+    for _ in range(trials):
+        n, d, lr = _synthetic(rng, 6, 2.0, -0.7, 0.3, noise=0.3)
+        fit = fit_step_law(n, d, lr)
+        n_new, d_new, lr_new = _synthetic(rng, 1, 2.0, -0.7, 0.3, noise=0.3)
+        low, high = fit.interval(n_new[0], d_new[0], level=0.8)
+        covered += low <= lr_new[0] <= high
+    # Exact t intervals: the count is Binomial(1000, 0.8), standard deviation 12.6.
+    assert abs(covered / trials - 0.8) < 0.04
+
+
+def test_the_interval_brackets_the_prediction_and_vectorises() -> None:
+    fit = fit_step_law(*_synthetic(np.random.default_rng(3), 10, 1.0, -0.7, 0.3, noise=0.2))
+    centre = fit.predict(1e9, 1e11)
+    low90, high90 = fit.interval(1e9, 1e11)
+    low99, high99 = fit.interval(1e9, 1e11, level=0.99)
+    assert low99 < low90 < centre < high90 < high99
+    assert math.sqrt(low90 * high90) == pytest.approx(centre)  # multiplicative: symmetric in log
+    lows, highs = fit.interval(np.array([1e8, 1e9]), 1e11)
+    assert (lows[1], highs[1]) == pytest.approx((low90, high90))
+    # The half-width in log space is a t quantile times the prediction's standard error.
+    x = np.array([1.0, math.log(1e9), math.log(1e11)])
+    se = math.sqrt(fit.residual_std**2 + x @ np.asarray(fit.covariance) @ x)
+    assert math.log(high90 / centre) == pytest.approx(stats.t.ppf(0.95, fit.dof) * se)
+
+
+@pytest.mark.parametrize("dof", [1, 2, 3, 4, 7, 30, 31, 1000])
+@pytest.mark.parametrize("level", [0.5, 0.9, 0.99])
+def test_the_t_quantile_matches_scipy(dof: int, level: float) -> None:
+    q = steplaw._t_quantile(level, dof)
+    assert q == pytest.approx(stats.t.ppf((1 + level) / 2, dof), rel=1e-9)
+
+
+def test_one_n_for_every_run_fixes_alpha() -> None:
+    d = np.array([1e9, 1e10, 1e11, 1e12])
+    lr = 0.3 * 1e8**-0.5 * d**0.25  # alpha = -0.5 cannot be seen at one N
+    fit = fit_step_law(np.full(4, 1e8), d, lr)
+    assert fit.fixed == ("alpha",)
+    assert fit.alpha == steplaw.LR_N_EXPONENT
+    assert fit.beta == pytest.approx(0.25, rel=1e-9)
+    assert fit.predict(1e8, 5e10) == pytest.approx(0.3 * 1e8**-0.5 * 5e10**0.25, rel=1e-9)
+    assert math.isnan(fit.stderr[1]) and not math.isnan(fit.stderr[2])
+    assert np.asarray(fit.covariance)[1].tolist() == [0.0, 0.0, 0.0]
+    assert fit.dof == 2
+
+
+def test_one_d_for_every_run_fixes_beta() -> None:
+    n = np.array([1e7, 1e8, 1e9])
+    fit = fit_step_law(n, np.full(3, 1e11), 2.0 * n**-0.8 * 1e11**0.1)
+    assert fit.fixed == ("beta",)
+    assert (fit.alpha, fit.beta) == pytest.approx((-0.8, steplaw.LR_D_EXPONENT), rel=1e-9)
+    assert math.isnan(fit.stderr[2])
+
+
+def test_one_run_calibrates_the_coefficient_of_step_law() -> None:
+    fit = fit_step_law([1e9], [1e11], [3e-3])
+    assert fit.fixed == ("alpha", "beta")
+    assert fit.predict(1e9, 1e11) == pytest.approx(3e-3)
+    assert fit.c == pytest.approx(1.79 * 3e-3 / step_law_lr(1e9, 1e11))
+    assert fit.dof == 0 and math.isnan(fit.residual_std)
+    with pytest.raises(ConfigError, match="more runs than free parameters"):
+        fit.interval(1e9, 1e11)
+
+
+def test_fix_holds_an_exponent_that_the_data_could_fit() -> None:
+    n, d, lr = _synthetic(np.random.default_rng(4), 8, 1.0, -0.6, 0.2, noise=0.0)
+    fit = fit_step_law(n, d, lr, fix=("beta",))
+    assert fit.fixed == ("beta",) and fit.beta == steplaw.LR_D_EXPONENT
+    assert fit.residual_std > 0.01  # the wrong beta no longer fits exactly
+
+
+def test_too_few_runs_for_the_free_parameters_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"at least 3 runs .* but got 2"):
+        fit_step_law([1e8, 1e9], [1e10, 1e11], [1e-3, 5e-4])
+    with pytest.raises(ConfigError, match=r"at least 3 runs .* but got 0"):
+        fit_step_law([], [], [])
+    # Holding beta leaves two free parameters: two runs are enough.
+    fit = fit_step_law([1e8, 1e9], [1e10, 1e11], [1e-3, 5e-4], fix=("beta",))
+    assert fit.dof == 0
+
+
+def test_a_fixed_tokens_per_parameter_ratio_is_an_error_with_a_way_out() -> None:
+    n = np.array([1e7, 1e8, 1e9, 1e10])
+    d = 20 * n
+    lr = step_law_lr(n, d)
+    with pytest.raises(ConfigError, match=r"cannot be told apart.*fix=\('beta',\)"):
+        fit_step_law(n, d, lr)
+    assert fit_step_law(n, d, lr, fix=("beta",)).alpha == pytest.approx(-0.713)
+
+
+def test_the_fit_is_a_frozen_value() -> None:
+    fit = fit_step_law([1e9], [1e11], [1e-3])
+    assert isinstance(fit, StepLawFit)
+    with pytest.raises(AttributeError):
+        fit.c = 2.0  # type: ignore[misc]
+
+
 # -- bad input -----------------------------------------------------------------------------------
 
 
@@ -91,8 +245,19 @@ def test_the_module_imports_numpy_and_the_base_only() -> None:
         (lambda: lr_range(1e8, 1e10, octaves=0), "`octaves` must be finite and > 0"),
         (lambda: lr_range(1e8, 1e10, octaves=math.nan), "`octaves` must be finite and > 0"),
         (lambda: lr_range(np.ones(2), 1e10), "`n_params` must be one number"),
+        (lambda: fit_step_law([1e8, 1e9], [1e10], [1e-3, 1e-3]), "one value per run"),
+        (lambda: fit_step_law([1e8], [1e10], [0.0]), "`lr` must be finite and > 0"),
+        (lambda: fit_step_law([1e8], [1e10], [1e-3], fix=("gamma",)), "may name 'alpha'"),
+        (lambda: fit_step_law([1e8], [1e10], [1e-3], fix="beta"), "write fix=\\('beta',\\)"),
     ],
 )  # fmt: skip
 def test_bad_input_is_a_config_error(call, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         call()
+
+
+@pytest.mark.parametrize("level", [0.0, 1.0, 1.5, -0.1, math.nan])
+def test_an_interval_level_outside_zero_to_one_is_a_config_error(level: float) -> None:
+    fit = fit_step_law(*_synthetic(np.random.default_rng(5), 5, 1.0, -0.7, 0.3, noise=0.1))
+    with pytest.raises(ConfigError, match="`0 < level < 1` must hold"):
+        fit.interval(1e9, 1e11, level=level)
