@@ -24,12 +24,13 @@ What was checked, and where:
   batch on ``ln D`` only), which is what :func:`fit_step_law` does for the learning rate. Its
   rows are every run whose final smoothed training loss is within 0.25% of its cell's lowest
   (``query_optimal_lr_bs_data``, ``filter_threshold=0.0025``), averaged over bootstrap
-  resamples.
+  resamples; :func:`best_lr_per_cell` gives one row per cell instead.
 * Not confirmed from the sources read for this module: the training recipe behind the
   constants (optimizer, warmup, decay shape, final learning rate). The learning rate of the law
   is the peak of the run's schedule; a different optimizer or schedule (for instance a much
   lower or higher final learning rate) moves the optimum, so treat the law as the centre of a
-  search (:func:`lr_range`) and refit it on your own runs (:func:`fit_step_law`).
+  search (:func:`lr_range`) and refit it on your own runs (:func:`best_lr_per_cell`, then
+  :func:`fit_step_law`).
 
 Everything here is plain ``numpy``: importing this module loads neither torch nor Optuna.
 
@@ -45,7 +46,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
@@ -60,6 +61,7 @@ __all__ = [
     "LR_D_EXPONENT",
     "LR_N_EXPONENT",
     "StepLawFit",
+    "best_lr_per_cell",
     "fit_step_law",
     "lr_range",
     "step_law_batch_tokens",
@@ -308,7 +310,7 @@ def fit_step_law(
     Args:
         n_params: `k` non-embedding parameter counts.
         tokens: `k` training token counts.
-        lr: `k` learning rates, the best of each run's cell.
+        lr: `k` learning rates, for example the ``lr`` of :func:`best_lr_per_cell`.
         fix: Exponents (``"alpha"``, ``"beta"``) to hold at Step Law's value even where the
             data could fit them.
 
@@ -378,6 +380,72 @@ def fit_step_law(
         fixed=fixed,
         covariance=tuple((float(a), float(b), float(c)) for a, b, c in cov),
     )
+
+
+def best_lr_per_cell(
+    rows: Iterable[Sequence[float]], *, refine: bool = False
+) -> list[tuple[float, float, float, float]]:
+    """The best learning rate of each ``(n_params, tokens)`` cell of a learning-rate sweep.
+
+    Rows are ``(n_params, tokens, lr, loss)``, for example one per completed trial of a study.
+    A cell is one exact ``(n_params, tokens)`` pair. Within a cell, runs of the same ``lr``
+    (seeds) count once with their mean loss, and the best ``lr`` is the one of the lowest loss
+    (the smaller ``lr`` on a tie). Rows with a NaN or infinite loss (diverged runs) are left
+    out; a cell with no other row is left out of the result.
+
+    With ``refine``, a parabola in ``log2(lr)`` through the best ``lr`` and its two neighbours
+    on the cell's grid (the next smaller and the next larger ``lr``) replaces the grid point by
+    the parabola's vertex, which lies between grid points. The grid point stays when the best
+    ``lr`` is the smallest or the largest of the cell (the sweep did not bracket the optimum:
+    widen it) and, as a guard, when the parabola is not convex or its vertex lies outside the
+    two neighbours (which a lowest middle point rules out, up to rounding: by the tie rule the
+    smaller neighbour's loss is strictly higher).
+
+    Args:
+        rows: ``(n_params, tokens, lr, loss)`` rows; ``n_params``, ``tokens`` and ``lr`` are
+            finite positive numbers.
+        refine: Replace the grid point by the parabola's vertex where it applies.
+
+    Returns:
+        ``(n_params, tokens, lr, loss)`` per cell, sorted by ``(n_params, tokens)``; ``loss``
+        is the (mean) loss measured at the best grid point, also when ``lr`` is refined.
+
+    Raises:
+        ConfigError: A row does not have four numbers, or ``n_params``, ``tokens`` or ``lr``
+            is not a finite positive number.
+    """
+    cells: dict[tuple[float, float], dict[float, list[float]]] = {}
+    for i, row in enumerate(rows):
+        n, d, lr, loss = _row(row, i)
+        if math.isfinite(loss):
+            cells.setdefault((n, d), {}).setdefault(lr, []).append(loss)
+    out = []
+    for (n, d), by_lr in sorted(cells.items()):
+        lrs = sorted(by_lr)
+        losses = [float(np.mean(by_lr[lr])) for lr in lrs]
+        best = int(np.argmin(losses))  # the first minimum: the smaller lr on a tie
+        lr = lrs[best]
+        if refine and 0 < best < len(lrs) - 1:
+            lr = _vertex(lrs[best - 1 : best + 2], losses[best - 1 : best + 2], default=lr)
+        out.append((n, d, lr, losses[best]))
+    return out
+
+
+def _vertex(lrs: Sequence[float], losses: Sequence[float], *, default: float) -> float:
+    """The ``lr`` at the vertex of the parabola in ``log2(lr)`` through three points (``lrs``
+    increasing), or ``default`` if the parabola is not convex or its vertex leaves them."""
+    x0, x1, x2 = (math.log2(v) for v in lrs)
+    y0, y1, y2 = losses
+    slope_left = (y1 - y0) / (x1 - x0)
+    slope_right = (y2 - y1) / (x2 - x1)
+    curvature = (slope_right - slope_left) / (x2 - x0)  # the x**2 coefficient
+    if not curvature > 0:
+        return default
+    # p(x) = y0 + slope_left (x - x0) + curvature (x - x0)(x - x1); p'(x) = 0 here:
+    x = (x0 + x1) / 2 - slope_left / (2 * curvature)
+    if not x0 <= x <= x2:
+        return default
+    return float(2.0**x)
 
 
 def _t_quantile(level: float, dof: int) -> float:
@@ -479,3 +547,27 @@ def _broadcast(a: np.ndarray, b: np.ndarray) -> tuple[int, ...]:
 def _out(arr: np.ndarray) -> Any:
     """A float for a 0-d result, the array otherwise."""
     return float(arr) if np.ndim(arr) == 0 else arr
+
+
+def _row(row: Sequence[float], i: int) -> tuple[float, float, float, float]:
+    try:
+        n, d, lr, loss = row
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"each row must be (n_params, tokens, lr, loss), but got {describe(row)}.",
+            path=("rows", i),
+        ) from None
+    try:
+        values = (
+            _scalar(n, "n_params"),
+            _scalar(d, "tokens"),
+            _scalar(lr, "lr"),
+            float(loss),
+        )
+    except ConfigError as err:
+        raise err.prefixed("rows", i) from None
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"`loss` must be a number, but got {describe(loss)}.", path=("rows", i)
+        ) from None
+    return values

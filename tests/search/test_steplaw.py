@@ -3,6 +3,7 @@ from __future__ import annotations
 import ast
 import doctest
 import math
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from paretune._errors import ConfigError
 from paretune.search import steplaw
 from paretune.search.steplaw import (
     StepLawFit,
+    best_lr_per_cell,
     fit_step_law,
     lr_range,
     step_law_batch_tokens,
@@ -227,6 +229,98 @@ def test_the_fit_is_a_frozen_value() -> None:
         fit.c = 2.0  # type: ignore[misc]
 
 
+# -- the best lr of each cell --------------------------------------------------------------------
+
+
+def _brute_force_best(rows: list[tuple[float, float, float, float]], refine: bool) -> list:
+    """Each cell's best lr, written independently of the module: explicit sums for the mean
+    of repeated lrs, tuple order for ties, numpy's polyfit for the parabola."""
+    cells: dict = defaultdict(lambda: defaultdict(list))
+    for n, d, lr, loss in rows:
+        if not (math.isnan(loss) or math.isinf(loss)):
+            cells[(n, d)][lr].append(loss)
+    out = []
+    for n, d in sorted(cells):
+        grid = sorted(cells[(n, d)])
+        mean = {lr: sum(v) / len(v) for lr, v in cells[(n, d)].items()}
+        loss, lr = min((mean[lr], lr) for lr in grid)
+        i = grid.index(lr)
+        if refine and 0 < i < len(grid) - 1:
+            x = [math.log2(v) for v in grid[i - 1 : i + 2]]
+            a, b, _ = np.polyfit(x, [mean[v] for v in grid[i - 1 : i + 2]], 2)
+            if a > 0 and x[0] <= -b / (2 * a) <= x[2]:
+                lr = 2 ** (-b / (2 * a))
+        out.append((n, d, lr, loss))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("refine", [False, True])
+def test_best_lr_per_cell_matches_a_brute_force(seed: int, refine: bool) -> None:
+    rng = np.random.default_rng(seed)
+    grid = 2.0 ** np.arange(-14, -4)
+    rows = []
+    for n in (1e7, 1e8, 1e9):
+        for d in (1e9, 1e10):
+            for lr in rng.choice(grid, size=int(rng.integers(1, 8)), replace=False):
+                for _ in range(int(rng.integers(1, 3))):  # some lrs run with two seeds
+                    loss = float(rng.choice([rng.uniform(2, 4), np.nan, np.inf], p=[0.8, 0.1, 0.1]))
+                    rows.append((n, d, float(lr), loss))
+    rng.shuffle(rows)
+    got = best_lr_per_cell(rows, refine=refine)
+    want = _brute_force_best(rows, refine)
+    assert [cell[:2] for cell in got] == [cell[:2] for cell in want]
+    np.testing.assert_allclose([cell[2:] for cell in got], [cell[2:] for cell in want], rtol=1e-9)
+
+
+def test_refining_finds_the_vertex_of_a_parabolic_loss() -> None:
+    best = 2.0**-9.3  # between the grid points 2**-10 and 2**-9
+    rows = [(1e8, 1e10, 2.0**e, 3.0 + 0.1 * (e + 9.3) ** 2) for e in range(-12, -5)]
+    [(_, _, lr, loss)] = best_lr_per_cell(rows, refine=True)
+    assert lr == pytest.approx(best, rel=1e-12)
+    assert loss == pytest.approx(3.0 + 0.1 * 0.3**2)  # the loss measured at the grid point 2**-9
+    assert best_lr_per_cell(rows)[0][2] == 2.0**-9
+
+
+def test_refining_keeps_the_grid_point_at_the_edge_or_on_a_flat_loss() -> None:
+    edge = [(1e8, 1e10, 2.0**e, float(e + 20)) for e in range(-12, -8)]  # best at the smallest lr
+    assert best_lr_per_cell(edge, refine=True)[0][2] == 2.0**-12
+    flat = [(1e8, 1e10, 2.0**e, 3.0) for e in range(-12, -8)]  # a tie: the smallest lr, kept
+    assert best_lr_per_cell(flat, refine=True)[0][2] == 2.0**-12
+    # The tie goes to the smaller lr, so its smaller neighbour is strictly worse: refined.
+    plateau = [(1e8, 1e10, 2.0**e, 1.0 if e != -12 else 5.0) for e in range(-12, -8)]
+    assert 2.0**-11 < best_lr_per_cell(plateau, refine=True)[0][2] < 2.0**-10
+
+
+def test_the_vertex_guard_keeps_the_default() -> None:
+    # Three points whose middle one is lowest always give a convex parabola with its vertex
+    # between them; the guard is for anything else.
+    assert steplaw._vertex([1.0, 2.0, 4.0], [1.0, 1.0, 1.0], default=2.0) == 2.0  # flat
+    assert steplaw._vertex([1.0, 2.0, 4.0], [1.0, 2.0, 1.0], default=2.0) == 2.0  # concave
+    assert steplaw._vertex([1.0, 2.0, 4.0], [3.0, 2.0, 1.2], default=2.0) == 2.0  # past 4
+    assert steplaw._vertex([1.0, 2.0, 4.0], [2.0, 1.0, 2.0], default=2.0) == pytest.approx(2.0)
+
+
+def test_best_lr_per_cell_leaves_out_cells_without_a_finite_loss() -> None:
+    rows = [(1e8, 1e10, 1e-3, math.nan), (1e9, 1e10, 1e-3, 2.5), (1e9, 1e10, 2e-3, math.inf)]
+    assert best_lr_per_cell(rows) == [(1e9, 1e10, 1e-3, 2.5)]
+    assert best_lr_per_cell([]) == []
+
+
+def test_the_cells_fit_back_to_the_law_they_came_from() -> None:
+    # A sweep whose loss is a parabola in log2(lr) around Step Law's lr: refined, the cells'
+    # best lrs give back Step Law's constants.
+    rows = []
+    for n in (1e7, 1e8, 1e9):
+        for d in (1e9, 1e10, 1e11):
+            centre = math.log2(step_law_lr(n, d))
+            for e in range(-16, 0):
+                rows.append((n, d, 2.0**e, 3.0 + 0.05 * (e - centre) ** 2))
+    cells = best_lr_per_cell(rows, refine=True)
+    fit = fit_step_law(*np.array([cell[:3] for cell in cells]).T)
+    assert (fit.c, fit.alpha, fit.beta) == pytest.approx((1.79, -0.713, 0.307), rel=1e-9)
+
+
 # -- bad input -----------------------------------------------------------------------------------
 
 
@@ -249,6 +343,10 @@ def test_the_fit_is_a_frozen_value() -> None:
         (lambda: fit_step_law([1e8], [1e10], [0.0]), "`lr` must be finite and > 0"),
         (lambda: fit_step_law([1e8], [1e10], [1e-3], fix=("gamma",)), "may name 'alpha'"),
         (lambda: fit_step_law([1e8], [1e10], [1e-3], fix="beta"), "write fix=\\('beta',\\)"),
+        (lambda: best_lr_per_cell([(1e8, 1e10, 1e-3)]), "rows\\[0\\]: each row must be"),
+        (lambda: best_lr_per_cell([(1e8, 1e10, 1e-3, 2.0), (1e8, 1e10, -1e-3, 2.0)]),
+         "rows\\[1\\]: `lr` must be finite and > 0"),
+        (lambda: best_lr_per_cell([(1e8, 1e10, 1e-3, "low")]), "rows\\[0\\]: `loss` must be"),
     ],
 )  # fmt: skip
 def test_bad_input_is_a_config_error(call, message: str) -> None:
