@@ -9,6 +9,10 @@ Runners are chosen by ``runner.type``: ``local`` (:class:`LocalRunner`) and ``ra
 (stop policy, retries, timeouts, signals) that the local runner and :func:`reevaluate` run;
 :func:`reevaluate` trains chosen trials (the Pareto front, the baselines) again with several
 seeds, at the search's or at full fidelity.
+
+:mod:`paretune.search.steplaw` (imported on demand, plain numpy) holds Step Law, the optimal
+learning rate and batch size of LLM pre-training as power laws of the model and data size: the
+centre of a learning-rate range, and the law refitted on a sweep's trials.
 """
 
 from paretune.search._botorch import BoTorchSampler
