@@ -3,9 +3,11 @@
 ``paretune run SPEC`` runs (or continues) a search; ``resume SPEC`` continues one that exists;
 ``status SPEC`` and ``export SPEC`` read the study; ``reevaluate SPEC --pareto --seeds 3
 --full-fidelity`` trains the Pareto front (and the baselines) again with several seeds and
-reports mean and spread; ``schema`` prints the spec's JSON schema.
+reports mean and spread; ``coord-check SPEC`` checks that the spec's ``lm`` decoder keeps every
+activation's size across widths (muP); ``schema`` prints the spec's JSON schema.
 
-Exit codes: 0 done, 1 a runtime problem (storage, tracking), 2 invalid input (spec, arguments),
+Exit codes: 0 done, 1 a runtime problem (storage, tracking) or a failed coordinate check, 2
+invalid input (spec, arguments),
 130 stopped by Ctrl-C or SIGTERM (running trials were queued again; ``resume`` continues).
 """
 
@@ -225,6 +227,83 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _cmd_coord_check(args: argparse.Namespace) -> int:
+    from paretune.dashboards import coord_check_table, coord_check_verdict
+    from paretune.objectives.lm import LMSettings, coordinate_check
+    from paretune.spec import load_spec
+
+    spec = load_spec(args.spec, overrides=args.set or (), resolve=False)
+    if spec.objective.type != "lm":
+        raise ConfigError(
+            f"the coordinate check trains the `lm` objective's decoder, but the spec's "
+            f"objective is {spec.objective.type!r}.",
+            path=("objective", "type"),
+        )
+    from pydantic import ValidationError
+
+    from paretune._validation import config_error
+
+    try:
+        settings = LMSettings.model_validate(spec.objective.settings)
+    except ValidationError as err:
+        raise config_error(err).prefixed("objective", "settings") from None
+    if args.parametrization is not None:
+        settings = settings.model_copy(update={"parametrization": args.parametrization})
+    widths = args.widths
+    print(
+        f"paretune: coordinate check of {settings.architecture} ({settings.parametrization}, "
+        f"base width {settings.base_width}, depth {settings.depth}) at widths "
+        f"{', '.join(map(str, widths))}: {args.steps} Adam steps at lr {args.learning_rate:g}, "
+        f"{args.seeds} seed(s)",
+        flush=True,
+    )
+
+    def progress(done: int, total: int) -> None:
+        print(f"  run {done}/{total}", flush=True)
+
+    check = coordinate_check(
+        settings,
+        widths=widths,
+        steps=args.steps,
+        seeds=args.seeds,
+        learning_rate=args.learning_rate,
+        tolerance=args.tolerance,
+        device=settings.device or "cpu",
+        progress=progress,
+    )
+    print()
+    print(coord_check_table(check))
+    print()
+    print(coord_check_verdict(check))
+    if args.json is not None:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(check.to_json(), handle, indent=2)
+        print(f"wrote {args.json}")
+    return EXIT_OK if check.ok else EXIT_ERROR
+
+
+def _widths(text: str) -> list[int]:
+    try:
+        widths = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        widths = []
+    if len(widths) < 2 or widths[0] < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected two or more widths like 64,128,256, but got {text!r}"
+        )
+    return widths
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, but got {text!r}")
+    return value
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     from paretune.spec import SearchSpec
 
@@ -325,6 +404,55 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-o", "--output", default=None, help="also write every run as CSV")
     _add_set(p)
+    import inspect
+
+    from paretune.objectives.lm import coordinate_check
+
+    defaults = {
+        name: p.default for name, p in inspect.signature(coordinate_check).parameters.items()
+    }
+    DEFAULT_STEPS, DEFAULT_LEARNING_RATE, DEFAULT_TOLERANCE = (
+        defaults["steps"],
+        defaults["learning_rate"],
+        defaults["tolerance"],
+    )
+
+    p = sub.add_parser(
+        "coord-check",
+        help="train the spec's lm decoder a few steps at several widths and check that every "
+        "module's activation size does not depend on width (exit 1 naming the worst module)",
+    )
+    p.add_argument("spec", help="a spec whose objective is `lm`")
+    p.add_argument(
+        "--widths",
+        type=_widths,
+        default=[64, 128, 256, 512, 1024],
+        help="comma-separated widths, multiples of head_dim (default 64,128,256,512,1024)",
+    )
+    p.add_argument(
+        "--steps",
+        type=_positive_int,
+        default=DEFAULT_STEPS,
+        help=f"Adam steps before measuring (default {DEFAULT_STEPS})",
+    )
+    p.add_argument("--seeds", type=_positive_int, default=3, help="seeds per width (default 3)")
+    p.add_argument(
+        "--learning-rate",
+        type=_positive_float,
+        default=DEFAULT_LEARNING_RATE,
+        help=f"the constant learning rate (default {DEFAULT_LEARNING_RATE:g})",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=_positive_float,
+        default=DEFAULT_TOLERANCE,
+        help=f"the largest |slope| that passes (default {DEFAULT_TOLERANCE:g})",
+    )
+    p.add_argument(
+        "--parametrization", choices=("sp", "mup"), default=None, help="override the spec's"
+    )
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the result as JSON")
+    _add_set(p)
     sub.add_parser("schema", help="print the JSON schema of the spec")
     return parser
 
@@ -372,6 +500,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _cmd_export(args)
     if args.command == "reevaluate":
         return _cmd_reevaluate(args)
+    if args.command == "coord-check":
+        return _cmd_coord_check(args)
     return _cmd_schema(args)
 
 

@@ -9,6 +9,7 @@ the spec, so the CLI, a notebook and the HTML report share them::
 """
 
 from paretune.dashboards._artifacts import log_study_tables
+from paretune.dashboards._coord_check import coord_check_table, coord_check_verdict
 from paretune.dashboards._pareto_table import pareto_table
 from paretune.dashboards._progress import ProgressBar
 from paretune.dashboards._reevaluation import (
@@ -22,6 +23,8 @@ from paretune.dashboards._text import format_table
 
 __all__ = [
     "ProgressBar",
+    "coord_check_table",
+    "coord_check_verdict",
     "dominance_lines",
     "format_table",
     "log_study_tables",

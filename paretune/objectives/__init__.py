@@ -20,6 +20,7 @@ from paretune.objectives._synthetic import (
     VehicleSafety,
 )
 from paretune.objectives.finetune import Finetune
+from paretune.objectives.lm import LM
 
 __all__ = [
     "DTLZ2",
@@ -29,6 +30,7 @@ __all__ = [
     "Direction",
     "Finetune",
     "FunctionObjective",
+    "LM",
     "Metric",
     "Objective",
     "PeftLike",

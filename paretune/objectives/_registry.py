@@ -42,6 +42,7 @@ from paretune.objectives._base import BaseObjective, FunctionObjective
 from paretune.objectives._protocol import Objective
 from paretune.objectives._synthetic import DTLZ2, ZDT1, BraninCurrin, PeftLike, VehicleSafety
 from paretune.objectives.finetune import Finetune
+from paretune.objectives.lm import LM
 
 __all__ = ["build_objective", "register_objective", "registered_objectives"]
 
@@ -289,6 +290,7 @@ def _register_builtins() -> None:
     register_objective("zdt1", ZDT1)
     register_objective("peft_like", PeftLike)
     register_objective("finetune", Finetune)
+    register_objective("lm", LM)
     register_objective("python", load_python_objective)
 
 

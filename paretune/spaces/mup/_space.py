@@ -18,8 +18,8 @@ TRANSFERABLE: Mapping[str, tuple[float, float, bool]] = {
     "init_std": (0.002, 0.2, True),
     "output_multiplier": (2.0**-3, 2.0**3, True),
     "attention_multiplier": (2.0**-3, 2.0**3, True),
-    "warmup": (0.0, 0.3, False),
-    "decay": (0.0, 0.5, False),
+    "warmup_fraction": (0.0, 0.3, False),
+    "decay_fraction": (0.0, 0.5, False),
 }
 
 #: What does not transfer (Tensor Programs V, section 6): width is what muTransfer crosses;
