@@ -24,13 +24,13 @@ from paretune.objectives.lm import LM
 
 __all__ = [
     "DTLZ2",
+    "LM",
     "ZDT1",
     "BaseObjective",
     "BraninCurrin",
     "Direction",
     "Finetune",
     "FunctionObjective",
-    "LM",
     "Metric",
     "Objective",
     "PeftLike",
