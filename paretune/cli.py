@@ -4,7 +4,9 @@
 ``status SPEC`` and ``export SPEC`` read the study; ``reevaluate SPEC --pareto --seeds 3
 --full-fidelity`` trains the Pareto front (and the baselines) again with several seeds and
 reports mean and spread; ``coord-check SPEC`` checks that the spec's ``lm`` decoder keeps every
-activation's size across widths (muP); ``schema`` prints the spec's JSON schema.
+activation's size across widths (muP); ``mutransfer SPEC`` runs the muTransfer workflow
+(coordinate check, proxy search, transfer check, target runs); ``schema`` prints the spec's JSON
+schema.
 
 Exit codes: 0 done, 1 a runtime problem (storage, tracking) or a failed coordinate check, 2
 invalid input (spec, arguments),
@@ -282,6 +284,17 @@ def _cmd_coord_check(args: argparse.Namespace) -> int:
     return EXIT_OK if check.ok else EXIT_ERROR
 
 
+def _cmd_mutransfer(args: argparse.Namespace) -> int:
+    from paretune.spec import CoordCheckFailed, run_mutransfer
+
+    try:
+        result = run_mutransfer(args.spec, overrides=args.set or ())
+    except CoordCheckFailed as err:
+        print(f"paretune: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
+
+
 def _widths(text: str) -> list[int]:
     try:
         widths = sorted({int(x) for x in text.split(",") if x.strip()})
@@ -453,6 +466,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", default=None, metavar="PATH", help="also write the result as JSON")
     _add_set(p)
+    p = sub.add_parser(
+        "mutransfer",
+        help="coordinate check, proxy search, transfer check and target runs of a spec's "
+        "`mutransfer` section, in one study (rerun to continue after a stop or a crash)",
+    )
+    p.add_argument("spec", help="a spec with objective `lm` and a `mutransfer` section")
+    _add_set(p)
     sub.add_parser("schema", help="print the JSON schema of the spec")
     return parser
 
@@ -502,6 +522,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _cmd_reevaluate(args)
     if args.command == "coord-check":
         return _cmd_coord_check(args)
+    if args.command == "mutransfer":
+        return _cmd_mutransfer(args)
     return _cmd_schema(args)
 
 

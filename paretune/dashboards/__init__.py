@@ -20,6 +20,7 @@ from paretune.dashboards._reevaluation import (
 )
 from paretune.dashboards._summary import pareto_section, run_summary, status_summary, where_lines
 from paretune.dashboards._text import format_table
+from paretune.dashboards._transfer import lr_transfer_figure
 
 __all__ = [
     "ProgressBar",
@@ -28,6 +29,7 @@ __all__ = [
     "dominance_lines",
     "format_table",
     "log_study_tables",
+    "lr_transfer_figure",
     "pareto_section",
     "pareto_table",
     "reevaluation_line",

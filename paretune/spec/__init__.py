@@ -19,7 +19,14 @@ received and what is allowed. ``paretune schema`` prints the JSON schema of :cla
 """
 
 from paretune.search import LocalRunnerSettings, RayRunnerSettings
-from paretune.spec._load import apply_overrides, load_plugins, load_spec
+from paretune.spec._load import apply_overrides, load_plugins, load_spec, read_spec
+from paretune.spec._mutransfer import (
+    CoordCheckFailed,
+    MuTransferResult,
+    TransferCell,
+    run_mutransfer,
+)
+from paretune.spec._mutransfer_section import CoordCheckSpec, LRGridSpec, MuTransferSpec
 from paretune.spec._search import KnownMetric, SearchSpec
 from paretune.spec._sections import (
     BudgetSpec,
@@ -35,17 +42,25 @@ __all__ = [
     "BudgetSpec",
     "ConstraintSpec",
     "ControllerSpec",
+    "CoordCheckFailed",
+    "CoordCheckSpec",
     "EnqueueSpec",
     "KnownMetric",
+    "LRGridSpec",
     "LocalRunnerSpec",
     "MetricSpec",
+    "MuTransferResult",
+    "MuTransferSpec",
     "ObjectiveSpec",
     "PrunerSpec",
     "RayRunnerSpec",
     "SearchSpec",
+    "TransferCell",
     "apply_overrides",
     "load_plugins",
     "load_spec",
+    "read_spec",
+    "run_mutransfer",
 ]
 
 # The runner sections are the runners' own settings models (registered with the runners).

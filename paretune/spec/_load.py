@@ -15,7 +15,7 @@ from paretune.objectives import load_module
 from paretune.search import runner_settings
 from paretune.spec._search import SearchSpec
 
-__all__ = ["apply_overrides", "load_plugins", "load_spec"]
+__all__ = ["apply_overrides", "load_plugins", "load_spec", "read_spec"]
 
 
 def load_spec(
@@ -41,6 +41,36 @@ def load_spec(
         ConfigError: The file cannot be read or parsed, or the spec is invalid; ``path`` names
             the field.
     """
+    data = read_spec(source, overrides=overrides)
+    plugins = data.get("plugins") or []
+    if not (isinstance(plugins, list) and all(isinstance(p, str) for p in plugins)):
+        raise ConfigError(
+            f"must be a list of modules or files, but got {describe(plugins)}", path=("plugins",)
+        )
+    load_plugins(plugins)
+    try:
+        # The runner section is validated by the model its type registered.
+        data = {**data, "runner": runner_settings(data.get("runner") or {})}
+    except ValidationError as err:
+        raise config_error(err).prefixed("runner") from None
+    try:
+        spec = SearchSpec.model_validate(data)
+    except ValidationError as err:
+        raise config_error(err) from None
+    if resolve:
+        spec._resolve()
+    _check_numbers(spec)
+    return spec
+
+
+def read_spec(
+    source: str | Path | Mapping[str, Any], *, overrides: Sequence[str] = ()
+) -> dict[str, Any]:
+    """A spec's mapping, read from YAML (or given) with ``overrides`` applied, not validated.
+
+    Raises:
+        ConfigError: The file cannot be read or parsed, or it is not a mapping.
+    """
     import yaml
 
     if isinstance(source, Mapping):
@@ -65,25 +95,7 @@ def load_spec(
             f"{type(data).__name__}"
         )
     data = apply_overrides(data, overrides)
-    plugins = data.get("plugins") or []
-    if not (isinstance(plugins, list) and all(isinstance(p, str) for p in plugins)):
-        raise ConfigError(
-            f"must be a list of modules or files, but got {describe(plugins)}", path=("plugins",)
-        )
-    load_plugins(plugins)
-    try:
-        # The runner section is validated by the model its type registered.
-        data = {**data, "runner": runner_settings(data.get("runner") or {})}
-    except ValidationError as err:
-        raise config_error(err).prefixed("runner") from None
-    try:
-        spec = SearchSpec.model_validate(data)
-    except ValidationError as err:
-        raise config_error(err) from None
-    if resolve:
-        spec._resolve()
-    _check_numbers(spec)
-    return spec
+    return data
 
 
 def load_plugins(names: Sequence[str]) -> None:

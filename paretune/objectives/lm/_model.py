@@ -103,3 +103,14 @@ def training_flops(shape: Shape, n_params: int, tokens: int) -> float:
     al. 2020, section 2.1: forward ``2N + 2 n_layer n_ctx d_attn``, backward twice that)."""
     per_token = 6.0 * n_params + 6.0 * shape.depth * shape.sequence_length * shape.width
     return per_token * tokens
+
+
+def count_non_embedding(shape: Shape, *, base_width: int) -> int:
+    """:func:`non_embedding_params` of the decoder of ``shape``, built on the meta device (no
+    memory, no weights)."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(decoder_config(shape))
+        rules = parametrize(model, base_width=base_width)
+    return non_embedding_params(model, rules)

@@ -91,6 +91,22 @@ class LM(BaseObjective):
         heads = max(1, round(budget * v.width / v.head_dim))
         return heads * v.head_dim
 
+    def non_embedding_params(self, width: int | None = None) -> int:
+        """The parameters outside the input embeddings (Step Law's ``N``) at ``width`` (default:
+        the settings' width), counted on a model built without memory."""
+        from paretune.objectives.lm._model import count_non_embedding
+
+        v = self.validated
+        settings = v if width is None else v.for_trial({"width": width})
+        vocab = load_corpus(v.data, v.tokenizer, v.validation_fraction).vocab_size
+        return count_non_embedding(settings.shape(vocab), base_width=v.base_width)
+
+    @property
+    def tokens(self) -> int:
+        """Training tokens per run: steps x batch size x sequence length."""
+        v = self.validated
+        return v.total_steps * v.batch_size * v.sequence_length
+
     def __call__(self, params: dict[str, Any], ctx: TrialContext) -> dict[str, float]:
         from paretune.objectives.lm._train import Run
 
