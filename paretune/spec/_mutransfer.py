@@ -308,16 +308,18 @@ class _Workflow:
     def _target_cells(self, chosen: Mapping[str, float]) -> list[TransferCell]:
         cells = []
         hyper = {k: v for k, v in chosen.items() if k != "learning_rate"}
+        space = self.space["learning_rate"]
+        rates: dict[float, str] = {}
+        for factor in sorted(set(self.section.verify) | {1.0}):
+            # A controller may choose a rate near the range's edge; a verification run past
+            # it runs at the edge instead (the study's learning-rate range holds every run).
+            rate = min(max(chosen["learning_rate"] * factor, space["low"]), space["high"])
+            if factor == 1.0 or rate not in rates:
+                rates[rate] = "target" if factor == 1.0 else "verify"
         for w in self.section.target_widths:
-            for factor in sorted(set(self.section.verify) | {1.0}):
-                stage = "target" if factor == 1.0 else "verify"
+            for rate, stage in sorted(rates.items()):
                 for seed in self.section.seeds:
-                    cells.append(
-                        self._cell(
-                            stage, w, seed, learning_rate=chosen["learning_rate"] * factor,
-                            **hyper,
-                        )
-                    )  # fmt: skip
+                    cells.append(self._cell(stage, w, seed, learning_rate=rate, **hyper))
         return cells
 
     def _stage(self, title: str, cells: list[TransferCell]) -> bool:

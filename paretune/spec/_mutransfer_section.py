@@ -84,8 +84,8 @@ class MuTransferSpec(_Strict):
     2. the proxy search at each of ``proxy_widths``: ``search: grid`` sweeps ``lr_grid``;
        ``independent`` (u-muP's) sweeps ``lr_grid``, then each of ``multipliers`` alone at the
        learning rate found; ``controller`` lets the spec's controller propose
-       ``controller_trials`` candidates per proxy width within the grid's range (and the
-       multipliers' ranges);
+       ``controller_trials`` candidates per proxy width within the study's learning-rate range
+       (the grid's, widened by the ``verify`` factors) and the multipliers' ranges;
     3. the transfer check: the best hyperparameters per proxy width side by side, with a
        warning where the best learning rate moves by more than one grid step;
     4. the target run(s) at ``target_widths`` with the chosen hyperparameters, and the
@@ -106,7 +106,8 @@ class MuTransferSpec(_Strict):
             ``init_std``), its values: swept one at a time at the chosen learning rate
             (``independent``), or the range the controller searches (``controller``).
         controller_trials: Candidates per proxy width in ``controller`` mode.
-        verify: Learning-rate factors run at each target width around the chosen rate.
+        verify: Learning-rate factors run at each target width around the chosen rate (kept
+            within the study's learning-rate range).
         coord_check: The coordinate check.
     """
 

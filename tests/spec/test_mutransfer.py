@@ -196,3 +196,39 @@ def test_steplaw_centres_the_grid(spec: dict[str, Any]) -> None:
     snapped = round(centre / 0.5) * 0.5
     proxy = sorted({t.params["learning_rate"] for t in _trials(spec) if t.params["width"] == 32})
     assert proxy == pytest.approx([2 ** (snapped - 0.5), 2**snapped, 2 ** (snapped + 0.5)])
+
+
+def test_independent_search_sweeps_each_multiplier_alone_at_the_chosen_lr(
+    spec: dict[str, Any],
+) -> None:
+    spec["mutransfer"]["search"] = "independent"
+    spec["mutransfer"]["multipliers"] = {"output_multiplier": [0.5, 2.0]}
+    spec["mutransfer"]["coord_check"] = {"enabled": False}
+    result = run_mutransfer(spec, say=lambda _: None)
+    assert set(result.chosen) == {"learning_rate", "output_multiplier"}
+    trials = _trials(spec)
+    # 12 proxy runs (multiplier at its setting, 1), 2 values x 2 widths x 2 seeds, 6 targets.
+    assert len(trials) == 12 + 8 + 6
+    sweeps = [t for t in trials if t.user_attrs[LABEL_ATTR].startswith("multiplier:")]
+    assert {t.params["learning_rate"] for t in sweeps} == {result.chosen["learning_rate"]}
+    assert {t.params["output_multiplier"] for t in sweeps} == {0.5, 2.0}
+    targets = [t for t in trials if t.params["width"] == 64]
+    assert {t.params["output_multiplier"] for t in targets} == {result.chosen["output_multiplier"]}
+
+
+def test_a_controller_proposes_the_proxies_learning_rates(spec: dict[str, Any]) -> None:
+    spec["mutransfer"].update(
+        search="controller", controller_trials=3, seeds=[0], coord_check={"enabled": False}
+    )
+    spec["controller"] = {"name": "random", "seed": 1}
+    result = run_mutransfer(spec, say=lambda _: None)
+    trials = _trials(spec)
+    assert len(trials) == 2 * 3 + 3
+    proxies = [t for t in trials if t.params["width"] in (16, 32)]
+    assert len({t.params["learning_rate"] for t in proxies}) == 6  # proposed, not a grid
+    # Within the study's range: the grid's (2^-8..2^-7) widened by the verify factors.
+    assert all(2.0**-9 <= t.params["learning_rate"] <= 2.0**-6 for t in proxies)
+    targets = [t.params["learning_rate"] for t in trials if t.params["width"] == 64]
+    assert all(2.0**-9 <= lr <= 2.0**-6 for lr in targets)
+    best32 = min((t for t in proxies if t.params["width"] == 32), key=lambda t: t.values[0])
+    assert result.chosen["learning_rate"] == best32.params["learning_rate"]
