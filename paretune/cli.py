@@ -232,13 +232,15 @@ def _positive_int(text: str) -> int:
 def _cmd_coord_check(args: argparse.Namespace) -> int:
     from paretune.dashboards import coord_check_table, coord_check_verdict
     from paretune.objectives.lm import LMSettings, coordinate_check
-    from paretune.spec import load_spec
+    from paretune.spec import read_spec
 
-    spec = load_spec(args.spec, overrides=args.set or (), resolve=False)
-    if spec.objective.type != "lm":
+    # Only the objective matters here, so a search spec and a muTransfer spec both serve.
+    objective = read_spec(args.spec, overrides=args.set or ()).get("objective")
+    kind = objective.get("type") if isinstance(objective, dict) else None
+    if kind != "lm" or not isinstance(objective, dict):
         raise ConfigError(
             f"the coordinate check trains the `lm` objective's decoder, but the spec's "
-            f"objective is {spec.objective.type!r}.",
+            f"objective is {kind!r}.",
             path=("objective", "type"),
         )
     from pydantic import ValidationError
@@ -246,7 +248,7 @@ def _cmd_coord_check(args: argparse.Namespace) -> int:
     from paretune._validation import config_error
 
     try:
-        settings = LMSettings.model_validate(spec.objective.settings)
+        settings = LMSettings.model_validate(objective.get("settings") or {})
     except ValidationError as err:
         raise config_error(err).prefixed("objective", "settings") from None
     if args.parametrization is not None:

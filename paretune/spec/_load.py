@@ -42,6 +42,12 @@ def load_spec(
             the field.
     """
     data = read_spec(source, overrides=overrides)
+    if "mutransfer" in data:
+        raise ConfigError(
+            "a spec with a `mutransfer` section is a muTransfer workflow: run it with "
+            "`paretune mutransfer SPEC`.",
+            path=("mutransfer",),
+        )
     plugins = data.get("plugins") or []
     if not (isinstance(plugins, list) and all(isinstance(p, str) for p in plugins)):
         raise ConfigError(

@@ -232,3 +232,11 @@ def test_a_controller_proposes_the_proxies_learning_rates(spec: dict[str, Any]) 
     assert all(2.0**-9 <= lr <= 2.0**-6 for lr in targets)
     best32 = min((t for t in proxies if t.params["width"] == 32), key=lambda t: t.values[0])
     assert result.chosen["learning_rate"] == best32.params["learning_rate"]
+
+
+def test_run_points_a_mutransfer_spec_to_its_command(spec: dict[str, Any]) -> None:
+    from paretune.spec import load_spec
+
+    with pytest.raises(ConfigError, match="run it with `paretune mutransfer SPEC`") as caught:
+        load_spec({**spec, "budget": {"trials": 1}})
+    assert caught.value.path == ("mutransfer",)
