@@ -505,10 +505,44 @@ class _Workflow:
             )
             self.result.warnings.append(warning)
             self.say(warning)
+        self._own_law()
         chosen = self.result.chosen
         self.say(
             f"chosen: log2 LR {math.log2(chosen['learning_rate']):g}"
             + "".join(f", {k}={v:g}" for k, v in chosen.items() if k != "learning_rate")
+        )
+
+    def _own_law(self) -> None:
+        """Step Law's form fitted to the proxies' best learning rates (one token count, so
+        only ``lr = c N^alpha`` is identifiable), and what it predicts at the targets."""
+        from paretune.search.steplaw import fit_step_law
+
+        best = self.result.proxy_best
+        if len(best) < 2:
+            return
+        widths = sorted(best)
+        n = [self.lm.non_embedding_params(w) for w in widths]
+        try:
+            fit = fit_step_law(
+                n, [self.lm.tokens] * len(n), [best[w]["learning_rate"] for w in widths]
+            )
+        except ConfigError as err:
+            self.say(f"Step Law's form does not fit these proxies: {err.message}")
+            return
+        error = fit.stderr[1]
+        spread = (
+            f" +- {error:.2f}" if math.isfinite(error) else " (exact: as many runs as unknowns)"
+        )
+        tokens = self.lm.tokens
+        predictions = ", ".join(
+            f"width {w}: log2 LR "
+            f"{math.log2(float(fit.predict(self.lm.non_embedding_params(w), tokens))):.2f}"
+            for w in self.section.target_widths
+        )
+        self.say(
+            f"Step Law's form fitted to the proxies' best rates: lr = {fit.c:.3g} N^{fit.alpha:.3f}"
+            f"{spread} (Step Law: N^-0.713 at this token count); it predicts {predictions} (muP "
+            "predicts the proxies' rate)"
         )
 
     def _decide(self, cells: Sequence[TransferCell]) -> None:

@@ -101,6 +101,11 @@ def test_the_workflow_runs_every_stage_in_one_study(spec: dict[str, Any]) -> Non
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert result.figure is not None and "width 64" in result.figure.read_text()
     assert any(line.strip().startswith("decision:") for line in lines)
+    # Step Law beside the found rate: its own rate per width, and its form fitted to the study.
+    assert sorted(result.step_law) == [16, 32, 64]
+    assert any(
+        line.startswith("Step Law's form fitted to the proxies' best rates") for line in lines
+    )
 
     # A second run finds everything finished and trains nothing.
     again: list[str] = []
