@@ -419,18 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-o", "--output", default=None, help="also write every run as CSV")
     _add_set(p)
-    import inspect
-
-    from paretune.objectives.lm import coordinate_check
-
-    defaults = {
-        name: p.default for name, p in inspect.signature(coordinate_check).parameters.items()
-    }
-    DEFAULT_STEPS, DEFAULT_LEARNING_RATE, DEFAULT_TOLERANCE = (
-        defaults["steps"],
-        defaults["learning_rate"],
-        defaults["tolerance"],
-    )
+    from paretune.objectives import lm
 
     p = sub.add_parser(
         "coord-check",
@@ -441,27 +430,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--widths",
         type=_widths,
-        default=[64, 128, 256, 512, 1024],
-        help="comma-separated widths, multiples of head_dim (default 64,128,256,512,1024)",
+        default=list(lm.COORD_CHECK_WIDTHS),
+        help="comma-separated widths, multiples of head_dim (default "
+        f"{','.join(map(str, lm.COORD_CHECK_WIDTHS))})",
     )
     p.add_argument(
         "--steps",
         type=_positive_int,
-        default=DEFAULT_STEPS,
-        help=f"Adam steps before measuring (default {DEFAULT_STEPS})",
+        default=lm.COORD_CHECK_STEPS,
+        help=f"Adam steps before measuring (default {lm.COORD_CHECK_STEPS})",
     )
-    p.add_argument("--seeds", type=_positive_int, default=3, help="seeds per width (default 3)")
+    p.add_argument(
+        "--seeds",
+        type=_positive_int,
+        default=lm.COORD_CHECK_SEEDS,
+        help=f"seeds per width (default {lm.COORD_CHECK_SEEDS})",
+    )
     p.add_argument(
         "--learning-rate",
         type=_positive_float,
-        default=DEFAULT_LEARNING_RATE,
-        help=f"the constant learning rate (default {DEFAULT_LEARNING_RATE:g})",
+        default=lm.COORD_CHECK_LEARNING_RATE,
+        help=f"the constant learning rate (default {lm.COORD_CHECK_LEARNING_RATE:g})",
     )
     p.add_argument(
         "--tolerance",
         type=_positive_float,
-        default=DEFAULT_TOLERANCE,
-        help=f"the largest |slope| that passes (default {DEFAULT_TOLERANCE:g})",
+        default=lm.COORD_CHECK_TOLERANCE,
+        help=f"the largest |slope| that passes (default {lm.COORD_CHECK_TOLERANCE:g})",
     )
     p.add_argument(
         "--parametrization", choices=("sp", "mup"), default=None, help="override the spec's"

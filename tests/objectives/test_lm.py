@@ -159,3 +159,39 @@ def test_bad_settings_name_the_setting(
 def test_tokens_set_the_steps(corpus_file: str) -> None:
     settings = LMSettings.model_validate({**TINY, "steps": None, "tokens": 1000})
     assert settings.total_steps == math.ceil(1000 / (4 * 16))
+
+
+def test_each_files_tail_is_held_out(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    first.write_text("a" * 80 + "A" * 20)
+    second.write_text("b" * 40 + "B" * 10)
+    corpus = load_corpus((str(first), str(second)), "bytes", 0.2)
+    assert bytes(corpus.train.astype(np.uint8)) == b"a" * 80 + b"b" * 40
+    assert bytes(corpus.validation.astype(np.uint8)) == b"A" * 20 + b"B" * 10
+
+
+def test_a_width_parameter_is_kept_without_a_budget(corpus_file: str) -> None:
+    objective = _lm(corpus_file, width=64, width_fidelity=True, seed=0, steps=1)
+    assert objective({"width": 16}, TrialContext(trial_number=0))["width"] == 16
+
+
+def test_the_count_of_non_embedding_params_matches_the_trained_model(corpus_file: str) -> None:
+    objective = _lm(corpus_file, seed=0, steps=1)
+    result = objective({}, TrialContext(trial_number=0))
+    assert objective.non_embedding_params() == result["non_embedding_params"]
+    assert objective.non_embedding_params(16) < objective.non_embedding_params(32)
+
+
+@pytest.mark.parametrize(
+    ("settings", "path"),
+    [
+        ({"schedule": {"type": "constant"}, "decay_fraction": 0.1}, "decay_fraction"),
+        ({"warmup_fraction": 0.9, "decay_fraction": 0.2}, "schedule.decay_fraction"),
+    ],
+)
+def test_schedule_overrides_are_checked_with_the_settings(
+    corpus_file: str, settings: dict[str, object], path: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _lm(corpus_file, **settings)
+    assert ".".join(map(str, caught.value.path)) == path

@@ -102,7 +102,9 @@ def test_param_groups_divide_hidden_lr_by_width_mult_under_mup_only(arch: str) -
         for role in ("input", "readout", "vector"):
             assert groups[role]["lr"] == pytest.approx(0.01, rel=1e-12)
         assert groups["vector"]["weight_decay"] == 0.0
-        assert groups["hidden"]["weight_decay"] == 0.1
+        # AdamW decays by lr * weight_decay: muP keeps that product at the base width's.
+        assert groups["hidden"]["weight_decay"] == pytest.approx(0.1 / hidden_factor)
+        assert groups["input"]["weight_decay"] == 0.1
         # Every trainable parameter is in exactly one group.
         grouped = [id(p) for g in groups.values() for p in g["params"]]
         assert sorted(grouped) == sorted(id(p) for p in model.parameters())
@@ -239,3 +241,27 @@ def test_transfer_space_keeps_width_out() -> None:
         transfer_space(("learning_rate", "width"))
     with pytest.raises(ConfigError, match="not a transferable"):
         transfer_space(("momentum",))
+
+
+@pytest.mark.parametrize("arch", sorted(BUILDERS))
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_the_attention_multiplier_changes_the_forward_pass(arch: str, attention: str) -> None:
+    x = _tokens()
+    logits = {}
+    for multiplier in (1.0, 3.0):
+        model = BUILDERS[arch](4 * HEAD)
+        model.config._attn_implementation = attention
+        parametrize(
+            model,
+            base_width=HEAD,
+            attention_multiplier=multiplier,
+            generator=torch.Generator().manual_seed(0),
+        )
+        logits[multiplier] = model(input_ids=x).logits
+        last = model
+    assert not torch.allclose(logits[1.0], logits[3.0], atol=1e-6)
+    # Setting the scale by hand gives the parametrised model's output: the forward reads it.
+    for module in last.modules():
+        if hasattr(module, "scaling") and hasattr(module, "head_dim"):
+            module.scaling = 1.0 / math.sqrt(HEAD)
+    torch.testing.assert_close(last(input_ids=x).logits, logits[1.0])

@@ -67,7 +67,15 @@ Searched parameters and fidelity:
 module's activations keep their size (``paretune coord-check``).
 """
 
-from paretune.objectives.lm._coord import CoordCheck, coordinate_check
+from paretune.objectives.lm._coord import (
+    COORD_CHECK_LEARNING_RATE,
+    COORD_CHECK_SEEDS,
+    COORD_CHECK_STEPS,
+    COORD_CHECK_TOLERANCE,
+    COORD_CHECK_WIDTHS,
+    CoordCheck,
+    coordinate_check,
+)
 from paretune.objectives.lm._errors import Diverged
 from paretune.objectives.lm._objective import LM
 from paretune.objectives.lm._settings import DEFAULT_DATA, OVERRIDABLE, LMSettings
@@ -75,6 +83,11 @@ from paretune.objectives.lm._shape import ARCHITECTURES, Shape
 
 __all__ = [
     "ARCHITECTURES",
+    "COORD_CHECK_LEARNING_RATE",
+    "COORD_CHECK_SEEDS",
+    "COORD_CHECK_STEPS",
+    "COORD_CHECK_TOLERANCE",
+    "COORD_CHECK_WIDTHS",
     "DEFAULT_DATA",
     "LM",
     "OVERRIDABLE",

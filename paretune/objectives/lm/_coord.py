@@ -14,13 +14,24 @@ from paretune._errors import ConfigError, describe
 from paretune.objectives.lm._data import load_corpus
 from paretune.objectives.lm._settings import LMSettings
 
-__all__ = ["CoordCheck", "coordinate_check"]
+__all__ = [
+    "COORD_CHECK_LEARNING_RATE",
+    "COORD_CHECK_SEEDS",
+    "COORD_CHECK_STEPS",
+    "COORD_CHECK_TOLERANCE",
+    "COORD_CHECK_WIDTHS",
+    "CoordCheck",
+    "coordinate_check",
+]
 
 #: mup's coordinate checks take a few Adam steps at a learning rate large enough that
 #: standard parametrization's updates (of size ``lr * width`` in the logits) show.
-DEFAULT_STEPS = 4
-DEFAULT_LEARNING_RATE = 3e-3
-DEFAULT_TOLERANCE = 0.1
+COORD_CHECK_STEPS = 4
+COORD_CHECK_LEARNING_RATE = 3e-3
+COORD_CHECK_TOLERANCE = 0.1
+#: Widths 64 to 1024: the check's slopes need a 16x range to tell drift from noise.
+COORD_CHECK_WIDTHS: tuple[int, ...] = (64, 128, 256, 512, 1024)
+COORD_CHECK_SEEDS = 3
 
 
 @dataclass(frozen=True)
@@ -80,11 +91,11 @@ class CoordCheck:
 def coordinate_check(
     settings: LMSettings,
     *,
-    widths: Sequence[int] = (64, 128, 256, 512, 1024),
-    steps: int = DEFAULT_STEPS,
-    seeds: int = 3,
-    learning_rate: float = DEFAULT_LEARNING_RATE,
-    tolerance: float = DEFAULT_TOLERANCE,
+    widths: Sequence[int] = COORD_CHECK_WIDTHS,
+    steps: int = COORD_CHECK_STEPS,
+    seeds: int = COORD_CHECK_SEEDS,
+    learning_rate: float = COORD_CHECK_LEARNING_RATE,
+    tolerance: float = COORD_CHECK_TOLERANCE,
     device: str = "cpu",
     progress: Callable[[int, int], None] | None = None,
 ) -> CoordCheck:
@@ -121,9 +132,21 @@ def coordinate_check(
     for name, value in (("steps", steps), ("seeds", seeds)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"must be an integer >= 1, but got {describe(value)}", path=(name,))
-    if not (isinstance(learning_rate, float | int) and learning_rate > 0):
+    for name, number in (("learning_rate", learning_rate), ("tolerance", tolerance)):
+        if not (
+            isinstance(number, float | int)
+            and not isinstance(number, bool)
+            and math.isfinite(number)
+            and number > 0
+        ):
+            raise ConfigError(
+                f"must be a finite number > 0, but got {describe(number)}", path=(name,)
+            )
+    odd = [w for w in ordered if w % settings.head_dim]
+    if odd:
         raise ConfigError(
-            f"must be a number > 0, but got {describe(learning_rate)}", path=("learning_rate",)
+            f"every width must be a multiple of head_dim={settings.head_dim}, but got {odd[0]}.",
+            path=("widths",),
         )
     corpus = load_corpus(settings.data, settings.tokenizer, settings.validation_fraction)
     totals: dict[str, np.ndarray] = {}
@@ -142,12 +165,6 @@ def coordinate_check(
                     "max_grad_norm": None,
                 }
             )
-            if width % settings.head_dim:
-                raise ConfigError(
-                    f"every width must be a multiple of head_dim={settings.head_dim}, but got "
-                    f"{width}.",
-                    path=("widths",),
-                )
             run = Run(trial, corpus, seed=seed, device=device)
             for _ in range(steps):
                 run.step()

@@ -110,7 +110,12 @@ class LM(BaseObjective):
     def __call__(self, params: dict[str, Any], ctx: TrialContext) -> dict[str, float]:
         from paretune.objectives.lm._train import Run
 
-        width = self.width_at(ctx.budget) if self.validated.width_fidelity else None
+        # Only a budget sets the width; without one a `width` parameter (or the setting) does.
+        width = (
+            self.width_at(ctx.budget)
+            if self.validated.width_fidelity and ctx.budget is not None
+            else None
+        )
         settings = self.validated.for_trial(params, width=width)
         corpus = load_corpus(settings.data, settings.tokenizer, settings.validation_fraction)
         seed = settings.seed if settings.seed is not None else ctx.seed

@@ -143,7 +143,7 @@ class LMSettings(StrictModel):
     )
     tokenizer: Annotated[str, Field(min_length=1)] = BYTES
     validation_fraction: float = Field(default=0.02, gt=0, lt=1)
-    eval_windows: PositiveInt = 64
+    eval_windows: PositiveInt = 128
     evals: PositiveInt = 4
     seed: int | None = None
     width_fidelity: bool = False
@@ -183,7 +183,36 @@ class LMSettings(StrictModel):
                     f"{', '.join(OVERRIDABLE)}; got {name!r}.",
                     path=("space", name),
                 )
+        self.run_schedule()  # the overrides must make a valid schedule
         return self
+
+    def run_schedule(self) -> Schedule:
+        """The schedule with ``warmup_fraction`` and ``decay_fraction`` put in, validated.
+
+        Raises:
+            FieldError: The overrides do not fit the schedule (a decay on a ``constant``
+                schedule, a warmup and decay longer than the run).
+        """
+        from paretune.spaces import schedule_from_dict
+
+        updates: dict[str, Any] = {}
+        if self.warmup_fraction is not None:
+            updates |= {"warmup_fraction": self.warmup_fraction, "warmup_steps": None}
+        if self.decay_fraction is not None:
+            if self.schedule.type == "constant":
+                raise FieldError(
+                    "a constant schedule has no decay; set schedule.type to wsd or power to "
+                    "search decay_fraction.",
+                    path=("decay_fraction",),
+                )
+            updates |= {"decay_fraction": self.decay_fraction, "decay_steps": None}
+        if not updates:
+            return self.schedule
+        try:
+            given = self.schedule.model_dump(exclude_unset=True) | {"type": self.schedule.type}
+            return schedule_from_dict({**given, **updates})
+        except ConfigError as err:
+            raise FieldError(err.message, path=("schedule", *err.path)) from None
 
     @property
     def total_steps(self) -> int:

@@ -94,14 +94,7 @@ class Run:
             betas=settings.adam_betas,
             eps=settings.adam_eps,
         )
-        schedule = settings.schedule
-        overrides: dict[str, object] = {}
-        if settings.warmup_fraction is not None:
-            overrides |= {"warmup_fraction": settings.warmup_fraction, "warmup_steps": None}
-        if settings.decay_fraction is not None:
-            overrides |= {"decay_fraction": settings.decay_fraction, "decay_steps": None}
-        if overrides:
-            schedule = schedule.model_copy(update=overrides)
+        schedule = settings.run_schedule()
         tokens_per_step = settings.batch_size * settings.sequence_length
         self.scheduler = schedule.build(
             self.optimizer,

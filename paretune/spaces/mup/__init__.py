@@ -18,8 +18,10 @@ Example:
     >>> rules = parametrize(model, base_width=64, kind="mup", output_multiplier=2.0)
     >>> optimizer = torch.optim.AdamW(rules.param_groups(model, lr=3e-3))  # doctest: +SKIP
 
-Supported: LLaMA-style configs (LLaMA, Mistral, Qwen2 and kin) and GPT-2, with an untied
-readout; Adam and AdamW (the rules for SGD differ). u-muP (unit scaling) is not provided.
+Supported and tested: LLaMA and GPT-2 with an untied readout, under Adam and AdamW (the
+rules for SGD differ). Decoders built like LLaMA (Mistral, Qwen2: the same config keys, norms
+whose weight starts at 1) should work the same way; Gemma-style norms stored as ``1 + w`` would
+be initialised wrongly. u-muP (unit scaling) is not provided.
 
 ``import paretune.spaces.mup`` imports torch; roles are found with ``transformers`` models
 built on the meta device.

@@ -8,7 +8,7 @@ import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -28,9 +28,9 @@ Role = Literal["input", "hidden", "readout", "vector"]
 #: ``input``: matrices with one width dimension (token and position embeddings); ``hidden``:
 #: matrices with two (attention and MLP projections); ``readout``: the output embedding;
 #: ``vector``: biases and norm weights.
-ROLES: tuple[str, ...] = ("input", "hidden", "readout", "vector")
+ROLES: tuple[Role, ...] = get_args(Role)
 
-# The config key ``save_pretrained`` writes the rules under.
+# The config key the rules' settings are recorded under.
 CONFIG_KEY = "paretune_parametrization"
 
 
@@ -80,12 +80,15 @@ class Parametrization:
         Each group's ``lr`` is ``lr`` times its role's :meth:`lr_multiplier`, so a schedule
         that scales every group's initial LR (``LambdaLR``,
         :mod:`paretune.spaces.schedules`) keeps the multipliers. Vectors (biases, norm
-        weights) get no weight decay. Groups carry ``role`` and ``lr_multiplier`` keys.
+        weights) get no weight decay. AdamW decays a weight by ``lr * weight_decay`` a step,
+        so hidden matrices get ``weight_decay`` times ``width_mult`` under muP: their decay
+        per step stays what it is at the base width (as ``mup.MuAdamW`` does). Groups carry
+        ``role`` and ``lr_multiplier`` keys.
 
         Raises:
             ConfigError: ``model`` has trainable parameters these rules do not know.
         """
-        grouped: dict[str, list[nn.Parameter]] = {role: [] for role in ROLES}
+        grouped: dict[Role, list[nn.Parameter]] = {role: [] for role in ROLES}
         for name, param in model.named_parameters():
             if not param.requires_grad:
                 continue
@@ -99,10 +102,12 @@ class Parametrization:
         return [
             {
                 "params": params,
-                "lr": lr * self.lr_multiplier(role),  # type: ignore[arg-type]
-                "weight_decay": 0.0 if role == "vector" else weight_decay,
+                "lr": lr * self.lr_multiplier(role),
+                "weight_decay": 0.0
+                if role == "vector"
+                else weight_decay / self.lr_multiplier(role),
                 "role": role,
-                "lr_multiplier": self.lr_multiplier(role),  # type: ignore[arg-type]
+                "lr_multiplier": self.lr_multiplier(role),
             }
             for role, params in grouped.items()
             if params
@@ -147,8 +152,9 @@ def parametrize(
     attention module's ``scaling`` is set, so the rules are part of the model: they survive
     ``copy.deepcopy``, ``torch.save`` of the whole model and ``torch.compile``. A
     ``state_dict`` carries weights only: load it into a model built and parametrised the
-    same way (the rules are also written to ``model.config``, so ``save_pretrained`` keeps
-    them).
+    same way. The rules' settings are also written to ``model.config`` under
+    ``paretune_parametrization``, as a record: ``from_pretrained`` does not install the
+    multipliers again (build the model, :func:`parametrize` it, then load the weights).
 
     Every parameter is initialised again (from ``generator``, else torch's global RNG, in
     ``named_parameters`` order), so models of two parametrizations built from the same seed

@@ -42,7 +42,8 @@ def head_dim(config: PretrainedConfig) -> int:
 
 def width_config(config: PretrainedConfig, width: int) -> PretrainedConfig:
     """A copy of ``config`` at ``width``: more heads of the same dimension, and the MLP's inner
-    size, key/value heads and any other width-proportional size scaled by the same ratio.
+    size (``intermediate_size``, GPT-2's ``n_inner``) and the key/value heads scaled by the
+    same ratio.
 
     Supports LLaMA-style configs (``hidden_size``, ``num_attention_heads``,
     ``num_key_value_heads``, ``intermediate_size``, optional ``head_dim``: LLaMA, Mistral,
