@@ -12,8 +12,15 @@ The package is organised by the question each part answers (see the design notes
 imported by the functions that need them.
 """
 
-from paretune._errors import ConfigError, ParetuneError, SearchFailed, StudyError
+from paretune._errors import ConfigError, ParetuneError, SearchFailed, StudyError, StudyNotFound
 
-__all__ = ["ConfigError", "ParetuneError", "SearchFailed", "StudyError", "__version__"]
+__all__ = [
+    "ConfigError",
+    "ParetuneError",
+    "SearchFailed",
+    "StudyError",
+    "StudyNotFound",
+    "__version__",
+]
 
 __version__ = "0.1.0"

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["ConfigError", "ParetuneError", "SearchFailed", "StudyError"]
+__all__ = ["ConfigError", "ParetuneError", "SearchFailed", "StudyError", "StudyNotFound"]
 
 
 class ParetuneError(Exception):
@@ -42,6 +42,10 @@ class ConfigError(ParetuneError, ValueError):
 
 class StudyError(ParetuneError, RuntimeError):
     """A problem of the running system: storage, tracking server, a study that does not fit."""
+
+
+class StudyNotFound(StudyError):
+    """A study that must exist (to read it, to resume it) does not."""
 
 
 class SearchFailed(ParetuneError, RuntimeError):

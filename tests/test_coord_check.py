@@ -13,15 +13,14 @@ from paretune.cli import main
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lm_lr.yaml"
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not (Path(os.environ.get("PARETUNE_DATA_DIR", "/nonexistent")) / "lm_corpus").is_dir(),
-        reason="needs $PARETUNE_DATA_DIR with lm_corpus/austen.txt.gz (the workplace's data)",
-    ),
-]
+needs_corpus = pytest.mark.skipif(
+    not (Path(os.environ.get("PARETUNE_DATA_DIR", "/nonexistent")) / "lm_corpus").is_dir(),
+    reason="needs $PARETUNE_DATA_DIR with lm_corpus/austen.txt.gz (the workplace's data)",
+)
 
 
+@pytest.mark.slow
+@needs_corpus
 def test_mup_passes_the_coordinate_check_at_the_defaults(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -38,6 +37,8 @@ def test_mup_passes_the_coordinate_check_at_the_defaults(
     assert "MUP: every module's activation size is width-independent" in printed
 
 
+@pytest.mark.slow
+@needs_corpus
 def test_standard_parametrization_fails_naming_the_worst_module(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

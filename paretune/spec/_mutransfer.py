@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -13,22 +14,38 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from paretune._errors import ConfigError, ParetuneError
+from paretune._errors import ConfigError, ParetuneError, StudyNotFound
 from paretune._validation import config_error
 from paretune.spec._load import load_spec, read_spec
+from paretune.spec._mutransfer_choice import best_point, mean_loss, regret_choice, stderr
 from paretune.spec._mutransfer_section import MuTransferSpec
 
 if TYPE_CHECKING:
     from paretune.objectives.lm import LM, CoordCheck, LMSettings
     from paretune.spec._search import SearchSpec
 
-__all__ = ["CoordCheckFailed", "MuTransferResult", "TransferCell", "run_mutransfer"]
+__all__ = [
+    "CoordCheckFailed",
+    "MuTransferFailed",
+    "MuTransferResult",
+    "TransferCell",
+    "run_mutransfer",
+]
 
 Say = Callable[[str], None]
 
 # The default budget rules of the workflow's stages: a learning-rate sweep diverges at its top
 # end on purpose, so failures in a row are no reason to stop.
 _BUDGET = {"max_failures_in_a_row": None}
+
+
+# How the lm objective's divergence reads in a failed trial's traceback.
+_DIVERGED = re.compile(r"\bDiverged: ")
+
+
+class MuTransferFailed(ParetuneError, RuntimeError):
+    """Runs of a stage failed (not by diverging): the workflow cannot decide without them.
+    A rerun retries them."""
 
 
 class CoordCheckFailed(ParetuneError, RuntimeError):
@@ -110,6 +127,23 @@ def run_mutransfer(
             "the muTransfer workflow trains the `lm` objective; set objective.type: lm.",
             path=("objective", "type"),
         )
+    budget = base.get("budget")
+    if isinstance(budget, Mapping):
+        for key in ("trials", "wall_time"):
+            if key in budget:
+                raise ConfigError(
+                    "the muTransfer workflow runs every cell of its grids once, so it sets the "
+                    f"budget's trials itself; remove budget.{key} (trial_timeout and "
+                    "max_retries are kept).",
+                    path=("budget", key),
+                )
+    pruner = base.get("pruner")
+    if isinstance(pruner, Mapping) and pruner.get("name", "none") != "none":
+        raise ConfigError(
+            "a pruned cell would count as a loss it never reached; the muTransfer workflow "
+            "runs without a pruner.",
+            path=("pruner", "name"),
+        )
     for key in ("space", "enqueue"):
         if key in base:
             raise ConfigError(
@@ -123,6 +157,17 @@ def run_mutransfer(
         lm = LM(**dict(objective.get("settings") or {}))
     except ConfigError as err:
         raise err.prefixed("objective", "settings") from None
+    if lm.validated.width_fidelity:
+        raise ConfigError(
+            "the muTransfer workflow sets each run's width itself; remove width_fidelity.",
+            path=("objective", "settings", "width_fidelity"),
+        )
+    if section.lr_prior == "steplaw" and lm.validated.schedule.type == "power":
+        raise ConfigError(
+            "with a power schedule `learning_rate` multiplies the schedule's own rate, so Step "
+            "Law's rate cannot centre its grid; use lr_grid.low and lr_grid.high.",
+            path=("mutransfer", "lr_prior"),
+        )
     return _Workflow(base, section, lm, say).run()
 
 
@@ -169,8 +214,14 @@ class _Workflow:
             n = self.lm.non_embedding_params(width)
             self.result.step_law[width] = float(step_law_lr(n, tokens))
         if self.section.lr_prior == "steplaw":
-            widest = max(self.section.proxy_widths)
-            centre = math.log2(self.result.step_law[widest])
+            # Step Law's rate is a standard-parametrization rate. Under muP the searched rate
+            # is the one of the base width (where muP is SP); under SP it is the widest
+            # proxy's own.
+            if self.settings.parametrization == "mup":
+                n = self.lm.non_embedding_params(self.settings.base_width)
+                centre = math.log2(float(step_law_lr(n, tokens)))
+            else:
+                centre = math.log2(self.result.step_law[max(self.section.proxy_widths)])
             return self.section.lr_grid.points(centre)
         return self.section.lr_grid.points()
 
@@ -216,7 +267,7 @@ class _Workflow:
             cells = self._multiplier_cells(chosen)
             if not self._stage("multiplier sweeps", cells):
                 return self.result
-            chosen |= self._choose_multipliers(cells, chosen["learning_rate"])
+            chosen |= self._choose_multipliers(cells, proxies, chosen["learning_rate"])
         self.result.chosen = chosen
         self._transfer_check(proxies)
         targets = self._target_cells(chosen)
@@ -269,8 +320,8 @@ class _Workflow:
     def _cell(self, stage: str, width: int, seed: int, **params: Any) -> TransferCell:
         parts = [stage, f"w{width}"]
         if "learning_rate" in params:
-            parts.append(f"lr2^{math.log2(params['learning_rate']):g}")
-        parts += [f"{k}={v:g}" for k, v in params.items() if k != "learning_rate"]
+            parts.append(f"lr2^{math.log2(params['learning_rate']):.10g}")
+        parts += [f"{k}={v:.10g}" for k, v in params.items() if k != "learning_rate"]
         parts.append(f"s{seed}")
         return TransferCell(stage, " ".join(parts), {**params, "width": width, "seed": seed})
 
@@ -323,155 +374,143 @@ class _Workflow:
         return cells
 
     def _stage(self, title: str, cells: list[TransferCell]) -> bool:
-        """Run the cells that have not finished; ``False`` when a stop interrupted them."""
+        """Run the cells that are not done; ``False`` when a stop interrupted them.
+
+        A cell is done when its trial completed or diverged. One that failed otherwise (out
+        of memory, a timeout, a bug) is queued again by the next run of the workflow. Trials
+        already queued (by an earlier, interrupted run) run first and count in the budget, so
+        the stage ends only when each of its cells has a finished trial.
+
+        Raises:
+            MuTransferFailed: Cells of this stage failed; their errors are quoted.
+        """
         from paretune.trials_store import LABEL_ATTR
 
-        spec = self._spec(trials=1)
-        done, finished = self._finished(spec)
-        todo = [c for c in cells if c.label not in done]
+        view = self._view()
+        todo = [c for c in cells if c.label not in view.done]
         self.say(f"\n{title}: {len(cells)} run(s), {len(cells) - len(todo)} finished earlier")
-        if not todo:
-            return True
-        spec = self._spec(trials=finished + len(todo))
-        labels = {c.label for c in cells}
+        if todo:
+            queued = sum(1 for c in todo if c.label not in view.queued)
+            spec = self._spec(trials=view.finished + view.running + view.waiting + queued)
 
-        def enqueue(store: Any, recovered: list[int]) -> None:
-            present = {t.user_attrs.get(LABEL_ATTR) for t in store.study.get_trials(deepcopy=False)}
-            for cell in todo:
-                if cell.label not in present:
-                    store.study.enqueue_trial(
-                        cell.params, user_attrs={LABEL_ATTR: cell.label}, skip_if_exists=False
-                    )
-            if recovered:
-                self.say(f"  recovered {len(recovered)} trial(s) a stopped run left running")
+            def enqueue(store: Any, recovered: list[int]) -> None:
+                now = _StudyView.of(store)
+                for cell in todo:
+                    if cell.label not in now.done and cell.label not in now.queued:
+                        store.study.enqueue_trial(cell.params, user_attrs={LABEL_ATTR: cell.label})
+                if recovered:
+                    self.say(f"  recovered {len(recovered)} trial(s) a stopped run left running")
 
-        class _Progress:
-            def __init__(self, say: Say) -> None:
-                self.say = say
-                self.count = 0
-
-            def update(self, store: Any, trial: Any) -> None:
-                label = trial.user_attrs.get(LABEL_ATTR)
-                if label not in labels:
-                    return
-                self.count += 1
-                loss = (trial.values or [math.nan])[0]
-                state = trial.state.name.lower()
-                shown = f"{loss:.4f}" if state == "complete" else state
-                self.say(f"  [{self.count}/{len(todo)}] {label}: {shown}")
-
-        result = spec.run(progress=_Progress(self.say), on_start=enqueue)
-        if result.interrupted:
-            self.result.interrupted = True
-            self.say("interrupted: rerun the same command to continue where it stopped")
-            return False
+            result = spec.run(progress=_Progress(self.say, todo), on_start=enqueue)
+            if result.interrupted:
+                self.result.interrupted = True
+                self.say("interrupted: rerun the same command to continue where it stopped")
+                return False
+        missing = [c for c in cells if c.label not in self._view().done]
+        if missing:
+            errors = self._view().errors
+            first = missing[0].label
+            why = errors.get(first, "it did not run").strip().splitlines()
+            raise MuTransferFailed(
+                f"{len(missing)} run(s) of the {title} did not finish, e.g. {first!r}: "
+                f"{why[-1] if why else 'no error recorded'}; rerun the same command to retry "
+                "them (finished runs are kept)."
+            )
         return True
 
     def _spec(self, *, trials: int) -> SearchSpec:
-        budget = {**_BUDGET, **dict(self.base.get("budget") or {}), "trials": trials}
-        budget.pop("wall_time", None)
-        data = {**self.base, "space": self.space, "budget": budget}
-        return load_spec(data)
+        budget = {**_BUDGET, **dict(self.base.get("budget") or {}), "trials": max(trials, 1)}
+        return load_spec({**self.base, "space": self.space, "budget": budget})
 
-    def _finished(self, spec: SearchSpec) -> tuple[set[str], int]:
-        """The labels of the study's finished trials, and how many trials count as finished."""
-        from paretune.trials_store import LABEL_ATTR, TrialsStore
+    def _view(self) -> _StudyView:
+        """The study as it is now (empty before the first stage created it)."""
+        from paretune.trials_store import TrialsStore
 
+        config = self._spec(trials=1).study_config(read_only=True)
         try:
-            store = TrialsStore(spec.study_config(read_only=True), create=False, mlflow=False)
-        except ParetuneError:
-            return set(), 0  # no study yet
+            store = TrialsStore(config, create=False, mlflow=False)
+        except StudyNotFound:
+            return _StudyView()
         try:
-            labels = {
-                str(t.user_attrs.get(LABEL_ATTR))
-                for t in store.study.get_trials(deepcopy=False)
-                if (t.state.is_finished() and t.state.name != "FAIL")
-                or (t.state.name == "FAIL" and "paretune.error" in t.user_attrs)
-            }
-            return labels, store.n_finished()
+            return _StudyView.of(store)
         finally:
             store.close()
 
     # -- analysis ---------------------------------------------------------------------------
 
-    def _losses(self, cells: Sequence[TransferCell]) -> dict[str, tuple[dict[str, Any], float]]:
-        """Per label, the trial's parameters and its validation loss (inf: it failed)."""
-        from paretune.trials_store import LABEL_ATTR, TrialsStore
-
-        store = TrialsStore(self._spec(trials=1).study_config(read_only=True), create=False,
-                            mlflow=False)  # fmt: skip
-        try:
-            wanted = {c.label for c in cells}
-            out: dict[str, tuple[dict[str, Any], float]] = {}
-            for t in store.study.get_trials(deepcopy=False):
-                label = t.user_attrs.get(LABEL_ATTR)
-                if label not in wanted or not t.state.is_finished():
-                    continue
-                if t.state.name == "COMPLETE" and t.values:
-                    out[label] = (dict(t.params), float(t.values[0]))
-                elif label not in out:
-                    out[label] = (dict(t.params), math.inf)
-            return out
-        finally:
-            store.close()
-
     def _table(
         self, cells: Sequence[TransferCell]
     ) -> dict[int, dict[tuple[tuple[str, float], ...], list[float]]]:
-        """Per width, per hyperparameter point (seed left out), the losses of its seeds."""
+        """Per width, per hyperparameter point (seed left out), the losses of its seeds
+        (``inf``: diverged)."""
+        losses = self._view().losses
         table: dict[int, dict[tuple[tuple[str, float], ...], list[float]]] = defaultdict(
             lambda: defaultdict(list)
         )
-        for params, loss in self._losses(cells).values():
-            point = tuple(
-                sorted((k, float(v)) for k, v in params.items() if k not in ("width", "seed"))
-            )
-            table[int(params["width"])][point].append(loss)
+        for cell in cells:
+            if cell.label not in losses:
+                continue
+            params, loss = losses[cell.label]
+            table[int(params["width"])][_point(params)].append(loss)
         return table
 
     def _choose(self, cells: Sequence[TransferCell]) -> dict[str, float]:
         """The proxies' choice: the point of least summed regret over the proxy widths (each
-        width's loss over its own best), among the points every proxy ran."""
+        width's loss over its own best), among the points every proxy ran; in ``controller``
+        mode, the best point of the widest proxy.
+
+        Raises:
+            MuTransferFailed: Every proxy run diverged.
+        """
         table = self._table(cells)
-        widths = [w for w in self.section.proxy_widths if table.get(w)]
-        if not widths:
-            raise ParetuneError(
-                "no proxy run finished: nothing to transfer (see the trials' errors)"
+        for w in self.section.proxy_widths:
+            point = best_point(table.get(w, {}))
+            if point is None:
+                self.say(f"warning: every run at proxy width {w} diverged; it is left out")
+                continue
+            self.result.proxy_best[w] = {**dict(point), "val_loss": mean_loss(table[w][point])}
+        if not self.result.proxy_best:
+            raise MuTransferFailed(
+                "every proxy run diverged: nothing to transfer; lower the learning-rate grid."
             )
-        best_loss = {w: min(_mean(v) for v in table[w].values()) for w in widths}
-        for w in widths:
-            point = min(table[w], key=lambda p: (_mean(table[w][p]), p))
-            self.result.proxy_best[w] = {**dict(point), "val_loss": _mean(table[w][point])}
         if self.section.search == "controller":
-            widest = max(widths)
+            widest = max(self.result.proxy_best)
             return {k: v for k, v in self.result.proxy_best[widest].items() if k != "val_loss"}
-        common = set.intersection(*(set(table[w]) for w in widths))
-        regret = {p: sum(_mean(table[w][p]) - best_loss[w] for w in widths) for p in common}
-        point = min(common, key=lambda p: (regret[p], p))
-        return dict(point)
+        chosen = regret_choice(table, self.section.proxy_widths)
+        if chosen is None:
+            raise MuTransferFailed(
+                "no learning rate of the grid trained without diverging at every proxy width."
+            )
+        return dict(chosen)
 
     def _choose_multipliers(
-        self, cells: Sequence[TransferCell], learning_rate: float
+        self,
+        cells: Sequence[TransferCell],
+        proxies: Sequence[TransferCell],
+        learning_rate: float,
     ) -> dict[str, float]:
-        table = self._table(cells)
+        """Each multiplier's value, by the same regret rule, from its own sweep and the proxy
+        grid's run at the chosen rate (where it sits at its setting)."""
+        at_rate = [c for c in proxies if c.params.get("learning_rate") == learning_rate]
         chosen: dict[str, float] = {}
         for name in self.section.multipliers:
-            stage_points = {
-                p for w in self.section.proxy_widths for p in table.get(w, {})
-                if any(k == name for k, _ in p)
-            }  # fmt: skip
-            by_value: dict[float, float] = defaultdict(float)
-            for p in stage_points:
-                value = dict(p)[name]
-                for w in self.section.proxy_widths:
-                    if p in table.get(w, {}):
-                        by_value[value] += _mean(table[w][p])
-            if by_value:
-                chosen[name] = min(by_value, key=lambda v: (by_value[v], v))
+            sweep = [c for c in cells if c.stage == f"multiplier:{name}"]
+            table = self._table([*sweep, *at_rate])
+            by_value: dict[int, dict[float, list[float]]] = {
+                w: {dict(p)[name]: losses for p, losses in points.items()}
+                for w, points in table.items()
+            }
+            value = regret_choice(by_value, self.section.proxy_widths)
+            if value is None:
                 self.say(
-                    f"{name}: {chosen[name]:g} at log2 LR {math.log2(learning_rate):g} "
-                    "(summed loss over the proxies)"
+                    f"warning: every {name} diverged at some proxy width; it keeps its setting"
                 )
+                continue
+            chosen[name] = value
+            self.say(
+                f"{name}: {value:g} at log2 LR {math.log2(learning_rate):g} (least summed regret "
+                "over the proxies)"
+            )
         return chosen
 
     def _transfer_check(self, cells: Sequence[TransferCell]) -> None:
@@ -492,12 +531,14 @@ class _Workflow:
         self.say("\ntransfer check: the best hyperparameters of each proxy width")
         self.say(
             format_table(
-                ["width", "best log2 LR", "multipliers", "val_loss", "Step Law log2 LR"], rows
+                ["width", "best log2 LR", "multipliers", "val_loss", "Step Law (SP) log2 LR"], rows
             )
         )
         logs = [math.log2(b["learning_rate"]) for b in best.values()]
         step = self.section.lr_grid.step
-        if len(logs) > 1 and max(logs) - min(logs) > step + 1e-9:
+        if self.section.search == "controller":
+            pass  # proposals lie on no grid: the table above is the transfer check
+        elif len(logs) > 1 and max(logs) - min(logs) > step + 1e-9:
             warning = (
                 f"warning: the best log2 learning rate moves by {max(logs) - min(logs):g} "
                 f"octave(s) across the proxy widths, more than one grid step ({step:g}): the "
@@ -539,10 +580,15 @@ class _Workflow:
             f"{math.log2(float(fit.predict(self.lm.non_embedding_params(w), tokens))):.2f}"
             for w in self.section.target_widths
         )
+        expected = (
+            "muP predicts the proxies' rate"
+            if self.settings.parametrization == "mup"
+            else "under SP the rate should fall with N"
+        )
         self.say(
             f"Step Law's form fitted to the proxies' best rates: lr = {fit.c:.3g} N^{fit.alpha:.3f}"
-            f"{spread} (Step Law: N^-0.713 at this token count); it predicts {predictions} (muP "
-            "predicts the proxies' rate)"
+            f"{spread} (Step Law: N^-0.713 at this token count); it predicts {predictions} "
+            f"({expected})"
         )
 
     def _decide(self, cells: Sequence[TransferCell]) -> None:
@@ -561,8 +607,8 @@ class _Workflow:
             for point, losses in sorted(table[width].items(), key=lambda kv: kv[0]):
                 params = dict(point)
                 stage = stage_of.get((width, point), "?")
-                mean = _mean(losses)
-                spread = _stderr(losses)
+                mean = mean_loss(losses)
+                spread = stderr(losses)
                 rows.append(
                     {"stage": stage, "width": width, **params, "val_loss": mean,
                      "stderr": spread, "seeds": len(losses)}
@@ -624,16 +670,115 @@ class _Workflow:
             ),
             encoding="utf-8",
         )
-        self.say(f"\nwrote {self.result.figure}")
+        table_csv = self.run_dir / "mutransfer.csv"
+        columns = sorted({k for r in rows for k in r}, key=lambda k: (k != "stage", k))
+        table_csv.write_text(
+            ",".join(columns)
+            + "\n"
+            + "".join(",".join(str(r.get(k, "")) for k in columns) + "\n" for r in rows),
+            encoding="utf-8",
+        )
+        self.say(f"\nwrote {self.result.figure} and {table_csv}")
+        self._log_to_parent([self.result.figure, table_csv, self.run_dir / "coord_check.json"])
+
+    def _log_to_parent(self, paths: Sequence[Path]) -> None:
+        """The figure, the decision table and the coordinate check, as artifacts of the
+        study's MLflow parent run (``mutransfer/``)."""
+        from paretune.trials_store import PARENT_RUN_ATTR, MlflowLink, TrialsStore
+
+        config = self._spec(trials=1).study_config(read_only=True)
+        if config.tracking_uri is None:
+            return
+        store = TrialsStore(config, create=False, mlflow=False)
+        try:
+            parent = store.study.user_attrs.get(PARENT_RUN_ATTR)
+        finally:
+            store.close()
+        if parent is None:
+            return
+        link = MlflowLink(tracking_uri=config.tracking_uri, experiment=config.name)
+        for path in paths:
+            if path.is_file():
+                link.log_artifact(str(parent), str(path), "mutransfer")
 
 
-def _mean(values: Sequence[float]) -> float:
-    return math.inf if any(not math.isfinite(v) for v in values) else sum(values) / len(values)
+def _point(params: Mapping[str, Any]) -> tuple[tuple[str, float], ...]:
+    """A trial's hyperparameters without its width and seed, as sorted pairs."""
+    return tuple(sorted((k, float(v)) for k, v in params.items() if k not in ("width", "seed")))
 
 
-def _stderr(values: Sequence[float]) -> float:
-    if len(values) < 2 or any(not math.isfinite(v) for v in values):
-        return math.nan
-    mean = sum(values) / len(values)
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return math.sqrt(var / len(values))
+@dataclass
+class _StudyView:
+    """What the workflow reads of its study, by cell label.
+
+    Attributes:
+        done: Labels with a completed or diverged trial.
+        queued: Labels with a trial waiting or running.
+        losses: Label to the trial's params and validation loss (``inf``: diverged).
+        errors: Label to the error of its last failed trial that did not diverge.
+        finished: Trials the budget counts as finished.
+        running: Trials running now (another driver's, or left by a dead one).
+        waiting: Trials queued and not started.
+    """
+
+    done: set[str] = field(default_factory=set)
+    queued: set[str] = field(default_factory=set)
+    losses: dict[str, tuple[dict[str, Any], float]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    finished: int = 0
+    running: int = 0
+    waiting: int = 0
+
+    @classmethod
+    def of(cls, store: Any) -> _StudyView:
+        from optuna.trial import TrialState
+
+        from paretune.trials_store import ERROR_ATTR, LABEL_ATTR
+
+        view = cls(finished=store.n_finished())
+        for t in store.study.get_trials(deepcopy=False):
+            label = t.user_attrs.get(LABEL_ATTR)
+            if t.state == TrialState.RUNNING:
+                view.running += 1
+            elif t.state == TrialState.WAITING:
+                view.waiting += 1
+            if label is None:
+                continue
+            if t.state in (TrialState.RUNNING, TrialState.WAITING):
+                view.queued.add(label)
+            elif t.state == TrialState.COMPLETE and t.values:
+                view.done.add(label)
+                view.losses[label] = (dict(t.params), float(t.values[0]))
+            elif t.state == TrialState.FAIL:
+                error = str(t.user_attrs.get(ERROR_ATTR) or "")
+                if _DIVERGED.search(error) and label not in view.losses:
+                    view.done.add(label)
+                    view.losses[label] = (dict(t.params), math.inf)
+                else:
+                    view.errors[label] = error
+        return view
+
+
+class _Progress:
+    """A line per finished run of a stage."""
+
+    def __init__(self, say: Say, cells: Sequence[TransferCell]) -> None:
+        self.say = say
+        self.labels = {c.label for c in cells}
+        self.total = len(cells)
+        self.count = 0
+
+    def update(self, store: Any, trial: Any) -> None:
+        from paretune.trials_store import ERROR_ATTR, LABEL_ATTR
+
+        label = trial.user_attrs.get(LABEL_ATTR)
+        if label not in self.labels:
+            return
+        self.count += 1
+        if trial.state.name == "COMPLETE":
+            shown = f"{trial.values[0]:.4f}"
+        elif _DIVERGED.search(str(trial.user_attrs.get(ERROR_ATTR) or "")):
+            shown = "diverged"
+        else:
+            shown = trial.state.name.lower()
+        self.say(f"  [{self.count}/{self.total}] {label}: {shown}")

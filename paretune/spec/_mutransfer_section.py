@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
+from paretune._errors import ConfigError
 from paretune._validation import FieldError
 from paretune.spec._sections import _Strict
 
@@ -49,7 +50,11 @@ class LRGridSpec(_Strict):
             half = math.floor(self.octaves / self.step + 1e-9)
             snapped = round(centre / self.step) * self.step
             return [snapped + k * self.step for k in range(-half, half + 1)]
-        assert self.low is not None and self.high is not None  # checked by the section
+        if self.low is None or self.high is None:
+            raise ConfigError(
+                "a grid without low and high needs a centre (lr_prior: steplaw).",
+                path=("lr_grid",),
+            )
         count = math.floor((self.high - self.low) / self.step + 1e-9)
         return [self.low + k * self.step for k in range(count + 1)]
 

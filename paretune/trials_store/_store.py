@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from paretune._errors import StudyError
+from paretune._errors import StudyError, StudyNotFound
 from paretune.objectives import Metric, pareto_mask
 from paretune.trials_store._attrs import (
     CHILD_RUN_ATTR,
@@ -136,7 +136,7 @@ class TrialsStore:
         name = config.name
         absent = None if create else missing_sqlite_file(self.storage_url)
         if absent is not None:  # opening it would create it
-            raise StudyError(
+            raise StudyNotFound(
                 f"no study named {name!r} in {self.storage_url} (there is no file {absent}); "
                 "start it with `paretune run SPEC`"
             )
@@ -145,7 +145,7 @@ class TrialsStore:
         )
         exists = name in {s.study_name for s in self.storage.get_all_studies()}
         if not exists and not create:
-            raise StudyError(
+            raise StudyNotFound(
                 f"no study named {name!r} in {self.storage_url}; start it with `paretune run SPEC`"
             )
         if not exists and not config.metrics:

@@ -4,6 +4,7 @@ resumable after kill -9 without repeating finished runs."""
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import signal
 import subprocess
@@ -100,6 +101,13 @@ def test_the_workflow_runs_every_stage_in_one_study(spec: dict[str, Any]) -> Non
     assert len(parents) == 1 and len(children) == RUNS
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert result.figure is not None and "width 64" in result.figure.read_text()
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{spec['run_dir']}/mlflow.db")
+    logged = {a.path for a in client.list_artifacts(parents[0].info.run_id, "mutransfer")}
+    assert logged == {
+        "mutransfer/mutransfer.html", "mutransfer/mutransfer.csv", "mutransfer/coord_check.json",
+    }  # fmt: skip
     assert any(line.strip().startswith("decision:") for line in lines)
     # Step Law beside the found rate: its own rate per width, and its form fitted to the study.
     assert sorted(result.step_law) == [16, 32, 64]
@@ -175,6 +183,8 @@ def test_a_failing_coordinate_check_stops_before_any_proxy(spec: dict[str, Any])
                          "lr_grid": {"low": -8, "high": -6}}}, "mutransfer.lr_grid.low"),
         ({"mutransfer": {"proxy_widths": [16], "target_widths": [32]}}, "mutransfer.lr_grid"),
         ({"space": {"x": {"type": "float", "low": 0, "high": 1}}}, "space"),
+        ({"budget": {"trials": 5}}, "budget.trials"),
+        ({"pruner": {"name": "median"}}, "pruner.name"),
         ({"mutransfer": {"proxy_widths": [16], "target_widths": [40],
                          "lr_grid": {"low": -8, "high": -6}}}, "mutransfer.target_widths"),
     ],
@@ -187,6 +197,20 @@ def test_bad_sections_name_the_field(
     assert ".".join(map(str, caught.value.path)) == path
 
 
+def test_settings_the_workflow_sets_itself_are_refused(spec: dict[str, Any]) -> None:
+    spec["objective"]["settings"]["width_fidelity"] = True
+    with pytest.raises(ConfigError) as caught:
+        run_mutransfer(spec, say=lambda _: None)
+    assert caught.value.path == ("objective", "settings", "width_fidelity")
+    del spec["objective"]["settings"]["width_fidelity"]
+    spec["objective"]["settings"]["schedule"] = {"type": "power"}
+    spec["mutransfer"]["lr_prior"] = "steplaw"
+    spec["mutransfer"]["lr_grid"] = {}
+    with pytest.raises(ConfigError, match="power schedule") as caught:
+        run_mutransfer(spec, say=lambda _: None)
+    assert caught.value.path == ("mutransfer", "lr_prior")
+
+
 def test_steplaw_centres_the_grid(spec: dict[str, Any]) -> None:
     from paretune.objectives.lm import LM
     from paretune.search.steplaw import step_law_lr
@@ -197,7 +221,9 @@ def test_steplaw_centres_the_grid(spec: dict[str, Any]) -> None:
     lines: list[str] = []
     run_mutransfer(spec, say=lines.append)
     lm = LM(**spec["objective"]["settings"])
-    centre = float(__import__("math").log2(step_law_lr(lm.non_embedding_params(32), lm.tokens)))
+    # Under muP the searched rate is the base width's, where muP equals SP: Step Law there.
+    base = spec["objective"]["settings"]["base_width"]
+    centre = math.log2(float(step_law_lr(lm.non_embedding_params(base), lm.tokens)))
     snapped = round(centre / 0.5) * 0.5
     proxy = sorted({t.params["learning_rate"] for t in _trials(spec) if t.params["width"] == 32})
     assert proxy == pytest.approx([2 ** (snapped - 0.5), 2**snapped, 2 ** (snapped + 0.5)])
