@@ -320,9 +320,10 @@ def _positive_float(text: str) -> float:
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    from paretune.spec import SearchSpec
+    from paretune.spec import SearchSpec, mutransfer_json_schema
 
-    print(json.dumps(SearchSpec.model_json_schema(), indent=2))
+    schema = mutransfer_json_schema() if args.mutransfer else SearchSpec.model_json_schema()
+    print(json.dumps(schema, indent=2))
     return EXIT_OK
 
 
@@ -470,7 +471,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("spec", help="a spec with objective `lm` and a `mutransfer` section")
     _add_set(p)
-    sub.add_parser("schema", help="print the JSON schema of the spec")
+    p = sub.add_parser("schema", help="print the JSON schema of the spec")
+    p.add_argument(
+        "--mutransfer", action="store_true", help="of a muTransfer spec (`paretune mutransfer`)"
+    )
     return parser
 
 

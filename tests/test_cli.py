@@ -151,10 +151,15 @@ def test_examples_and_runner_sections_validate_against_the_schema(
 ) -> None:
     jsonschema = pytest.importorskip("jsonschema")
     validator = jsonschema.Draft202012Validator(_printed_schema(capsys))
+    assert main(["schema", "--mutransfer"]) == 0
+    workflow = jsonschema.Draft202012Validator(json.loads(capsys.readouterr().out))
     examples = sorted((ROOT / "examples").glob("*.yaml"))
     assert examples
     for path in examples:
-        validator.validate(yaml.safe_load(path.read_text()))
+        spec = yaml.safe_load(path.read_text())
+        # A muTransfer spec is its own schema; a search spec is not one, and vice versa.
+        (workflow if "mutransfer" in spec else validator).validate(spec)
+        assert not (validator if "mutransfer" in spec else workflow).is_valid(spec), path
     base = {"study": "s", "objective": {"type": "branin_currin"}, "budget": {"trials": 1}}
     for runner in VALID_RUNNERS:
         validator.validate({**base, "runner": runner})

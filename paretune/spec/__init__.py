@@ -26,7 +26,12 @@ from paretune.spec._mutransfer import (
     TransferCell,
     run_mutransfer,
 )
-from paretune.spec._mutransfer_section import CoordCheckSpec, LRGridSpec, MuTransferSpec
+from paretune.spec._mutransfer_section import (
+    CoordCheckSpec,
+    LRGridSpec,
+    MuTransferSpec,
+    mutransfer_json_schema,
+)
 from paretune.spec._search import KnownMetric, SearchSpec
 from paretune.spec._sections import (
     BudgetSpec,
@@ -59,6 +64,7 @@ __all__ = [
     "apply_overrides",
     "load_plugins",
     "load_spec",
+    "mutransfer_json_schema",
     "read_spec",
     "run_mutransfer",
 ]

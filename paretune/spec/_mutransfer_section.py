@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
@@ -11,7 +11,7 @@ from paretune._errors import ConfigError
 from paretune._validation import FieldError
 from paretune.spec._sections import _Strict
 
-__all__ = ["CoordCheckSpec", "LRGridSpec", "MuTransferSpec"]
+__all__ = ["CoordCheckSpec", "LRGridSpec", "MuTransferSpec", "mutransfer_json_schema"]
 
 
 class LRGridSpec(_Strict):
@@ -176,3 +176,22 @@ class MuTransferSpec(_Strict):
     def widths(self) -> list[int]:
         """Every width of the workflow, ascending."""
         return sorted({*self.proxy_widths, *self.target_widths})
+
+
+def mutransfer_json_schema() -> dict[str, Any]:
+    """The JSON schema of a muTransfer spec: a search spec's keys with a required
+    ``mutransfer`` section, no ``space`` or ``enqueue`` (the workflow builds them) and a budget
+    that only holds the per-trial rules (the workflow sets the trials)."""
+    from paretune.spec._search import SearchSpec
+
+    schema = SearchSpec.model_json_schema()
+    section = MuTransferSpec.model_json_schema()
+    schema.setdefault("$defs", {}).update(section.pop("$defs", {}))
+    schema["$defs"]["MuTransferSpec"] = section
+    properties = schema["properties"]
+    for key in ("space", "enqueue"):
+        properties.pop(key, None)
+    properties["mutransfer"] = {"$ref": "#/$defs/MuTransferSpec"}
+    schema["required"] = [k for k in schema.get("required", []) if k != "budget"] + ["mutransfer"]
+    schema["title"] = "MuTransferSpec (paretune mutransfer)"
+    return schema
