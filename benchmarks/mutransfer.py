@@ -366,30 +366,42 @@ def power_settings(
 def power_part(args: argparse.Namespace, cells: Cells) -> dict[str, Any]:
     """The Power scheduler with one (a, b) against WSD tuned per setting, on the proxy.
 
-    ``a`` is the paper's 4 with ``--power-a 4``; by default it is calibrated once, on the
-    largest setting (batch 16, ``--steps``), on a half-octave grid of log2 a (as Shen et al.
+    ``--power-a 4 --power-b -0.51`` is the paper's schedule; by default ``a`` and ``b`` are
+    calibrated once, on the largest setting (batch 16, ``--steps``), on a grid (as Shen et al.
     fit a and b on small proxies), then held for the other settings.
     """
     width = args.widths[0]
     settings_grid = [(batch, steps) for batch in (8, 16) for steps in (args.steps // 2, args.steps)]
     lines = [f"\n### Power (one a, b) against WSD tuned per setting, width {width}, muP\n"]
     summary: dict[str, Any] = {}
-    a = args.power_a
+    a, b = args.power_a, args.power_b
     if a is None:
-        grid = [x / 2 for x in range(-10, 3)]  # log2 a from -5 to 1
-        losses = {
-            x: mean_loss(cells.get(power_settings(args, width, 16, args.steps, 2.0**x)))
-            for x in grid
-        }
-        best = min(grid, key=lambda x: (losses[x], x))
-        a = 2.0**best
+        # One (a, b) for every setting, fitted on the largest: for each b, a grid of a whose
+        # value at mid-run (n = steps/2 x 16 x 64 tokens) runs from 2^-9 to 2^-5.5.
+        n_mid = args.steps / 2 * 16 * args.sequence_length
+        bs = [args.power_b] if b is not None else [-0.51, -0.35, -0.2]
+        calibration: dict[tuple[float, float], float] = {}
+        for b_value in bs:
+            for k in range(8):
+                lr_mid = 2.0 ** (-9 + k / 2)
+                a_value = lr_mid / (16 * n_mid**b_value)
+                sub = argparse.Namespace(**{**vars(args), "power_b": b_value})
+                calibration[(a_value, b_value)] = mean_loss(
+                    cells.get(power_settings(sub, width, 16, args.steps, a_value))
+                )
+        a, b = min(calibration, key=lambda ab: (calibration[ab], ab))
         lines.append(
-            f"a calibrated at batch 16 x {args.steps} steps: log2 a "
-            + ", ".join(f"{x:g}: {losses[x]:.4f}" for x in grid)
-            + f"; a = 2^{best:g} = {a:.4g} (the paper's 4 is 2^2)\n"
+            f"(a, b) calibrated at batch 16 x {args.steps} steps over b in {bs} and a from "
+            f"mid-run rates 2^-9..2^-5.5: a = {a:.4g}, b = {b:g}, loss {calibration[(a, b)]:.4f} "
+            "(the paper's a = 4, b = -0.51)\n"
         )
-        summary["calibration"] = {"log2_a": best, "losses": {str(x): losses[x] for x in grid}}
-    summary["a"], summary["b"] = a, args.power_b
+        summary["calibration"] = [
+            {"a": ab[0], "b": ab[1], "loss": loss} for ab, loss in calibration.items()
+        ]
+    elif b is None:
+        b = -0.51
+    args = argparse.Namespace(**{**vars(args), "power_b": b})
+    summary["a"], summary["b"] = a, b
     rows = []
     for batch, steps in settings_grid:
         sub = argparse.Namespace(**{**vars(args), "batch_size": batch, "steps": steps})
@@ -416,7 +428,14 @@ def power_part(args: argparse.Namespace, cells: Cells) -> dict[str, Any]:
             ]
         )
     lines += markdown_table(
-        ["batch", "steps", "WSD best log2 LR", "WSD tuned", f"Power (a {a:.3g})", "Power - WSD"],
+        [
+            "batch",
+            "steps",
+            "WSD best log2 LR",
+            "WSD tuned",
+            f"Power (a {a:.3g}, b {b:g})",
+            "Power - WSD",
+        ],
         rows,
     )
     print("\n".join(lines))
@@ -439,7 +458,9 @@ def main() -> int:
     parser.add_argument(
         "--power-a", type=float, default=None, help="default: calibrated once (see power_part)"
     )
-    parser.add_argument("--power-b", type=float, default=-0.51)
+    parser.add_argument(
+        "--power-b", type=float, default=None, help="default: calibrated with a (see power_part)"
+    )
     parser.add_argument("--power-lr-max", type=float, default=0.02)
     parser.add_argument("--jobs", type=int, default=2, help="runs at once, in processes")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
