@@ -16,7 +16,7 @@ and the data order (paired seeds), so they differ only in width, parametrization
 The learning-rate sweep is a half-octave grid in log2(LR), adaptive per (parametrization,
 width): it starts at ``--start`` +- 1 octave and extends by a half octave past an edge that
 holds the best mean loss (up to ``--max-points``), so every optimum is bracketed. Results are
-cached cell by cell in ``results/mutransfer-cells.jsonl``: an interrupted run resumes where it
+cached cell by cell in ``results/cache/mutransfer-cells.jsonl``: an interrupted run resumes where it
 stopped (a cell is keyed by everything that sets its result).
 
 What it prints (mean over paired seeds):
@@ -64,7 +64,8 @@ from _harness import (
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CELLS = RESULTS / "mutransfer-cells.jsonl"
+# Cells are a cache, not records (no machine or argv per line): kept apart from the records.
+CELLS = RESULTS / "cache" / "mutransfer-cells.jsonl"
 SUMMARY = RESULTS / "mutransfer.jsonl"
 
 
