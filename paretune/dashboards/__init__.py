@@ -20,22 +20,34 @@ from paretune.dashboards._reevaluation import (
 )
 from paretune.dashboards._summary import pareto_section, run_summary, status_summary, where_lines
 from paretune.dashboards._text import format_table
-from paretune.dashboards._transfer import lr_transfer_figure
+from paretune.dashboards._transfer import (
+    fitted_law_line,
+    lr_transfer_figure,
+    proxy_best_table,
+    transfer_table,
+    transfer_verdicts,
+    write_transfer_csv,
+)
 
 __all__ = [
     "ProgressBar",
     "coord_check_table",
     "coord_check_verdict",
     "dominance_lines",
+    "fitted_law_line",
     "format_table",
     "log_study_tables",
     "lr_transfer_figure",
     "pareto_section",
     "pareto_table",
+    "proxy_best_table",
     "reevaluation_line",
     "reevaluation_table",
     "run_summary",
     "status_summary",
+    "transfer_table",
+    "transfer_verdicts",
     "where_lines",
     "write_reevaluation_csv",
+    "write_transfer_csv",
 ]

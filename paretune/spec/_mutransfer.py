@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from paretune._errors import ConfigError, ParetuneError, StudyNotFound
-from paretune._validation import config_error
 from paretune.spec._load import load_spec, read_spec
 from paretune.spec._mutransfer_choice import best_point, mean_loss, regret_choice, stderr
-from paretune.spec._mutransfer_section import MuTransferSpec
+from paretune.spec._mutransfer_section import MuTransferSpec, check_search_keys, section_of
+from paretune.spec._mutransfer_study import (
+    Progress,
+    Say,
+    StudyView,
+    TransferCell,
+    log_to_parent,
+    point,
+)
 
 if TYPE_CHECKING:
     from paretune.objectives.lm import LM, CoordCheck, LMSettings
@@ -32,15 +36,10 @@ __all__ = [
     "run_mutransfer",
 ]
 
-Say = Callable[[str], None]
 
 # The default budget rules of the workflow's stages: a learning-rate sweep diverges at its top
 # end on purpose, so failures in a row are no reason to stop.
 _BUDGET = {"max_failures_in_a_row": None}
-
-
-# How the lm objective's divergence reads in a failed trial's traceback.
-_DIVERGED = re.compile(r"\bDiverged: ")
 
 
 class MuTransferFailed(ParetuneError, RuntimeError):
@@ -51,21 +50,6 @@ class MuTransferFailed(ParetuneError, RuntimeError):
 class CoordCheckFailed(ParetuneError, RuntimeError):
     """The coordinate check found a module whose activations drift with width: muTransfer
     would not hold, so no proxy was trained."""
-
-
-@dataclass(frozen=True)
-class TransferCell:
-    """One run of the workflow.
-
-    Attributes:
-        stage: ``proxy``, ``multiplier``, ``target`` or ``verify``.
-        label: Unique in the study; the trial's ``paretune.label``.
-        params: The trial's parameters (in ``controller`` mode, width and seed only).
-    """
-
-    stage: str
-    label: str
-    params: dict[str, Any]
 
 
 @dataclass
@@ -119,7 +103,7 @@ def run_mutransfer(
         CoordCheckFailed: The coordinate check failed; no proxy was trained.
     """
     data = read_spec(source, overrides=overrides)
-    section = _section(data)
+    section = section_of(data)
     base = {k: v for k, v in data.items() if k != "mutransfer"}
     objective = base.get("objective")
     if not (isinstance(objective, Mapping) and objective.get("type") == "lm"):
@@ -127,30 +111,7 @@ def run_mutransfer(
             "the muTransfer workflow trains the `lm` objective; set objective.type: lm.",
             path=("objective", "type"),
         )
-    budget = base.get("budget")
-    if isinstance(budget, Mapping):
-        for key in ("trials", "wall_time"):
-            if key in budget:
-                raise ConfigError(
-                    "the muTransfer workflow runs every cell of its grids once, so it sets the "
-                    f"budget's trials itself; remove budget.{key} (trial_timeout and "
-                    "max_retries are kept).",
-                    path=("budget", key),
-                )
-    pruner = base.get("pruner")
-    if isinstance(pruner, Mapping) and pruner.get("name", "none") != "none":
-        raise ConfigError(
-            "a pruned cell would count as a loss it never reached; the muTransfer workflow "
-            "runs without a pruner.",
-            path=("pruner", "name"),
-        )
-    for key in ("space", "enqueue"):
-        if key in base:
-            raise ConfigError(
-                f"the muTransfer workflow builds the {key} from the `mutransfer` section; "
-                f"remove `{key}` from the spec.",
-                path=(key,),
-            )
+    check_search_keys(base)
     from paretune.objectives.lm import LM
 
     try:
@@ -169,19 +130,6 @@ def run_mutransfer(
             path=("mutransfer", "lr_prior"),
         )
     return _Workflow(base, section, lm, say).run()
-
-
-def _section(data: Mapping[str, Any]) -> MuTransferSpec:
-    raw = data.get("mutransfer")
-    if raw is None:
-        raise ConfigError(
-            "the spec has no `mutransfer` section (proxy_widths, target_widths, lr_grid, ...).",
-            path=("mutransfer",),
-        )
-    try:
-        return MuTransferSpec.model_validate(raw)
-    except ValidationError as err:
-        raise config_error(err).prefixed("mutransfer") from None
 
 
 class _Workflow:
@@ -394,14 +342,14 @@ class _Workflow:
             spec = self._spec(trials=view.finished + view.running + view.waiting + queued)
 
             def enqueue(store: Any, recovered: list[int]) -> None:
-                now = _StudyView.of(store)
+                now = StudyView.of(store)
                 for cell in todo:
                     if cell.label not in now.done and cell.label not in now.queued:
                         store.study.enqueue_trial(cell.params, user_attrs={LABEL_ATTR: cell.label})
                 if recovered:
                     self.say(f"  recovered {len(recovered)} trial(s) a stopped run left running")
 
-            result = spec.run(progress=_Progress(self.say, todo), on_start=enqueue)
+            result = spec.run(progress=Progress(self.say, todo), on_start=enqueue)
             if result.interrupted:
                 self.result.interrupted = True
                 self.say("interrupted: rerun the same command to continue where it stopped")
@@ -422,7 +370,7 @@ class _Workflow:
         budget = {**_BUDGET, **dict(self.base.get("budget") or {}), "trials": max(trials, 1)}
         return load_spec({**self.base, "space": self.space, "budget": budget})
 
-    def _view(self) -> _StudyView:
+    def _view(self) -> StudyView:
         """The study as it is now (empty before the first stage created it)."""
         from paretune.trials_store import TrialsStore
 
@@ -430,9 +378,9 @@ class _Workflow:
         try:
             store = TrialsStore(config, create=False, mlflow=False)
         except StudyNotFound:
-            return _StudyView()
+            return StudyView()
         try:
-            return _StudyView.of(store)
+            return StudyView.of(store)
         finally:
             store.close()
 
@@ -451,7 +399,7 @@ class _Workflow:
             if cell.label not in losses:
                 continue
             params, loss = losses[cell.label]
-            table[int(params["width"])][_point(params)].append(loss)
+            table[int(params["width"])][point(params)].append(loss)
         return table
 
     def _choose(self, cells: Sequence[TransferCell]) -> dict[str, float]:
@@ -464,11 +412,11 @@ class _Workflow:
         """
         table = self._table(cells)
         for w in self.section.proxy_widths:
-            point = best_point(table.get(w, {}))
-            if point is None:
+            best = best_point(table.get(w, {}))
+            if best is None:
                 self.say(f"warning: every run at proxy width {w} diverged; it is left out")
                 continue
-            self.result.proxy_best[w] = {**dict(point), "val_loss": mean_loss(table[w][point])}
+            self.result.proxy_best[w] = {**dict(best), "val_loss": mean_loss(table[w][best])}
         if not self.result.proxy_best:
             raise MuTransferFailed(
                 "every proxy run diverged: nothing to transfer; lower the learning-rate grid."
@@ -514,26 +462,11 @@ class _Workflow:
         return chosen
 
     def _transfer_check(self, cells: Sequence[TransferCell]) -> None:
-        from paretune.dashboards import format_table
+        from paretune.dashboards import proxy_best_table
 
         best = self.result.proxy_best
-        rows = [
-            [
-                str(w),
-                f"{math.log2(b['learning_rate']):g}",
-                ", ".join(f"{k}={v:g}" for k, v in b.items()
-                          if k not in ("learning_rate", "val_loss")) or "-",
-                f"{b['val_loss']:.4f}",
-                f"{math.log2(self.result.step_law[w]):.2f}",
-            ]
-            for w, b in sorted(best.items())
-        ]  # fmt: skip
         self.say("\ntransfer check: the best hyperparameters of each proxy width")
-        self.say(
-            format_table(
-                ["width", "best log2 LR", "multipliers", "val_loss", "Step Law (SP) log2 LR"], rows
-            )
-        )
+        self.say(proxy_best_table(best, self.result.step_law))
         logs = [math.log2(b["learning_rate"]) for b in best.values()]
         step = self.section.lr_grid.step
         if self.section.search == "controller":
@@ -554,59 +487,43 @@ class _Workflow:
         )
 
     def _own_law(self) -> None:
-        """Step Law's form fitted to the proxies' best learning rates (one token count, so
-        only ``lr = c N^alpha`` is identifiable), and what it predicts at the targets."""
-        from paretune.search.steplaw import fit_step_law
+        """Step Law's form fitted to the proxies' best learning rates, and its prediction at
+        the targets."""
+        from paretune.dashboards import fitted_law_line
 
         best = self.result.proxy_best
         if len(best) < 2:
             return
         widths = sorted(best)
-        n = [self.lm.non_embedding_params(w) for w in widths]
-        try:
-            fit = fit_step_law(
-                n, [self.lm.tokens] * len(n), [best[w]["learning_rate"] for w in widths]
-            )
-        except ConfigError as err:
-            self.say(f"Step Law's form does not fit these proxies: {err.message}")
-            return
-        error = fit.stderr[1]
-        spread = (
-            f" +- {error:.2f}" if math.isfinite(error) else " (exact: as many runs as unknowns)"
-        )
-        tokens = self.lm.tokens
-        predictions = ", ".join(
-            f"width {w}: log2 LR "
-            f"{math.log2(float(fit.predict(self.lm.non_embedding_params(w), tokens))):.2f}"
-            for w in self.section.target_widths
-        )
-        expected = (
-            "muP predicts the proxies' rate"
-            if self.settings.parametrization == "mup"
-            else "under SP the rate should fall with N"
-        )
         self.say(
-            f"Step Law's form fitted to the proxies' best rates: lr = {fit.c:.3g} N^{fit.alpha:.3f}"
-            f"{spread} (Step Law: N^-0.713 at this token count); it predicts {predictions} "
-            f"({expected})"
+            fitted_law_line(
+                [self.lm.non_embedding_params(w) for w in widths],
+                [best[w]["learning_rate"] for w in widths],
+                tokens=self.lm.tokens,
+                targets={w: self.lm.non_embedding_params(w) for w in self.section.target_widths},
+                mup=self.settings.parametrization == "mup",
+            )
         )
 
     def _decide(self, cells: Sequence[TransferCell]) -> None:
-        from paretune.dashboards import format_table, lr_transfer_figure
+        from paretune.dashboards import (
+            lr_transfer_figure,
+            transfer_table,
+            transfer_verdicts,
+            write_transfer_csv,
+        )
 
         table = self._table(cells)
-        stage_of = {}
-        for cell in cells:
-            point = tuple(
-                sorted((k, float(v)) for k, v in cell.params.items() if k not in ("width", "seed"))
-            )
-            stage_of[(int(cell.params["width"]), point)] = cell.stage.split(":")[0]
+        stage_of = {
+            (int(cell.params["width"]), point(cell.params)): cell.stage.split(":")[0]
+            for cell in cells
+        }
         rows: list[dict[str, Any]] = []
         curves: dict[int, list[tuple[float, float]]] = {}
         for width in sorted(table):
-            for point, losses in sorted(table[width].items(), key=lambda kv: kv[0]):
-                params = dict(point)
-                stage = stage_of.get((width, point), "?")
+            for at, losses in sorted(table[width].items(), key=lambda kv: kv[0]):
+                params = dict(at)
+                stage = stage_of.get((width, at), "?")
                 mean = mean_loss(losses)
                 spread = stderr(losses)
                 rows.append(
@@ -618,48 +535,22 @@ class _Workflow:
         self.result.rows = rows
         self.result.curves = {w: sorted(c) for w, c in curves.items()}
         chosen = self.result.chosen
-        header = ["stage", "width", "log2 LR", "multipliers", "val_loss", "+-", "seeds"]
-        printed = [
-            [
-                r["stage"],
-                str(r["width"]),
-                f"{math.log2(r['learning_rate']):g}" if "learning_rate" in r else "-",
-                ", ".join(f"{k}={r[k]:g}" for k in self.section.multipliers if k in r) or "-",
-                "diverged" if not math.isfinite(r["val_loss"]) else f"{r['val_loss']:.4f}",
-                "" if not math.isfinite(r["stderr"]) else f"{r['stderr']:.4f}",
-                str(r["seeds"]),
-            ]
-            for r in rows
-            if r["stage"] in ("target", "verify")
-            or (
-                r["width"] in self.result.proxy_best
-                and math.isclose(r.get("learning_rate", 0.0), chosen["learning_rate"])
-            )
-        ]
         self.say("\ndecision: the chosen hyperparameters at every width, and the verification")
-        self.say(format_table(header, printed))
-        for width in self.section.target_widths:
-            at: dict[float, float] = {
-                float(r["learning_rate"]): float(r["val_loss"])
-                for r in rows
-                if r["width"] == width
-                and r["stage"] in ("target", "verify")
-                and "learning_rate" in r
-            }
-            own = at.get(chosen["learning_rate"])
-            best_lr = min(at, key=lambda k: at[k]) if at else None
-            if own is not None and best_lr is not None:
-                verdict = (
-                    "the transferred LR is the best of the verification"
-                    if math.isclose(best_lr, chosen["learning_rate"])
-                    else f"log2 LR {math.log2(best_lr):g} did better by "
-                    f"{100 * (own / at[best_lr] - 1):.2f} %"
-                )
-                self.say(
-                    f"width {width}: val_loss {own:.4f} at the transferred LR; {verdict}; Step "
-                    f"Law's log2 LR for this width would be "
-                    f"{math.log2(self.result.step_law[width]):.2f}"
-                )
+        self.say(
+            transfer_table(
+                rows,
+                multipliers=list(self.section.multipliers),
+                chosen=chosen["learning_rate"],
+                proxies=list(self.result.proxy_best),
+            )
+        )
+        for line in transfer_verdicts(
+            rows,
+            targets=self.section.target_widths,
+            chosen=chosen["learning_rate"],
+            step_law=self.result.step_law,
+        ):
+            self.say(line)
         self.result.figure = self.run_dir / "mutransfer.html"
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.result.figure.write_text(
@@ -671,114 +562,8 @@ class _Workflow:
             encoding="utf-8",
         )
         table_csv = self.run_dir / "mutransfer.csv"
-        columns = sorted({k for r in rows for k in r}, key=lambda k: (k != "stage", k))
-        table_csv.write_text(
-            ",".join(columns)
-            + "\n"
-            + "".join(",".join(str(r.get(k, "")) for k in columns) + "\n" for r in rows),
-            encoding="utf-8",
-        )
+        write_transfer_csv(rows, table_csv)
         self.say(f"\nwrote {self.result.figure} and {table_csv}")
-        self._log_to_parent([self.result.figure, table_csv, self.run_dir / "coord_check.json"])
-
-    def _log_to_parent(self, paths: Sequence[Path]) -> None:
-        """The figure, the decision table and the coordinate check, as artifacts of the
-        study's MLflow parent run (``mutransfer/``)."""
-        from paretune.trials_store import PARENT_RUN_ATTR, MlflowLink, TrialsStore
-
-        config = self._spec(trials=1).study_config(read_only=True)
-        if config.tracking_uri is None:
-            return
-        store = TrialsStore(config, create=False, mlflow=False)
-        try:
-            parent = store.study.user_attrs.get(PARENT_RUN_ATTR)
-        finally:
-            store.close()
-        if parent is None:
-            return
-        link = MlflowLink(tracking_uri=config.tracking_uri, experiment=config.name)
-        for path in paths:
-            if path.is_file():
-                link.log_artifact(str(parent), str(path), "mutransfer")
-
-
-def _point(params: Mapping[str, Any]) -> tuple[tuple[str, float], ...]:
-    """A trial's hyperparameters without its width and seed, as sorted pairs."""
-    return tuple(sorted((k, float(v)) for k, v in params.items() if k not in ("width", "seed")))
-
-
-@dataclass
-class _StudyView:
-    """What the workflow reads of its study, by cell label.
-
-    Attributes:
-        done: Labels with a completed or diverged trial.
-        queued: Labels with a trial waiting or running.
-        losses: Label to the trial's params and validation loss (``inf``: diverged).
-        errors: Label to the error of its last failed trial that did not diverge.
-        finished: Trials the budget counts as finished.
-        running: Trials running now (another driver's, or left by a dead one).
-        waiting: Trials queued and not started.
-    """
-
-    done: set[str] = field(default_factory=set)
-    queued: set[str] = field(default_factory=set)
-    losses: dict[str, tuple[dict[str, Any], float]] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
-    finished: int = 0
-    running: int = 0
-    waiting: int = 0
-
-    @classmethod
-    def of(cls, store: Any) -> _StudyView:
-        from optuna.trial import TrialState
-
-        from paretune.trials_store import ERROR_ATTR, LABEL_ATTR
-
-        view = cls(finished=store.n_finished())
-        for t in store.study.get_trials(deepcopy=False):
-            label = t.user_attrs.get(LABEL_ATTR)
-            if t.state == TrialState.RUNNING:
-                view.running += 1
-            elif t.state == TrialState.WAITING:
-                view.waiting += 1
-            if label is None:
-                continue
-            if t.state in (TrialState.RUNNING, TrialState.WAITING):
-                view.queued.add(label)
-            elif t.state == TrialState.COMPLETE and t.values:
-                view.done.add(label)
-                view.losses[label] = (dict(t.params), float(t.values[0]))
-            elif t.state == TrialState.FAIL:
-                error = str(t.user_attrs.get(ERROR_ATTR) or "")
-                if _DIVERGED.search(error) and label not in view.losses:
-                    view.done.add(label)
-                    view.losses[label] = (dict(t.params), math.inf)
-                else:
-                    view.errors[label] = error
-        return view
-
-
-class _Progress:
-    """A line per finished run of a stage."""
-
-    def __init__(self, say: Say, cells: Sequence[TransferCell]) -> None:
-        self.say = say
-        self.labels = {c.label for c in cells}
-        self.total = len(cells)
-        self.count = 0
-
-    def update(self, store: Any, trial: Any) -> None:
-        from paretune.trials_store import ERROR_ATTR, LABEL_ATTR
-
-        label = trial.user_attrs.get(LABEL_ATTR)
-        if label not in self.labels:
-            return
-        self.count += 1
-        if trial.state.name == "COMPLETE":
-            shown = f"{trial.values[0]:.4f}"
-        elif _DIVERGED.search(str(trial.user_attrs.get(ERROR_ATTR) or "")):
-            shown = "diverged"
-        else:
-            shown = trial.state.name.lower()
-        self.say(f"  [{self.count}/{self.total}] {label}: {shown}")
+        log_to_parent(
+            self._spec(trials=1), [self.result.figure, table_csv, self.run_dir / "coord_check.json"]
+        )

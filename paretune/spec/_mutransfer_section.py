@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from pydantic import (
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
 
 from paretune._errors import ConfigError
-from paretune._validation import FieldError
+from paretune._validation import FieldError, config_error
 from paretune.spec._sections import _Strict
 
-__all__ = ["CoordCheckSpec", "LRGridSpec", "MuTransferSpec", "mutransfer_json_schema"]
+__all__ = [
+    "CoordCheckSpec",
+    "LRGridSpec",
+    "MuTransferSpec",
+    "check_search_keys",
+    "mutransfer_json_schema",
+    "section_of",
+]
 
 
 class LRGridSpec(_Strict):
@@ -195,3 +210,54 @@ def mutransfer_json_schema() -> dict[str, Any]:
     schema["required"] = [k for k in schema.get("required", []) if k != "budget"] + ["mutransfer"]
     schema["title"] = "MuTransferSpec (paretune mutransfer)"
     return schema
+
+
+def section_of(data: Mapping[str, Any]) -> MuTransferSpec:
+    """The spec's ``mutransfer`` section, validated.
+
+    Raises:
+        ConfigError: It is missing or invalid (the path names the field).
+    """
+    raw = data.get("mutransfer")
+    if raw is None:
+        raise ConfigError(
+            "the spec has no `mutransfer` section (proxy_widths, target_widths, lr_grid, ...).",
+            path=("mutransfer",),
+        )
+    try:
+        return MuTransferSpec.model_validate(raw)
+    except ValidationError as err:
+        raise config_error(err).prefixed("mutransfer") from None
+
+
+def check_search_keys(base: Mapping[str, Any]) -> None:
+    """Refuse the search-spec keys the workflow sets itself: the budget's trials and wall
+    time, a pruner, the space and the queued trials.
+
+    Raises:
+        ConfigError: One is given (the path names it).
+    """
+    budget = base.get("budget")
+    if isinstance(budget, Mapping):
+        for key in ("trials", "wall_time"):
+            if key in budget:
+                raise ConfigError(
+                    "the muTransfer workflow runs every cell of its grids once, so it sets the "
+                    f"budget's trials itself; remove budget.{key} (trial_timeout and "
+                    "max_retries are kept).",
+                    path=("budget", key),
+                )
+    pruner = base.get("pruner")
+    if isinstance(pruner, Mapping) and pruner.get("name", "none") != "none":
+        raise ConfigError(
+            "a pruned cell would count as a loss it never reached; the muTransfer workflow "
+            "runs without a pruner.",
+            path=("pruner", "name"),
+        )
+    for key in ("space", "enqueue"):
+        if key in base:
+            raise ConfigError(
+                f"the muTransfer workflow builds the {key} from the `mutransfer` section; "
+                f"remove `{key}` from the spec.",
+                path=(key,),
+            )

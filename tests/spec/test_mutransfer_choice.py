@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import optuna
 import pytest
 
-from paretune.spec._mutransfer import _StudyView
 from paretune.spec._mutransfer_choice import best_point, mean_loss, regret_choice, stderr
+from paretune.spec._mutransfer_study import StudyView
 from paretune.trials_store import ERROR_ATTR, LABEL_ATTR
 
 INF = math.inf
@@ -73,7 +73,7 @@ def test_the_study_view_tells_done_diverged_failed_and_queued_cells() -> None:
     _trial(study, "c", "fail", error="Traceback...\nMemoryError: out of memory")
     _trial(study, "d", "running")
     study.enqueue_trial({"x": 0.5}, user_attrs={LABEL_ATTR: "e"})
-    view = _StudyView.of(SimpleNamespace(study=study, n_finished=lambda: 3))
+    view = StudyView.of(SimpleNamespace(study=study, n_finished=lambda: 3))
     assert view.done == {"a", "b"}  # a diverged run is a result: it is not run again
     assert view.losses["a"][1] == 2.5 and view.losses["b"][1] == INF
     assert set(view.errors) == {"c"}  # an out-of-memory run is run again by the next attempt
