@@ -1,15 +1,25 @@
-"""How people look at a study: tables, progress, summaries, and the artifacts of its MLflow run.
+"""How people look at a study: figures, the HTML report, tables, progress, summaries, and the
+artifacts of its MLflow run.
 
-Every function takes what it shows (trials, metrics, re-evaluations, URLs), never the store or
-the spec, so the CLI, a notebook and the HTML report share them::
+Every function takes what it shows (a :class:`StudyData`, trials, metrics, re-evaluations,
+URLs), never the store or the spec, so the CLI, a notebook and the HTML report share them::
 
     from paretune.dashboards import pareto_table
 
     print(pareto_table(store.pareto_trials(), metrics))
+
+Figures come in families (:class:`FigureFamily`, one module each, :func:`register_figure`);
+the report draws every registered family that applies to a study.
 """
 
 from paretune.dashboards._artifacts import log_study_tables
 from paretune.dashboards._coord_check import coord_check_table, coord_check_verdict
+from paretune.dashboards._figures import (
+    FigureFamily,
+    figure_family,
+    register_figure,
+    registered_figures,
+)
 from paretune.dashboards._pareto_table import pareto_table
 from paretune.dashboards._progress import ProgressBar
 from paretune.dashboards._reevaluation import (
@@ -18,8 +28,10 @@ from paretune.dashboards._reevaluation import (
     reevaluation_table,
     write_reevaluation_csv,
 )
+from paretune.dashboards._study_data import StudyData, read_reevaluations
 from paretune.dashboards._summary import pareto_section, run_summary, status_summary, where_lines
 from paretune.dashboards._text import format_table
+from paretune.dashboards._theme import COLORS, WIDTH_PALETTE, apply_theme, theme
 from paretune.dashboards._transfer import (
     fitted_law_line,
     lr_transfer_figure,
@@ -30,10 +42,16 @@ from paretune.dashboards._transfer import (
 )
 
 __all__ = [
+    "COLORS",
+    "WIDTH_PALETTE",
+    "FigureFamily",
     "ProgressBar",
+    "StudyData",
+    "apply_theme",
     "coord_check_table",
     "coord_check_verdict",
     "dominance_lines",
+    "figure_family",
     "fitted_law_line",
     "format_table",
     "log_study_tables",
@@ -41,13 +59,20 @@ __all__ = [
     "pareto_section",
     "pareto_table",
     "proxy_best_table",
+    "read_reevaluations",
     "reevaluation_line",
     "reevaluation_table",
+    "register_figure",
+    "registered_figures",
     "run_summary",
     "status_summary",
+    "theme",
     "transfer_table",
     "transfer_verdicts",
     "where_lines",
     "write_reevaluation_csv",
     "write_transfer_csv",
 ]
+
+# The built-in figure families register themselves (after the names above exist).
+import paretune.dashboards.figures  # noqa: F401

@@ -1,0 +1,6 @@
+"""paretune's own figure families, one module each; importing this package registers them.
+
+A new family is one new module here (or anywhere outside paretune): a
+:class:`~paretune.dashboards.FigureFamily` subclass passed to
+:func:`~paretune.dashboards.register_figure`.
+"""
