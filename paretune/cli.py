@@ -3,10 +3,11 @@
 ``paretune run SPEC`` runs (or continues) a search; ``resume SPEC`` continues one that exists;
 ``status SPEC`` and ``export SPEC`` read the study; ``reevaluate SPEC --pareto --seeds 3
 --full-fidelity`` trains the Pareto front (and the baselines) again with several seeds and
-reports mean and spread; ``coord-check SPEC`` checks that the spec's ``lm`` decoder keeps every
-activation's size across widths (muP); ``mutransfer SPEC`` runs the muTransfer workflow
-(coordinate check, proxy search, transfer check, target runs); ``schema`` prints the spec's JSON
-schema.
+reports mean and spread; ``report SPEC`` writes the study's HTML report (figures and the Pareto
+table, logged to its MLflow parent run); ``coord-check SPEC`` checks that the spec's ``lm``
+decoder keeps every activation's size across widths (muP); ``mutransfer SPEC`` runs the
+muTransfer workflow (coordinate check, proxy search, transfer check, target runs); ``schema``
+prints the spec's JSON schema.
 
 Exit codes: 0 done, 1 a runtime problem (storage, tracking) or a failed coordinate check, 2
 invalid input (spec, arguments),
@@ -19,8 +20,10 @@ import argparse
 import json
 import math
 import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from paretune._errors import ConfigError, ParetuneError
@@ -140,6 +143,37 @@ def _cmd_export(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {len(store.study.trials)} trials to {args.output}", file=sys.stderr)
     return EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from paretune.spec import load_spec
+    from paretune.spec._review import write_study_report
+
+    spec, store = _read_only(args)
+    reference = spec.objective.reference_point
+    if reference is None:  # the problem's own, where its objective can be built here
+        try:
+            reference = load_spec(args.spec, overrides=args.set or ()).reference_point
+        except ParetuneError:
+            reference = None
+    path = Path(args.output) if args.output else spec.report_path
+    figures = args.figures.split(",") if args.figures else spec.report.figures
+    started = time.perf_counter()
+    report = write_study_report(
+        store,
+        path,
+        reference_point=reference,
+        figures=figures,
+        log_to_mlflow=not args.no_mlflow,
+    )
+    for section in report.sections:
+        shown = (
+            f"failed: {section.error}" if section.error else f"{len(section.figure_ids)} figure(s)"
+        )
+        print(f"  {section.name:<12} {shown} ({section.seconds:.1f} s)")
+    size = path.stat().st_size / 1e6
+    print(f"wrote {path} ({size:.1f} MB) in {time.perf_counter() - started:.1f} s")
+    return EXIT_ERROR if report.failed else EXIT_OK
 
 
 def _cmd_reevaluate(args: argparse.Namespace) -> int:
@@ -371,6 +405,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=None, help="file to write (default: stdout)")
     _add_set(p)
     p = sub.add_parser(
+        "report",
+        help="write the study's HTML report (figures and Pareto table; opens offline) and log "
+        "it to the study's MLflow parent run",
+    )
+    p.add_argument("spec")
+    p.add_argument(
+        "-o", "--output", default=None, help="file to write (default: report.html in the run dir)"
+    )
+    p.add_argument(
+        "--figures", default=None, help="comma-separated figure families (default: all that apply)"
+    )
+    p.add_argument("--no-mlflow", action="store_true", help="do not log it to MLflow")
+    _add_set(p)
+    p = sub.add_parser(
         "reevaluate",
         help="train chosen trials again with several seeds (e.g. the Pareto front at full "
         "fidelity) and report mean and spread",
@@ -521,6 +569,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _cmd_export(args)
     if args.command == "reevaluate":
         return _cmd_reevaluate(args)
+    if args.command == "report":
+        return _cmd_report(args)
     if args.command == "coord-check":
         return _cmd_coord_check(args)
     if args.command == "mutransfer":

@@ -19,6 +19,7 @@ from paretune.dashboards._figures import (
     figure_family,
     register_figure,
     registered_figures,
+    unregister_figure,
 )
 from paretune.dashboards._pareto_table import pareto_table
 from paretune.dashboards._progress import ProgressBar
@@ -28,6 +29,7 @@ from paretune.dashboards._reevaluation import (
     reevaluation_table,
     write_reevaluation_csv,
 )
+from paretune.dashboards._report import Report, Section, build_report, write_report
 from paretune.dashboards._study_data import StudyData, read_reevaluations
 from paretune.dashboards._summary import pareto_section, run_summary, status_summary, where_lines
 from paretune.dashboards._text import format_table
@@ -46,8 +48,11 @@ __all__ = [
     "WIDTH_PALETTE",
     "FigureFamily",
     "ProgressBar",
+    "Report",
+    "Section",
     "StudyData",
     "apply_theme",
+    "build_report",
     "coord_check_table",
     "coord_check_verdict",
     "dominance_lines",
@@ -69,8 +74,10 @@ __all__ = [
     "theme",
     "transfer_table",
     "transfer_verdicts",
+    "unregister_figure",
     "where_lines",
     "write_reevaluation_csv",
+    "write_report",
     "write_transfer_csv",
 ]
 

@@ -42,7 +42,13 @@ if TYPE_CHECKING:
 
     from paretune.dashboards._study_data import StudyData
 
-__all__ = ["FigureFamily", "figure_family", "register_figure", "registered_figures"]
+__all__ = [
+    "FigureFamily",
+    "figure_family",
+    "register_figure",
+    "registered_figures",
+    "unregister_figure",
+]
 
 
 class FigureFamily(ABC):
@@ -92,6 +98,17 @@ def register_figure(family: type[FigureFamily], *, replace: bool = False) -> typ
     check_registration("figure family", _REGISTRY, family.name, family, replace=replace)
     _REGISTRY[family.name] = family
     return family
+
+
+def unregister_figure(name: str) -> None:
+    """Take the family ``name`` out of the report (a plugin replacing a built-in, a test).
+
+    Raises:
+        ConfigError: No family has that name.
+    """
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown figure family {name!r}; registered: {registered_figures()}")
+    del _REGISTRY[name]
 
 
 def registered_figures() -> list[str]:

@@ -13,6 +13,7 @@ from paretune._errors import ConfigError
 from paretune._validation import StrictModel
 from paretune.objectives import plugin_location
 from paretune.search import LocalRunnerSettings, RunnerSettings, runner_settings
+from paretune.spec._review import ReportRefresh, ReportSpec
 from paretune.spec._sections import (
     BudgetSpec,
     ControllerSpec,
@@ -64,6 +65,8 @@ class SearchSpec(_Strict):
         pruner: Early stopping of unpromising trials (one optimised metric only).
         enqueue: Parameter sets evaluated first (baselines), once per study: bare params or
             ``{label: ..., params: {...}}``.
+        report: The HTML report (:class:`ReportSpec`): rewritten every ``report.every``
+            finished trials and at the end of a run, and logged to the MLflow parent run.
         plugins: Modules (``my_pkg.paretune_plugin``) or files (``plugin.py``, relative to the
             working directory) imported before the rest of the spec is read: they register
             controllers, runners and objective types (:func:`load_plugins`).
@@ -81,6 +84,7 @@ class SearchSpec(_Strict):
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     enqueue: list[EnqueueSpec] = Field(default_factory=list)
     plugins: list[str] = Field(default_factory=list)
+    report: ReportSpec = Field(default_factory=ReportSpec)
 
     _space: SearchSpace | None = PrivateAttr(default=None)
     _metrics: tuple[Metric, ...] | None = PrivateAttr(default=None)
@@ -342,16 +346,36 @@ class SearchSpec(_Strict):
     ) -> SearchResult:
         """Run (or continue) this search: :func:`paretune.search.run_search` on :meth:`plan`,
         with the study's tables (``trials.csv``, ``pareto.csv``) logged to its MLflow parent
-        run when it ends (also after a stop).
+        run when it ends (also after a stop), and its HTML report written (and logged) every
+        ``report.every`` finished trials and at the end.
 
         Returns:
             The :class:`~paretune.search.SearchResult`.
         """
         from paretune.search import run_search
 
-        return run_search(
-            self.plan(), resume=resume, progress=progress, on_start=on_start, on_close=_log_tables
+        refresh = ReportRefresh(
+            self.report,
+            self.report_path,
+            reference_point=self.reference_point,
+            progress=progress,
         )
+
+        def on_close(store: TrialsStore) -> None:
+            try:
+                _log_tables(store)
+            finally:
+                refresh.refresh(store)
+
+        return run_search(
+            self.plan(), resume=resume, progress=refresh, on_start=on_start, on_close=on_close
+        )
+
+    @property
+    def report_path(self) -> Path:
+        """Where the HTML report goes: ``report.path``, else ``report.html`` in the run
+        directory."""
+        return self.report.path or self.resolved_run_dir / "report.html"
 
     def reevaluate(
         self, *, n_jobs: int | None = None, threads: int | None = None, **options: Any

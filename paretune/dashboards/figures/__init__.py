@@ -4,3 +4,5 @@ A new family is one new module here (or anywhere outside paretune): a
 :class:`~paretune.dashboards.FigureFamily` subclass passed to
 :func:`~paretune.dashboards.register_figure`.
 """
+
+from paretune.dashboards.figures import _hypervolume, _importance, _parallel, _pareto  # noqa: F401
