@@ -198,6 +198,16 @@ def test_importance_finds_the_parameter_a_metric_depends_on():
     assert family.extract(many).evaluator == "MeanDecreaseImpurityImportanceEvaluator"
 
 
+def test_importance_leaves_out_a_metric_that_never_varies():
+    rng = np.random.default_rng(0)
+    trials = tuple(frozen(i, [float(x), 0.5], {"x": float(x)}) for i, x in enumerate(rng.random(8)))
+    family = figure_family("importance")
+    data = family.extract(StudyData(name="s", metrics=MIN_MIN, trials=trials))
+    assert list(data.importances) == ["f0 ↓"]
+    assert data.skipped == {"f1 ↓": "the same value in every trial (0.5)"}
+    assert "no importances for f1 ↓" in family.draw(data).layout.title.text
+
+
 def test_importance_needs_a_parameter_that_varies():
     same = tuple(frozen(i, [float(i), 1.0], {"x": 0.5}) for i in range(5))
     study = StudyData(name="s", metrics=MIN_MIN, trials=same)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from paretune.dashboards._figures import FigureFamily, register_figure
@@ -26,11 +26,13 @@ class ImportanceData:
     importances: Per metric title, parameter -> importance (normalised to sum to 1).
     evaluator: The Optuna evaluator used, by class name.
     trials: The completed trials they were computed on.
+    skipped: Per metric title, why it has no importances (it never varied).
     """
 
     importances: dict[str, dict[str, float]]
     evaluator: str
     trials: int
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
 @register_figure
@@ -77,13 +79,22 @@ class ParameterImportance(FigureFamily):
         copy.add_trials(trials)
         params = _shared_params(study)
         out: dict[str, dict[str, float]] = {}
+        skipped: dict[str, str] = {}
         for i, metric in enumerate(study.metrics):
+            title = metric_title(metric)
+            column = study.values[:, i]
+            if column.min() == column.max():  # nothing to explain (fANOVA raises on it)
+                skipped[title] = f"the same value in every trial ({column[0]:.6g})"
+                continue
             found = optuna.importance.get_param_importances(
                 copy, evaluator=evaluator, params=params, target=_value(i), normalize=True
             )
-            out[metric_title(metric)] = {k: float(v) for k, v in found.items()}
+            out[title] = {k: float(v) for k, v in found.items()}
         return ImportanceData(
-            importances=out, evaluator=type(evaluator).__name__, trials=len(trials)
+            importances=out,
+            evaluator=type(evaluator).__name__,
+            trials=len(trials),
+            skipped=skipped,
         )
 
     def draw(self, data: ImportanceData) -> Figure:
@@ -91,7 +102,7 @@ class ParameterImportance(FigureFamily):
         from plotly.subplots import make_subplots
 
         titles = list(data.importances)
-        fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles)
+        fig = make_subplots(rows=1, cols=max(1, len(titles)), subplot_titles=titles or None)
         for col, title in enumerate(titles, start=1):
             ranked = sorted(data.importances[title].items(), key=lambda kv: kv[1])
             fig.add_trace(
@@ -107,14 +118,16 @@ class ParameterImportance(FigureFamily):
                 row=1,
                 col=col,
             )
-        height = max(300, 40 + 28 * max(len(v) for v in data.importances.values()))
+        rows = max((len(v) for v in data.importances.values()), default=0)
+        note = f"{data.evaluator} on {data.trials} completed trials"
+        if data.skipped:
+            note += "; no importances for " + "; ".join(
+                f"{k}: {v}" for k, v in data.skipped.items()
+            )
         return apply_theme(
             fig,
-            height=height,
-            title={
-                "text": f"{data.evaluator} on {data.trials} completed trials",
-                "font": {"size": 12},
-            },
+            height=max(300, 40 + 28 * rows),
+            title={"text": note, "font": {"size": 12}},
         )
 
 
