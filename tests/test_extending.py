@@ -1,5 +1,6 @@
-"""docs/extending.md works as written: its plugin registers an objective type, a controller and
-a runner through the public API, and its spec runs them with the CLI.
+"""docs/extending.md works as written: its plugin registers an objective type, a controller, a
+runner and a figure family through the public API, and its spec runs them with the CLI (and
+draws the figure in the report).
 
 The page's ``python`` blocks, in order, are ``plugin.py``; its ``yaml`` block is the spec.
 """
@@ -46,7 +47,7 @@ def plugin() -> Iterator[types.ModuleType]:
 
 
 def test_the_page_has_one_plugin_and_one_spec() -> None:
-    assert len(blocks("python")) == 3  # objective, controller, runner
+    assert len(blocks("python")) == 4  # objective, controller, runner, figure family
     assert len(blocks("yaml")) == 1
 
 
@@ -106,6 +107,18 @@ def test_the_spec_runs_the_plugin_with_the_cli(
     )
     assert status.returncode == 0, status.stderr
     assert f"study 'extending': {budget} / {budget} trials finished" in status.stdout
+
+    # The plugin's figure family is drawn in the report, beside paretune's own.
+    report = subprocess.run(
+        ["paretune", "report", "spec.yaml", "-o", "report.html", "--no-mlflow"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert report.returncode == 0, report.stderr
+    assert re.search(r"seconds\s+1 figure", report.stdout)
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert '<section id="seconds"><h2>Seconds per trial</h2>' in html
 
 
 def test_a_spec_the_plugin_runner_cannot_run_is_rejected_at_load(
