@@ -192,3 +192,44 @@ def test_report_command_writes_the_file_and_names_what_it_drew(tmp_path, capsys)
     assert '"type":"scatter3d"' in text.replace(" ", "")  # three metrics: the 3-D front
     assert main(["report", str(path), "--figures", "pareto,nope"]) == 2
     assert "unknown figure family 'nope'" in capsys.readouterr().err
+
+
+SEEDED_OBJECTIVE = """
+def objective(params, ctx):
+    noise = 0.01 * ctx.seed
+    return {"f0": params["x"] + noise, "f1": 1.0 - params["x"] + params["y"] + noise}
+"""
+
+
+def test_reevaluations_are_read_from_their_study_and_drawn_as_error_bars(tmp_path):
+    from paretune.spec import load_spec
+    from paretune.trials_store import TrialsStore
+
+    src = tmp_path / "seeded.py"
+    src.write_text(textwrap.dedent(SEEDED_OBJECTIVE))
+    path = tmp_path / "spec.yaml"
+    spec = xy_spec(tmp_path, f"{src}:objective", study="seeded", trials=5)
+    spec["report"] = {"every": 0}
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["run", str(path), "--no-progress"]) == 0
+    assert main(["reevaluate", str(path), "--trials", "1,3", "--seeds", "3"]) == 0
+
+    loaded = load_spec(str(path), resolve=False)
+    store = TrialsStore(loaded.study_config(read_only=True), create=False, mlflow=False)
+    data = StudyData.from_store(store)
+    assert sorted(data.reevaluations) == [1, 3]
+    assert sorted(data.reevaluations[1]) == [0, 1, 2]
+    x = data.trials[1].params["x"]
+    assert [data.reevaluations[1][s]["f0"] for s in (0, 1, 2)] == pytest.approx(
+        [x, x + 0.01, x + 0.02]
+    )
+    report = build_report(data, figures=["pareto"])
+    assert "re-evaluated (mean ± sd)" in report.html
+    table = report.html.split('id="pareto-table"')[1]
+    rows = {
+        int(m.group(1)): m.group(0)
+        for m in re.finditer(r'<tr><td class="num">(\d+)</td>.*?</tr>', table)
+    }
+    assert set(rows) == {t.number for t in data.pareto}
+    for number, row in rows.items():  # the re-evaluated column: mean ± sd over the 3 seeds
+        assert ("(3 seeds)" in row) == (number in (1, 3))
