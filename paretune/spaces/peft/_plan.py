@@ -101,6 +101,20 @@ class PeftPlan:
         }
         return tuple(m for m in MODULES if layers[m])
 
+    def layer_sizes(self, module: str) -> dict[int, int]:
+        """Layer -> the size ``module`` has there (bottleneck, prefix length or LoRA rank),
+        for the layers it is in, ascending; empty when it is absent.
+
+        Raises:
+            ValueError: ``module`` is not one of :data:`MODULES`.
+        """
+        if module == "lora":
+            return dict(zip(self.lora_layers, self.lora_ranks, strict=True))
+        if module not in MODULES:
+            raise ValueError(f"`module` must be one of {list(MODULES)}, but got {module!r}.")
+        size = getattr(self, SIZE_PARAMS[module])  # the plan's field: serial_size, ...
+        return dict.fromkeys(getattr(self, f"{module}_layers"), size)
+
     @property
     def is_valid(self) -> bool:
         """Full fine-tuning, or at least one module in at least one layer."""

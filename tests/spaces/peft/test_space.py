@@ -235,6 +235,11 @@ def test_decode_per_module_and_per_layer_ranks(bert):
     plan = decode_params(params, bert)
     assert (plan.serial_layers, plan.parallel_layers) == ((1,), ())
     assert (plan.lora_layers, plan.lora_ranks, plan.lora_alphas) == ((0, 2), (2, 16), (4.0, 4.0))
+    assert plan.layer_sizes("serial") == {1: 4}
+    assert plan.layer_sizes("lora") == {0: 2, 2: 16}
+    assert plan.layer_sizes("prefix") == {}
+    with pytest.raises(ValueError, match="`module` must be one of"):
+        plan.layer_sizes("adapter")
     assert decode_params({"parallel_size": 2}, bert).parallel_layers == (0, 1, 2)
 
 
