@@ -4,3 +4,7 @@ A new family is one new module here (or anywhere outside paretune): a
 :class:`~paretune.dashboards.FigureFamily` subclass passed to
 :func:`~paretune.dashboards.register_figure`.
 """
+
+from paretune.dashboards.figures._curves import CurveSet, LearningCurves, LearningCurvesFigure
+
+__all__ = ["CurveSet", "LearningCurves", "LearningCurvesFigure"]
