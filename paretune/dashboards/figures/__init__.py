@@ -6,5 +6,14 @@ A new family is one new module here (or anywhere outside paretune): a
 """
 
 from paretune.dashboards.figures._curves import CurveSet, LearningCurves, LearningCurvesFigure
+from paretune.dashboards.figures._peft import PeftMap, PeftMapFigure, PeftRow, cost_metric
 
-__all__ = ["CurveSet", "LearningCurves", "LearningCurvesFigure"]
+__all__ = [
+    "CurveSet",
+    "LearningCurves",
+    "LearningCurvesFigure",
+    "PeftMap",
+    "PeftMapFigure",
+    "PeftRow",
+    "cost_metric",
+]
