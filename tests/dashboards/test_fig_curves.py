@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from paretune.dashboards import StudyData, figure_family
-from paretune.dashboards.figures import CurveSet, LearningCurves
+from paretune.dashboards.figures import CurvesData, CurveSet
 from paretune.objectives import Metric
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -113,7 +113,7 @@ def test_many_faded_points_are_drawn_as_one_webgl_trace() -> None:
         values=np.ones(k * n),
     )
     empty = CurveSet(np.zeros(0, int), np.zeros(1, int), np.zeros(0), np.zeros(0))
-    data = LearningCurves("loss", "best trial", empty, rest, np.zeros(k, dtype=bool))
+    data = CurvesData("loss", "best trial", empty, rest, np.zeros(k, dtype=bool))
     fig = figure_family("curves").draw(data)
     assert [(t.type, t.name) for t in fig.data] == [("scattergl", "other trials (1000)")]
     assert len(fig.data[0].x) == k * (n + 1)

@@ -5,15 +5,15 @@ A new family is one new module here (or anywhere outside paretune): a
 :func:`~paretune.dashboards.register_figure`.
 """
 
-from paretune.dashboards.figures._curves import CurveSet, LearningCurves, LearningCurvesFigure
-from paretune.dashboards.figures._peft import PeftMap, PeftMapFigure, PeftRow, cost_metric
+from paretune.dashboards.figures._curves import CurvesData, CurveSet, LearningCurves
+from paretune.dashboards.figures._peft import PeftMap, PeftMapData, PeftRow, cost_metric
 
 __all__ = [
     "CurveSet",
+    "CurvesData",
     "LearningCurves",
-    "LearningCurvesFigure",
     "PeftMap",
-    "PeftMapFigure",
+    "PeftMapData",
     "PeftRow",
     "cost_metric",
 ]

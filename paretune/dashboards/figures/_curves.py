@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from paretune.dashboards._study_data import StudyData
 
-__all__ = ["CurveSet", "LearningCurves", "LearningCurvesFigure"]
+__all__ = ["CurveSet", "CurvesData", "LearningCurves"]
 
 # Past this many points the faded curves are drawn with WebGL: an SVG path of a million points
 # takes the browser seconds to lay out (10,000 trials x 100 steps is such a study).
@@ -110,7 +110,7 @@ class CurveSet:
 
 
 @dataclass(frozen=True, eq=False)
-class LearningCurves:
+class CurvesData:
     """What the learning-curve figure shows.
 
     Attributes:
@@ -136,7 +136,7 @@ class LearningCurves:
         return self.rest.numbers[self.pruned], steps[self.pruned], values[self.pruned]
 
 
-class LearningCurvesFigure(FigureFamily):
+class LearningCurves(FigureFamily):
     """One line per trial over its steps; the Pareto front's (or the best trial's) highlighted,
     every other trial faded into a single trace, pruned trials marked with an x."""
 
@@ -152,14 +152,14 @@ class LearningCurvesFigure(FigureFamily):
     def applies(self, study: StudyData) -> bool:
         return any(t.intermediate_values for t in study.trials)
 
-    def extract(self, study: StudyData) -> LearningCurves:
+    def extract(self, study: StudyData) -> CurvesData:
         front = {t.number for t in study.pareto}
         with_curves = [t for t in study.trials if t.intermediate_values]
         rest = [t for t in with_curves if t.number not in front]
         curves_rest = CurveSet.of(rest)
         pruned_numbers = {t.number for t in rest if t.state.name == "PRUNED"}
         one = len(study.metrics) == 1
-        return LearningCurves(
+        return CurvesData(
             metric=study.metrics[0].name if one else "intermediate value",
             front_name="best trial" if one else "Pareto front",
             front=CurveSet.of([t for t in with_curves if t.number in front]),
@@ -167,7 +167,7 @@ class LearningCurvesFigure(FigureFamily):
             pruned=np.isin(curves_rest.numbers, list(pruned_numbers)),
         )
 
-    def draw(self, data: LearningCurves) -> Figure:
+    def draw(self, data: CurvesData) -> Figure:
         import plotly.graph_objects as go
 
         fig = go.Figure()
@@ -215,4 +215,4 @@ class LearningCurvesFigure(FigureFamily):
         return apply_theme(fig, xaxis_title="step", yaxis_title=data.metric)
 
 
-register_figure(LearningCurvesFigure)
+register_figure(LearningCurves)

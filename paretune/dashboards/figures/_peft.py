@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from paretune.dashboards._study_data import StudyData
     from paretune.objectives import Metric
 
-__all__ = ["PeftMap", "PeftMapFigure", "PeftRow", "cost_metric"]
+__all__ = ["PeftMap", "PeftMapData", "PeftRow", "cost_metric"]
 
 _MODULE_TITLES = {
     "serial": "serial adapter",
@@ -56,7 +56,7 @@ class PeftRow:
 
 
 @dataclass(frozen=True)
-class PeftMap:
+class PeftMapData:
     """What the PEFT map shows.
 
     Attributes:
@@ -100,7 +100,7 @@ def cost_metric(metrics: Sequence[Metric]) -> Metric:
     return (known[:1] or minimised or list(metrics))[-1]
 
 
-class PeftMapFigure(FigureFamily):
+class PeftMap(FigureFamily):
     """Rows: the Pareto-optimal trials by cost; columns: layers; a panel per module kind;
     colour: the module's size (blank: absent). Applies to studies of a PEFT space."""
 
@@ -124,7 +124,7 @@ class PeftMapFigure(FigureFamily):
         except ConfigError:  # a parameter of that name that is not the PEFT space's
             return False
 
-    def extract(self, study: StudyData) -> PeftMap:
+    def extract(self, study: StudyData) -> PeftMapData:
         """The map of ``study``'s front.
 
         Raises:
@@ -145,7 +145,7 @@ class PeftMapFigure(FigureFamily):
             key=lambda r: (r.values[cost.name], r.number),
         )
         peft = tuple(r for r in rows if not r.plan.full)
-        return PeftMap(
+        return PeftMapData(
             cost=cost.name,
             layers=layers,
             modules=tuple(m for m in MODULES if any(r.plan.layer_sizes(m) for r in peft)),
@@ -153,7 +153,7 @@ class PeftMapFigure(FigureFamily):
             full=tuple(r for r in rows if r.plan.full),
         )
 
-    def draw(self, data: PeftMap) -> Figure:
+    def draw(self, data: PeftMapData) -> Figure:
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
 
@@ -233,4 +233,4 @@ def _hover(row: PeftRow, module: str, layer: str, size: int) -> str:
     return f"trial {row.number}, layer {layer}<br>{here}<br>{metrics}"
 
 
-register_figure(PeftMapFigure)
+register_figure(PeftMap)
