@@ -10,7 +10,7 @@ from typing import Any
 import optuna
 import pytest
 
-from paretune.dashboards import StudyData, figure_family
+from paretune.dashboards import StudyData, figure_family, lr_transfer_figure
 from paretune.dashboards.figures import TransferPoint
 from paretune.objectives import Metric
 from paretune.trials_store import ERROR_ATTR, LABEL_ATTR
@@ -167,3 +167,13 @@ def test_two_panels_show_each_width_once_in_the_legend() -> None:
         ("optimum per width", "x2", False), ("diverged", "x2", False),
     ]  # fmt: skip
     assert [a.text for a in fig.layout.annotations] == ["SP (standard parametrization)", "muP"]
+
+
+def test_the_workflow_s_figure_is_the_family_s() -> None:
+    html = lr_transfer_figure(
+        {16: [(-8.0, 3.1), (-7.0, 2.8)], 64: [(-8.0, 2.6), (-7.0, inf)]},
+        title="mt: validation loss against learning rate",
+        chosen=-8.0,
+    )
+    for text in ("width 16", "width 64", "optimum per width", "diverged", "transferred LR"):
+        assert text in html
