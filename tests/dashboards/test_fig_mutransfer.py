@@ -10,7 +10,7 @@ from typing import Any
 import optuna
 import pytest
 
-from paretune.dashboards import StudyData, figure_family, lr_transfer_figure
+from paretune.dashboards import WIDTH_PALETTE, StudyData, figure_family, lr_transfer_figure
 from paretune.dashboards.figures import TransferPoint
 from paretune.objectives import Metric
 from paretune.trials_store import ERROR_ATTR, LABEL_ATTR
@@ -144,6 +144,8 @@ def test_draw_gives_a_line_per_width_the_optima_and_the_diverged(study: StudyDat
     family = figure_family("mutransfer")
     fig = family.draw(family.extract(study))
     assert [t.name for t in fig.data] == ["width 16", "width 32", "optimum per width", "diverged"]
+    # Light to dark with width; two widths take the palette's ends.
+    assert (fig.data[0].line.color, fig.data[1].line.color) == (WIDTH_PALETTE[0], WIDTH_PALETTE[-1])
     width_32 = list(fig.data[1].y)
     assert width_32[:2] == pytest.approx([2.7, 2.5]) and width_32[2] is None  # out of the line
     assert list(fig.data[2].x) == [-7, -7] and fig.data[2].marker.symbol == "star"

@@ -147,17 +147,20 @@ class MuTransfer(FigureFamily):
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
 
-        titles = [_PANEL_TITLES.get(str(p.parametrization), str(p.parametrization))
-                  for p in data.panels if p.parametrization is not None]  # fmt: skip
+        named = any(p.parametrization is not None for p in data.panels)
         fig = make_subplots(
             rows=1,
             cols=max(len(data.panels), 1),
             shared_yaxes=True,
             horizontal_spacing=0.05,
-            subplot_titles=titles or None,
+            subplot_titles=[_panel_title(p) for p in data.panels] if named else None,
         )
-        widths = data.widths
-        color = {w: WIDTH_PALETTE[min(i, len(WIDTH_PALETTE) - 1)] for i, w in enumerate(widths)}
+        # Light to dark, spread over the palette: two widths get its ends.
+        widths, last = data.widths, len(WIDTH_PALETTE) - 1
+        color = {
+            w: WIDTH_PALETTE[round(i * last / max(len(widths) - 1, 1))]
+            for i, w in enumerate(widths)
+        }
         finite = [p.loss for panel in data.panels for c in panel.curves.values() for p in c]
         finite = [x for x in finite if math.isfinite(x)]
         low, high = (min(finite), max(finite)) if finite else (0.0, 1.0)
@@ -252,6 +255,12 @@ class MuTransfer(FigureFamily):
         fig.update_yaxes(range=[low - margin, top + margin / 2])
         fig.update_yaxes(title_text=data.metric, row=1, col=1)
         return apply_theme(fig)
+
+
+def _panel_title(panel: TransferPanel) -> str:
+    if panel.parametrization is None:
+        return "parametrization not recorded"
+    return _PANEL_TITLES.get(panel.parametrization, panel.parametrization)
 
 
 def _swept(trial: FrozenTrial) -> bool:
