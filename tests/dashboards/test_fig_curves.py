@@ -104,7 +104,7 @@ def test_draw_gives_the_faded_rest_the_front_and_the_pruned_marks() -> None:
     assert fig.layout.yaxis.title.text == "loss"
 
 
-def test_many_faded_points_are_drawn_as_one_webgl_trace() -> None:
+def test_many_points_are_drawn_with_webgl_the_faded_ones_as_one_trace() -> None:
     k, n = 1_000, 100  # 100,000 points
     rest = CurveSet(
         numbers=np.arange(k),
@@ -112,8 +112,15 @@ def test_many_faded_points_are_drawn_as_one_webgl_trace() -> None:
         steps=np.tile(np.arange(n, dtype=float), k),
         values=np.ones(k * n),
     )
-    empty = CurveSet(np.zeros(0, int), np.zeros(1, int), np.zeros(0), np.zeros(0))
-    data = CurvesData("loss", "best trial", empty, rest, np.zeros(k, dtype=bool))
+    pruned = np.arange(k) % 2 == 0
+    front = CurveSet(np.array([k]), np.array([0, 2]), np.array([0.0, 1.0]), np.array([1.0, 0.5]))
+    data = CurvesData("loss", "best trial", front, rest, pruned)
     fig = figure_family("curves").draw(data)
-    assert [(t.type, t.name) for t in fig.data] == [("scattergl", "other trials (1000)")]
+    # All WebGL: an SVG front would be drawn under the WebGL curves.
+    assert [(t.type, t.name) for t in fig.data] == [
+        ("scattergl", "other trials (1000)"),
+        ("scattergl", "best trial (1)"),
+        ("scattergl", "pruned (500)"),
+    ]
     assert len(fig.data[0].x) == k * (n + 1)
+    assert fig.data[0].opacity == pytest.approx(10 / math.sqrt(k))

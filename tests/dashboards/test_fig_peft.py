@@ -157,7 +157,7 @@ def test_draw_gives_a_heatmap_per_module_with_the_trials_as_rows(study: StudyDat
         ("heatmap", "LoRA"),
     ]
     serial = fig.data[0]
-    assert list(serial.y) == ["trial 1", "trial 0", "trial 2"]
+    assert list(serial.y) == ["trial 1: 0.1", "trial 0: 0.5", "trial 2: 1.2"]  # with their cost
     assert math.isnan(serial.z[0][0]) and serial.z[1][0] == 2.0  # log2 of size 4
     assert serial.text[1][0] == (
         "trial 0, layer 0<br>serial adapter bottleneck 4<br>accuracy 0.8, trainable_percent 0.5"

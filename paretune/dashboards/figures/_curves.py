@@ -11,6 +11,7 @@ recorded them with Optuna directly (then they are drawn as they are, unnamed).
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -171,9 +172,12 @@ class LearningCurves(FigureFamily):
         import plotly.graph_objects as go
 
         fig = go.Figure()
+        n_points = len(data.rest.steps) + len(data.front.steps)
+        # WebGL traces are drawn above every SVG trace: the front and the pruned marks must be
+        # WebGL too, or the faded curves would hide them.
+        trace = go.Scattergl if n_points > _WEBGL_POINTS else go.Scatter
         if len(data.rest):
             x, y, _ = data.rest.joined()
-            trace = go.Scattergl if len(x) > _WEBGL_POINTS else go.Scatter
             fig.add_trace(
                 trace(
                     # float32 halves what the report embeds; a drawing needs no more digits.
@@ -182,13 +186,16 @@ class LearningCurves(FigureFamily):
                     mode="lines",
                     name=f"other trials ({len(data.rest)})",
                     line={"color": COLORS["dominated"], "width": 1},
+                    # Fainter the more curves overlap, so that thousands do not merge into a
+                    # solid grey band (1 up to 100 trials, 0.1 at 10,000).
+                    opacity=min(1.0, 10 / math.sqrt(len(data.rest))),
                     hoverinfo="skip",
                 )
             )
         if len(data.front):
             x, y, trial = data.front.joined()
             fig.add_trace(
-                go.Scatter(
+                trace(
                     x=x,
                     y=y,
                     customdata=trial,
@@ -201,7 +208,7 @@ class LearningCurves(FigureFamily):
         numbers, steps, values = data.pruned_at()
         if len(numbers):
             fig.add_trace(
-                go.Scatter(
+                trace(
                     x=steps,
                     y=values,
                     customdata=numbers,

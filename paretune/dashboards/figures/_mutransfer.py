@@ -254,6 +254,8 @@ class MuTransfer(FigureFamily):
             fig.update_xaxes(title_text="log2 learning rate", row=1, col=col)
         fig.update_yaxes(range=[low - margin, top + margin / 2])
         fig.update_yaxes(title_text=data.metric, row=1, col=1)
+        if named:  # the legend goes above the panels' titles
+            return apply_theme(fig, legend={"y": 1.12}, margin={"t": 90})
         return apply_theme(fig)
 
 

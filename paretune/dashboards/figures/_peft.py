@@ -164,7 +164,7 @@ class PeftMap(FigureFamily):
             horizontal_spacing=0.03,
             subplot_titles=[_MODULE_TITLES[m] for m in data.modules],
         )
-        labels = [f"trial {r.number}" for r in data.rows]
+        labels = [f"trial {r.number}: {r.values[data.cost]:.3g}" for r in data.rows]
         cols = data.columns
         present: set[int] = set()
         for col, module in enumerate(data.modules, start=1):
@@ -195,14 +195,18 @@ class PeftMap(FigureFamily):
         fig.update_yaxes(title_text=f"Pareto trials by {data.cost}", row=1, col=1)
         if data.full:
             shown = ", ".join(f"trial {r.number}" for r in data.full)
+            # Below the layer axis's title, in pixels (a fraction of the plot would move with
+            # the number of rows).
             fig.add_annotation(
                 text=f"Full fine-tuning on the front (no module to map): {shown}",
-                xref="paper", yref="paper", x=0, y=-0.2, showarrow=False, xanchor="left",
+                xref="paper", yref="paper", x=0, y=0, yshift=-50, xanchor="left", yanchor="top",
+                showarrow=False,
             )  # fmt: skip
         ticks = sorted(present)
         return apply_theme(
             fig,
-            height=max(280, 120 + 22 * len(data.rows)),
+            height=max(280, 120 + 22 * len(data.rows)) + (30 if data.full else 0),
+            margin={"b": 90 if data.full else 60},
             coloraxis={
                 # Light to dark with size; the lightest is still visible against an absent cell.
                 "colorscale": [
