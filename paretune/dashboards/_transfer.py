@@ -20,9 +20,6 @@ __all__ = [
     "write_transfer_csv",
 ]
 
-# Light to dark with width, as the papers draw it.
-_PALETTE = ("#9ecae1", "#6baed6", "#4292c6", "#2171b5", "#08519c", "#08306b", "#041a3a")
-
 
 def lr_transfer_figure(
     curves: Mapping[int, Sequence[tuple[float, float]]],
@@ -30,36 +27,32 @@ def lr_transfer_figure(
     title: str = "Validation loss against learning rate",
     chosen: float | None = None,
 ) -> str:
-    """The HTML of the figure (plotly.js inlined: it opens without a network).
+    """The HTML of the figure (plotly.js inlined: it opens without a network), drawn by the
+    report's ``mutransfer`` figure family.
 
     Args:
         curves: Per width, ``(log2 learning rate, loss)`` points; non-finite losses (diverged
-            runs) are left out of the line.
+            runs) are left out of the line and marked at the top edge.
         title: The figure's title.
         chosen: A log2 learning rate to mark (the one carried to the target).
     """
-    import plotly.graph_objects as go
-
-    fig = go.Figure()
-    for i, width in enumerate(sorted(curves)):
-        points = sorted(curves[width])
-        fig.add_trace(
-            go.Scatter(
-                x=[x for x, _ in points],
-                y=[y if math.isfinite(y) else None for _, y in points],
-                mode="lines+markers",
-                name=f"width {width}",
-                line={"color": _PALETTE[min(i, len(_PALETTE) - 1)]},
-            )
-        )
-    if chosen is not None:
-        fig.add_vline(x=chosen, line_dash="dot", annotation_text="transferred LR")
-    fig.update_layout(
-        title=title,
-        xaxis_title="log2 learning rate",
-        yaxis_title="validation loss",
-        template="plotly_white",
+    from paretune.dashboards.figures._mutransfer import (
+        MuTransfer,
+        TransferData,
+        TransferPanel,
+        TransferPoint,
     )
+
+    panel = TransferPanel(
+        parametrization=None,
+        curves={
+            w: tuple(TransferPoint(x, y if math.isfinite(y) else math.inf) for x, y in sorted(c))
+            for w, c in sorted(curves.items())
+        },
+    )
+    data = TransferData(metric="validation loss", panels=(panel,), chosen=chosen)
+    fig = MuTransfer().draw(data)
+    fig.update_layout(title=title)
     return str(fig.to_html(include_plotlyjs=True, full_html=True))
 
 

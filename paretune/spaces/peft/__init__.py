@@ -41,7 +41,15 @@ from paretune.spaces.peft._materialize import (
     module_kind,
     trainable_parameters,
 )
-from paretune.spaces.peft._plan import InvalidPeftConfig, PeftPlan, decode_params, is_valid, repair
+from paretune.spaces.peft._plan import (
+    MODULE_SWITCHES,
+    InvalidPeftConfig,
+    PeftPlan,
+    decode_params,
+    is_valid,
+    layer_count,
+    repair,
+)
 from paretune.spaces.peft._space import (
     AUTOPEFT_SIZES,
     LAYER_SELECTIONS,
@@ -65,6 +73,7 @@ __all__ = [
     "METHOD_PARAM",
     "MODULES",
     "MODULE_KINDS",
+    "MODULE_SWITCHES",
     "InvalidPeftConfig",
     "ModelLayout",
     "PeftPlan",
@@ -74,6 +83,7 @@ __all__ = [
     "decode_params",
     "describe_model",
     "is_valid",
+    "layer_count",
     "lora_target_names",
     "materialize",
     "module_kind",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numbers
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,20 @@ from paretune.spaces.peft._space import (
     lora_target_names,
 )
 
-__all__ = ["InvalidPeftConfig", "PeftPlan", "decode_params", "is_valid", "repair"]
+__all__ = [
+    "MODULE_SWITCHES",
+    "InvalidPeftConfig",
+    "PeftPlan",
+    "decode_params",
+    "is_valid",
+    "layer_count",
+    "repair",
+]
+
+MODULE_SWITCHES = (*SIZE_PARAMS.values(), LORA_SWITCH)
+"""The parameters of :func:`~paretune.spaces.peft.peft_space` that switch a module on: its
+size (``serial_size``, ``parallel_size``, ``prefix_length``, ``lora_rank``) or, with per-layer
+LoRA ranks, the flag ``lora``. A study of a PEFT space has at least one of them."""
 
 _SHARED_SWITCH = re.compile(r"layer_(\d+)")
 _MODULE_SWITCH = re.compile(r"(serial|parallel|prefix|lora)_layer_(\d+)")
@@ -87,6 +100,20 @@ class PeftPlan:
             "lora": self.lora_layers,
         }
         return tuple(m for m in MODULES if layers[m])
+
+    def layer_sizes(self, module: str) -> dict[int, int]:
+        """Layer -> the size ``module`` has there (bottleneck, prefix length or LoRA rank),
+        for the layers it is in, ascending; empty when it is absent.
+
+        Raises:
+            ValueError: ``module`` is not one of :data:`MODULES`.
+        """
+        if module == "lora":
+            return dict(zip(self.lora_layers, self.lora_ranks, strict=True))
+        if module not in MODULES:
+            raise ValueError(f"`module` must be one of {list(MODULES)}, but got {module!r}.")
+        size = getattr(self, SIZE_PARAMS[module])  # the plan's field: serial_size, ...
+        return dict.fromkeys(getattr(self, f"{module}_layers"), size)
 
     @property
     def is_valid(self) -> bool:
@@ -220,9 +247,25 @@ def is_valid(params: Mapping[str, Any], layout: ModelLayout | int | None = None)
         ConfigError: As :func:`decode_params`.
     """
     if layout is None:
-        indices = [_layer_index(key) for key in params if isinstance(key, str)]
-        layout = max((i for i in indices if i is not None), default=0) + 1
+        layout = layer_count(key for key in params if isinstance(key, str)) or 1
     return decode_params(params, layout).is_valid
+
+
+def layer_count(names: Iterable[str]) -> int | None:
+    """The number of layers that parameter names of :func:`~paretune.spaces.peft.peft_space`
+    select among: the largest index of a layer switch (``layer_{i}``, ``{module}_layer_{i}``)
+    or per-layer rank (``lora_rank_{i}``), plus one.
+
+    ``None`` when no name selects a layer (``layer_selection="none"``: every module goes
+    into every layer). Pass the names of a whole study: per-module switches exist only while
+    their module is on, so one trial's names may not reach the top layer.
+
+    Example:
+        >>> layer_count(["serial_size", "layer_0", "layer_11", "learning_rate"])
+        12
+    """
+    indices = [i for i in map(_layer_index, names) if i is not None]
+    return max(indices) + 1 if indices else None
 
 
 def repair(params: Mapping[str, Any], space: SearchSpace) -> dict[str, Any]:
@@ -305,8 +348,7 @@ def _is_on(value: Any) -> bool:
 
 
 def _top_layer(space: SearchSpace) -> int:
-    indices = [_layer_index(name) for name in space.names]
-    return max((i for i in indices if i is not None), default=0)
+    return (layer_count(space.names) or 1) - 1
 
 
 def _layer_index(name: str) -> int | None:

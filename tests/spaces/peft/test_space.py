@@ -8,11 +8,13 @@ from paretune import ConfigError
 from paretune.spaces import Categorical, Fixed
 from paretune.spaces.peft import (
     AUTOPEFT_SIZES,
+    MODULE_SWITCHES,
     PeftPlan,
     count_trainable,
     decode_params,
     describe_model,
     is_valid,
+    layer_count,
     lora_target_names,
     peft_space,
     repair,
@@ -233,6 +235,11 @@ def test_decode_per_module_and_per_layer_ranks(bert):
     plan = decode_params(params, bert)
     assert (plan.serial_layers, plan.parallel_layers) == ((1,), ())
     assert (plan.lora_layers, plan.lora_ranks, plan.lora_alphas) == ((0, 2), (2, 16), (4.0, 4.0))
+    assert plan.layer_sizes("serial") == {1: 4}
+    assert plan.layer_sizes("lora") == {0: 2, 2: 16}
+    assert plan.layer_sizes("prefix") == {}
+    with pytest.raises(ValueError, match="`module` must be one of"):
+        plan.layer_sizes("adapter")
     assert decode_params({"parallel_size": 2}, bert).parallel_layers == (0, 1, 2)
 
 
@@ -266,6 +273,22 @@ def test_decode_refuses_bad_params(bert, params, path):
 )
 def test_is_valid(params, valid):
     assert is_valid(params) is valid
+
+
+def test_layer_count_and_module_switches_read_a_study_s_names(bert):
+    assert layer_count(peft_space(bert).names) == 3
+    assert layer_count(["serial_size", "prefix_layer_4", "lora_rank_1", "lr"]) == 5
+    assert layer_count(peft_space(bert, layer_selection="none").names) is None
+    assert layer_count(["lora_rank", "lora_targets"]) is None  # one rank: not a layer's
+    spaces = [
+        peft_space(bert, layer_selection=s, per_layer_lora_ranks=p)
+        for s in ("shared", "per_module", "none")
+        for p in (False, True)
+    ]
+    assert all(set(MODULE_SWITCHES) & set(space.names) for space in spaces)
+    assert set(MODULE_SWITCHES) == {
+        "serial_size", "parallel_size", "prefix_length", "lora_rank", "lora",
+    }  # fmt: skip
 
 
 def test_the_space_admits_exactly_the_valid_candidates(bert):
