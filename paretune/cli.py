@@ -146,8 +146,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from paretune.spec import load_spec
-    from paretune.spec._review import write_study_report
+    from paretune.spec import load_spec, write_study_report
 
     spec, store = _read_only(args)
     reference = spec.objective.reference_point

@@ -30,7 +30,7 @@ from paretune.dashboards._reevaluation import (
     write_reevaluation_csv,
 )
 from paretune.dashboards._report import Report, Section, build_report, write_report
-from paretune.dashboards._study_data import StudyData, read_reevaluations
+from paretune.dashboards._study_data import StudyData
 from paretune.dashboards._summary import pareto_section, run_summary, status_summary, where_lines
 from paretune.dashboards._text import format_table
 from paretune.dashboards._theme import COLORS, WIDTH_PALETTE, apply_theme, theme
@@ -64,7 +64,6 @@ __all__ = [
     "pareto_section",
     "pareto_table",
     "proxy_best_table",
-    "read_reevaluations",
     "reevaluation_line",
     "reevaluation_table",
     "register_figure",

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from paretune.objectives import Metric
     from paretune.trials_store import Constraint, TrialsStore
 
-__all__ = ["StudyData", "read_reevaluations"]
+__all__ = ["StudyData"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,6 +64,8 @@ class StudyData:
             reference_point: The spec's hypervolume reference, if any.
             reevaluations: Read ``paretune reevaluate``'s companion study too (error bars).
         """
+        from paretune.search import stored_reevaluations
+
         config = store.config
         metrics = tuple(config.metrics)
         if not metrics:  # a read-only store: the names and directions the study keeps
@@ -83,7 +85,7 @@ class StudyData:
             constraints=tuple(config.constraints),
             reference_point=reference_point,
             reevaluations=(
-                read_reevaluations(config.storage_url, config.name) if reevaluations else {}
+                stored_reevaluations(config.storage_url, config.name) if reevaluations else {}
             ),
             attrs=dict(store.study.user_attrs),
         )
@@ -174,43 +176,3 @@ class StudyData:
             for name in t.params:
                 seen.setdefault(name, None)
         return list(seen)
-
-
-def read_reevaluations(storage_url: str, study: str) -> dict[int, dict[int, dict[str, float]]]:
-    """``paretune reevaluate``'s results for ``study``: trial number -> seed -> metrics.
-
-    Both companion studies (the search's fidelity and ``--full-fidelity``) are read; where a
-    trial was re-evaluated at both, the full-fidelity runs are kept. Missing companions give
-    an empty mapping.
-    """
-    import optuna
-
-    from paretune.search._reevaluate import (
-        REEVAL_SEED_ATTR,
-        SOURCE_ATTR,
-        reevaluation_study_name,
-    )
-    from paretune.trials_store import quiet
-
-    out: dict[int, dict[int, dict[str, float]]] = {}
-    storage = optuna.storages.RDBStorage(storage_url, skip_compatibility_check=True)
-    try:
-        names = {s.study_name for s in storage.get_all_studies()}
-        for full in (False, True):
-            name = reevaluation_study_name(study, full_fidelity=full)
-            if name not in names:
-                continue
-            with quiet():
-                companion = optuna.load_study(study_name=name, storage=storage)
-            found: dict[int, dict[int, dict[str, float]]] = {}
-            for t in companion.get_trials(deepcopy=False):
-                source, metrics = t.user_attrs.get(SOURCE_ATTR), t.user_attrs.get(METRICS_ATTR)
-                if t.state.name != "COMPLETE" or source is None or metrics is None:
-                    continue
-                seed = int(t.user_attrs.get(REEVAL_SEED_ATTR, t.number))
-                found.setdefault(int(source), {})[seed] = dict(metrics)
-            out.update(found)
-    finally:
-        storage.remove_session()
-        storage.engine.dispose()
-    return out

@@ -40,7 +40,7 @@ from paretune.search._loop import (
     run_trials,
 )
 from paretune.search._ray import RayRunner, RayRunnerSettings
-from paretune.search._reevaluate import Reevaluation, reevaluate
+from paretune.search._reevaluate import Reevaluation, reevaluate, stored_reevaluations
 from paretune.search._run import SearchPlan, SearchResult, open_store, run_search
 from paretune.search._runner import (
     Runner,
@@ -104,4 +104,5 @@ __all__ = [
     "runner_types",
     "stop_requested",
     "stop_signals",
+    "stored_reevaluations",
 ]

@@ -55,6 +55,7 @@ __all__ = [
     "reevaluate",
     "reevaluation_study_name",
     "select_trials",
+    "stored_reevaluations",
 ]
 
 _log = logging.getLogger(__name__)
@@ -395,3 +396,38 @@ def _ranges(numbers: Sequence[int]) -> str:
         if n is not None:
             start = prev = n
     return ", ".join(parts)
+
+
+def stored_reevaluations(storage_url: str, study: str) -> dict[int, dict[int, dict[str, float]]]:
+    """``paretune reevaluate``'s results for ``study``: trial number -> seed -> metrics.
+
+    Both companion studies (the search's fidelity and ``--full-fidelity``) are read; where a
+    trial was re-evaluated at both, the full-fidelity runs are kept. Missing companions give
+    an empty mapping.
+    """
+    import optuna
+
+    from paretune.trials_store import quiet
+
+    out: dict[int, dict[int, dict[str, float]]] = {}
+    storage = optuna.storages.RDBStorage(storage_url, skip_compatibility_check=True)
+    try:
+        names = {s.study_name for s in storage.get_all_studies()}
+        for full in (False, True):
+            name = reevaluation_study_name(study, full_fidelity=full)
+            if name not in names:
+                continue
+            with quiet():
+                companion = optuna.load_study(study_name=name, storage=storage)
+            found: dict[int, dict[int, dict[str, float]]] = {}
+            for t in companion.get_trials(deepcopy=False):
+                source, metrics = t.user_attrs.get(SOURCE_ATTR), t.user_attrs.get(METRICS_ATTR)
+                if t.state.name != "COMPLETE" or source is None or metrics is None:
+                    continue
+                seed = int(t.user_attrs.get(REEVAL_SEED_ATTR, t.number))
+                found.setdefault(int(source), {})[seed] = dict(metrics)
+            out.update(found)
+    finally:
+        storage.remove_session()
+        storage.engine.dispose()
+    return out

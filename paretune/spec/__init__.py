@@ -32,6 +32,7 @@ from paretune.spec._mutransfer_section import (
     MuTransferSpec,
     mutransfer_json_schema,
 )
+from paretune.spec._review import ReportRefresh, ReportSpec, write_study_report
 from paretune.spec._search import KnownMetric, SearchSpec
 from paretune.spec._sections import (
     BudgetSpec,
@@ -59,6 +60,8 @@ __all__ = [
     "ObjectiveSpec",
     "PrunerSpec",
     "RayRunnerSpec",
+    "ReportRefresh",
+    "ReportSpec",
     "SearchSpec",
     "TransferCell",
     "apply_overrides",
@@ -67,6 +70,7 @@ __all__ = [
     "mutransfer_json_schema",
     "read_spec",
     "run_mutransfer",
+    "write_study_report",
 ]
 
 # The runner sections are the runners' own settings models (registered with the runners).

@@ -109,5 +109,7 @@ def test_autopeft_report_renders_the_layer_map(tmp_path):
     with chromium_page() as page:
         sections = rendered_figures(page, out)
         assert sections[:2] == ["pareto", "hypervolume"]
+        assert "peft" in sections  # the layer x module map of the front
+        assert page.locator("#peft .plotly-graph-div").count() >= 1
         assert page.errors == []
         screenshot(page, "report-autopeft.png")
