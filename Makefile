@@ -41,10 +41,13 @@ setup: $(STAMP)
 run: $(STAMP)
 	$(BIN)/paretune run examples/quickstart.yaml
 
-# pytest exits 5 when it collected no test: that fails here too, with a line saying so.
+# As in an activated .venv (tests run the `paretune` command). pytest exits 5 when it collected
+# no test: that fails here too, with a line saying so.
 test: $(STAMP)
 	@echo "HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)"
-	@status=0; HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS) || status=$$?; \
+	@status=0; \
+	PATH="$(abspath $(BIN)):$$PATH" VIRTUAL_ENV="$(abspath $(VENV))" HF_HUB_OFFLINE=1 \
+	  $(BIN)/python -m pytest -q $(PYTEST_ARGS) || status=$$?; \
 	if [ "$$status" -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; \
 	exit "$$status"
 
