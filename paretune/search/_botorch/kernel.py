@@ -7,8 +7,9 @@ import logging
 import time
 from pathlib import Path
 
-# The package's logger, whichever of its modules logs.
-_log = logging.getLogger(__package__)
+# This module's own logger (a child of the package's): waiting for a compile is not a proposal
+# that fell back, which the sampler reports on the package's logger.
+_log = logging.getLogger(__name__)
 
 # BoTorch compiles a C++ kernel for its multi-objective log-improvement acquisitions the first
 # time one is built in an environment (torch.utils.cpp_extension: 40-75 s on 2 cores), holding a
