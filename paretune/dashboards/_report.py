@@ -205,16 +205,16 @@ def _pareto_table_html(study: StudyData, max_rows: int) -> str:
         trials = sorted(trials, key=lambda t: sign * t.values[0])
     shown = trials[:max_rows]
     reeval = bool(study.reevaluations)
-    head = ["trial", "label", *(metric_title(m) for m in study.metrics)]
+    labelled = any(study.label(t) for t in shown)
+    head = ["trial", *(["label"] if labelled else []), *(metric_title(m) for m in study.metrics)]
     if reeval:
         head.append("re-evaluated (mean ± sd)")
     head.append("params")
     rows = []
     for t in shown:
-        cells = [
-            f'<td class="num">{t.number}</td>',
-            f"<td>{html.escape(study.label(t) or '')}</td>",
-        ]
+        cells = [f'<td class="num">{t.number}</td>']
+        if labelled:
+            cells.append(f"<td>{html.escape(study.label(t) or '')}</td>")
         cells += [f'<td class="num">{format_value(v)}</td>' for v in t.values]
         if reeval:
             cells.append(f"<td>{html.escape(_reeval_cell(study, t.number))}</td>")

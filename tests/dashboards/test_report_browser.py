@@ -42,9 +42,12 @@ def rendered_figures(page, path) -> list[str]:
 
 
 def test_quickstart_report_renders_every_figure(tmp_path):
-    out = run_and_report(
-        tmp_path, {"study": "quickstart", "objective": {"type": "branin_currin"}}, trials=25
-    )
+    spec = {  # examples/quickstart.yaml
+        "study": "quickstart",
+        "objective": {"type": "branin_currin"},
+        "controller": {"name": "tpe", "seed": 0},
+    }
+    out = run_and_report(tmp_path, spec, trials=40)
     with chromium_page() as page:
         sections = rendered_figures(page, out)
         assert sections[:4] == ["pareto", "hypervolume", "parallel", "importance"]
