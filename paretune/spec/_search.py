@@ -292,12 +292,15 @@ class SearchSpec(_Strict):
 
         run_dir = self.resolved_run_dir
         embedded = self.storage is None or self.tracking_uri is None
+        describe: CandidateName | None = None
         if read_only:
             named = self.objective.metrics or []
             metrics = tuple(Metric(m.name, m.direction) for m in named)
             space = None
         else:
             metrics, space = tuple(self.metrics), self.search_space
+            assert self._objective is not None  # set by _resolve (search_space)
+            describe = CandidateName(self._objective, space)
         return StudyConfig(
             name=self.study,
             storage_url=self.storage or f"sqlite:///{run_dir / 'study.db'}",
@@ -309,6 +312,7 @@ class SearchSpec(_Strict):
             else None,
             metrics=metrics,
             space=space,
+            describe=describe,
             constraints=self.constraints,
             baselines=tuple(Baseline(dict(e.params), e.label) for e in self.enqueue),
             seed=self.controller.seed,
@@ -414,6 +418,22 @@ def _log_tables(store: TrialsStore) -> None:
         trials_csv=export_trials(store, "csv"),
         pareto_csv=export_trials(store, "csv", pareto_only=True),
     )
+
+
+class CandidateName:
+    """A candidate's run name: the objective's :meth:`~paretune.objectives.BaseObjective.describe`
+    where it has one, else the searched space's :meth:`~paretune.spaces.SearchSpace.describe`
+    (the spec's ``space:`` may replace the objective's own)."""
+
+    def __init__(self, objective: BaseObjective, space: SearchSpace) -> None:
+        self.objective = objective
+        self.space = space
+
+    def __call__(self, params: Mapping[str, Any]) -> str:
+        return self.objective.describe(params) or self.space.describe(params)
+
+    def __repr__(self) -> str:
+        return f"CandidateName({type(self.objective).__name__})"
 
 
 class KnownMetric:
