@@ -12,7 +12,12 @@ Figures come in families (:class:`FigureFamily`, one module each, :func:`registe
 the report draws every registered family that applies to a study.
 """
 
-from paretune.dashboards._artifacts import log_study_tables
+from paretune.dashboards._artifacts import (
+    log_spec,
+    log_study_summary,
+    log_study_tables,
+    study_summary,
+)
 from paretune.dashboards._coord_check import coord_check_table, coord_check_verdict
 from paretune.dashboards._figures import (
     FigureFamily,
@@ -54,6 +59,8 @@ __all__ = [
     "figure_family",
     "fitted_law_line",
     "format_table",
+    "log_spec",
+    "log_study_summary",
     "log_study_tables",
     "lr_transfer_figure",
     "pareto_section",
@@ -66,6 +73,7 @@ __all__ = [
     "registered_figures",
     "run_summary",
     "status_summary",
+    "study_summary",
     "theme",
     "transfer_table",
     "transfer_verdicts",

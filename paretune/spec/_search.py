@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["KnownMetric", "SearchSpec"]
 
 _Strict = StrictModel
+_log = logging.getLogger(__name__)
 
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -345,17 +347,33 @@ class SearchSpec(_Strict):
         self, *, resume: bool = False, progress: Any = None, on_start: Any = None
     ) -> SearchResult:
         """Run (or continue) this search: :func:`paretune.search.run_search` on :meth:`plan`,
-        with the study's tables (``trials.csv``, ``pareto.csv``) logged to its MLflow parent
-        run when it ends (also after a stop).
+        with the spec logged to the study's MLflow parent run as ``spec.yaml`` when it starts
+        (then ``on_start`` is called), and the study's tables (``trials.csv``, ``pareto.csv``)
+        and summary metrics (:func:`~paretune.dashboards.study_summary`) when it ends (also
+        after a stop).
 
         Returns:
             The :class:`~paretune.search.SearchResult`.
         """
+        from functools import partial
+
         from paretune.search import run_search
 
         return run_search(
-            self.plan(), resume=resume, progress=progress, on_start=on_start, on_close=_log_tables
+            self.plan(),
+            resume=resume,
+            progress=progress,
+            on_start=partial(_on_start, self, on_start),
+            on_close=partial(_on_close, self),
         )
+
+    def to_yaml(self) -> str:
+        """The spec as YAML: what was given (with ``--set`` overrides applied), defaults left
+        out; :func:`~paretune.spec.load_spec` reads it back to an equal spec."""
+        import yaml
+
+        data = self.model_dump(mode="json", exclude_unset=True, serialize_as_any=True)
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
     def reevaluate(
         self, *, n_jobs: int | None = None, threads: int | None = None, **options: Any
@@ -404,6 +422,44 @@ class SearchSpec(_Strict):
             budget=self.search_budget(),
             runner=self.runner,
         )
+
+
+def _on_start(
+    spec: SearchSpec,
+    then: Callable[[TrialsStore, list[int]], None] | None,
+    store: TrialsStore,
+    recovered: list[int],
+) -> None:
+    """:meth:`SearchSpec.run`'s start hook: the spec on the parent run, then ``then``."""
+    if store.mlflow is not None and store.parent_run_id is not None:
+        from paretune.dashboards import log_spec
+
+        try:
+            log_spec(store.mlflow, store.parent_run_id, spec.to_yaml())
+        except Exception as err:  # tracking is best-effort; the study is the record
+            _log.warning("MLflow: the spec was not logged to the study's run: %s", err)
+    if then is not None:
+        then(store, recovered)
+
+
+def _on_close(spec: SearchSpec, store: TrialsStore) -> None:
+    """:meth:`SearchSpec.run`'s close hook: the tables and the summary on the parent run."""
+    _log_tables(store)
+    _log_summary(spec, store)
+
+
+def _log_summary(spec: SearchSpec, store: TrialsStore) -> None:
+    from paretune.dashboards import StudyData, log_study_summary
+
+    if store.mlflow is None or store.parent_run_id is None:
+        return
+    try:
+        study = StudyData.from_store(
+            store, reference_point=spec.reference_point, reevaluations=False
+        )
+        log_study_summary(store.mlflow, store.parent_run_id, study)
+    except Exception as err:  # tracking is best-effort; the study is the record
+        _log.warning("MLflow: the study's summary was not logged to its run: %s", err)
 
 
 def _log_tables(store: TrialsStore) -> None:
