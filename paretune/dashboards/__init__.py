@@ -1,5 +1,5 @@
-"""How people look at a study: figures, the HTML report, tables, progress, summaries, and the
-artifacts of its MLflow run.
+"""How people look at a study: figures, the HTML report, tables, progress, summaries, the
+artifacts of its MLflow run, and the MLflow UI or optuna-dashboard on it (``paretune ui``).
 
 Every function takes what it shows (a :class:`StudyData`, trials, metrics, re-evaluations,
 URLs), never the store or the spec, so the CLI, a notebook and the HTML report share them::
@@ -45,13 +45,16 @@ from paretune.dashboards._transfer import (
     transfer_verdicts,
     write_transfer_csv,
 )
+from paretune.dashboards._ui import ServerCommand, UiServer, serve_study_ui
 
 __all__ = [
     "COLORS",
     "WIDTH_PALETTE",
     "FigureFamily",
     "ProgressBar",
+    "ServerCommand",
     "StudyData",
+    "UiServer",
     "apply_theme",
     "coord_check_table",
     "coord_check_verdict",
@@ -72,6 +75,7 @@ __all__ = [
     "register_figure",
     "registered_figures",
     "run_summary",
+    "serve_study_ui",
     "status_summary",
     "study_summary",
     "theme",
