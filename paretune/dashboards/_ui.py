@@ -380,7 +380,8 @@ def _get_json(url: str) -> Any:
 
 
 def mlflow_experiment_links(study: str) -> Callable[[UiServer], list[str]]:
-    """The line with the URL of the MLflow experiment named ``study`` (asked of the server)."""
+    """The line with the URL of the runs of the MLflow experiment named ``study`` (its id
+    asked of the server)."""
 
     def links(server: UiServer) -> list[str]:
         query = urllib.parse.urlencode({"experiment_name": study})
@@ -388,7 +389,10 @@ def mlflow_experiment_links(study: str) -> Callable[[UiServer], list[str]]:
         experiment = (found or {}).get("experiment")
         if not experiment:
             return [f"no MLflow experiment named {study!r} yet: run the search first"]
-        return [f"experiment {study!r}: {server.url}#/experiments/{experiment['experiment_id']}"]
+        # MLflow 3 opens an experiment on its GenAI overview; the runs (trials) are the table of
+        # its model-training view.
+        page = f"#/experiments/{experiment['experiment_id']}/runs?workflowType=machine_learning"
+        return [f"experiment {study!r}: {server.url}{page}"]
 
     return links
 

@@ -48,7 +48,8 @@ def test_the_mlflow_ui_serves_the_study_and_sigterm_stops_all_of_it(
                 + urlencode({"experiment_name": "ui-study"}))[1]
         )  # fmt: skip
         experiment_id = found["experiment"]["experiment_id"]
-        assert pages == {"experiment": f"{url}#/experiments/{experiment_id}"}
+        runs = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+        assert pages == {"experiment": url + runs}
         assert ui.stop(signal.SIGTERM) == 0
     finally:
         if ui.proc.poll() is None:
