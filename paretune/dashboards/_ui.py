@@ -201,14 +201,20 @@ class UiServer:
         self._subreaper = _set_subreaper(True)
         # Open while the server runs; stop() keeps its tail and closes it.
         self._output = tempfile.TemporaryFile()  # noqa: SIM115
-        self.process = subprocess.Popen(
-            self.command.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._output,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **self.command.env},
-            start_new_session=True,  # its own group: a terminal's Ctrl-C reaches us alone
-        )
+        try:
+            self.process = subprocess.Popen(
+                self.command.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=self._output,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self.command.env},
+                start_new_session=True,  # its own group: a terminal's Ctrl-C reaches us alone
+            )
+        except OSError as err:
+            self.stop()
+            raise StudyError(
+                f"cannot start the {self.command.name} ({self.command.argv[0]}): {err}"
+            ) from None
         deadline = time.monotonic() + timeout
         ready = urllib.parse.urljoin(self.url, self.command.ready_path)
         while True:
@@ -249,6 +255,7 @@ class UiServer:
         """End every process of the server's group: SIGTERM, then SIGKILL after ``grace``
         seconds; return once none is left (all reaped). Safe to call twice."""
         if self.process is None:
+            self._release()
             return
         pgid = self.pgid
         _signal_group(pgid, signal.SIGTERM)
@@ -256,6 +263,10 @@ class UiServer:
             _signal_group(pgid, signal.SIGKILL)
             _wait_group_gone(pgid, self.process, 10.0)
         self.process.poll()
+        self._release()
+
+    def _release(self) -> None:
+        """Keep the output's tail, close its file, and stop adopting orphans."""
         if self._output is not None:
             self._tail = self.output_tail(lines=100)
             self._output.close()

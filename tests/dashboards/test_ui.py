@@ -123,6 +123,13 @@ def test_a_server_that_exits_at_once_is_reported_with_its_output() -> None:
     assert group_gone(server.pgid)
 
 
+def test_a_server_that_cannot_be_started_is_a_clear_error(tmp_path: Path) -> None:
+    missing = str(tmp_path / "no-such-server")
+    server = UiServer(ServerCommand("stub", (missing,)), host="127.0.0.1", port=free_port())
+    with pytest.raises(StudyError, match=r"cannot start the stub \(.*no-such-server\)"):
+        server.start(timeout=60)
+
+
 def test_stop_kills_and_reaps_an_orphan_that_ignores_sigterm() -> None:
     port = free_port()
     command = ServerCommand("stub", (sys.executable, "-c", STUBBORN, str(port)))
