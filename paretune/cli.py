@@ -6,8 +6,9 @@
 reports mean and spread; ``report SPEC`` writes the study's HTML report (figures and the Pareto
 table, logged to its MLflow parent run); ``coord-check SPEC`` checks that the spec's ``lm``
 decoder keeps every activation's size across widths (muP); ``mutransfer SPEC`` runs the
-muTransfer workflow (coordinate check, proxy search, transfer check, target runs); ``schema``
-prints the spec's JSON schema.
+muTransfer workflow (coordinate check, proxy search, transfer check, target runs); ``ui SPEC``
+serves the MLflow UI on the study's tracking store (``--dashboard``: optuna-dashboard on its
+storage) until Ctrl-C; ``schema`` prints the spec's JSON schema.
 
 Exit codes: 0 done, 1 a runtime problem (storage, tracking) or a failed coordinate check, 2
 invalid input (spec, arguments),
@@ -133,6 +134,26 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_ui(args: argparse.Namespace) -> int:
+    from paretune.dashboards import serve_study_ui
+
+    spec, store = _read_only(args)  # the study must exist
+    config = store.config
+    print(f"paretune: starting the {'optuna-dashboard' if args.dashboard else 'MLflow UI'} "
+          f"of study {spec.study!r}", flush=True)  # fmt: skip
+    serve_study_ui(
+        study=spec.study,
+        storage_url=config.storage_url,
+        tracking_uri=config.tracking_uri,
+        artifact_location=config.artifact_location,
+        host=args.host,
+        port=args.port,
+        dashboard=args.dashboard,
+        say=lambda line: print(line, flush=True),
+    )
+    return EXIT_OK
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from paretune.trials_store import export_trials
 
@@ -250,6 +271,16 @@ def _tolerance(text: str) -> tuple[str, float]:
             f"expected METRIC=MARGIN with a margin >= 0, like accuracy=0.01, but got {text!r}"
         )
     return name.strip(), margin
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, but got {text!r}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -397,6 +428,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="trial counts and the Pareto front of a study")
     p.add_argument("spec")
+    _add_set(p)
+    p = sub.add_parser(
+        "ui",
+        help="serve the MLflow UI on the study's tracking store (--dashboard: optuna-dashboard "
+        "on its storage) on this machine, until Ctrl-C or SIGTERM",
+    )
+    p.add_argument("spec")
+    p.add_argument(
+        "--port",
+        type=_port,
+        default=None,
+        help="the port (default 5000, optuna-dashboard 8080; 0: any free port)",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the interface to listen on (default 127.0.0.1: this machine only)",
+    )
+    p.add_argument("--dashboard", action="store_true", help="optuna-dashboard instead of MLflow")
     _add_set(p)
     p = sub.add_parser("export", help="write every trial as CSV or JSON")
     p.add_argument("spec")
@@ -566,6 +616,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _cmd_status(args)
     if args.command == "export":
         return _cmd_export(args)
+    if args.command == "ui":
+        return _cmd_ui(args)
     if args.command == "reevaluate":
         return _cmd_reevaluate(args)
     if args.command == "report":

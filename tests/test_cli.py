@@ -226,8 +226,16 @@ def test_quickstart_runs_end_to_end(tmp_path: Path) -> None:
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/run/mlflow.db")
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
-    assert artifacts == {"trials.csv", "pareto.csv"}
+    assert artifacts == {"trials.csv", "pareto.csv", "spec.yaml"}
     assert (tmp_path / "run" / "mlartifacts").is_dir()  # beside the store, not in the cwd
+    summary = parents[0].data.metrics
+    assert summary["trials"] == summary["trials_complete"] == budget
+    assert summary["pareto_trials"] == len(study.best_trials)
+    assert summary["best_f0"] == min(t.values[0] for t in study.trials)
+    assert summary["hypervolume"] > 0  # the problem's reference point, which trials beat
+    names = sorted(c.info.run_name for c in children)
+    assert names[0] == "t000 x0={:.3g} x1={:.3g}".format(*study.trials[0].params.values())
+    assert [n.split()[0] for n in names] == [f"t{i:03d}" for i in range(budget)]
 
     # A second run of the finished study evaluates nothing more.
     again = run_cli("run", str(path), "--no-progress")

@@ -255,3 +255,13 @@ def test_the_autopeft_example_validates_and_its_baselines_are_admitted() -> None
         "full fine-tuning",
     ]
     assert all(spec.search_space.admits(e.params) for e in spec.enqueue)
+
+
+@pytest.mark.parametrize("name", ["quickstart", "autopeft", "lm_lr"])
+def test_to_yaml_reads_back_to_the_same_spec_with_its_overrides(name: str) -> None:
+    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.yaml"
+    spec = load_spec(path, overrides=["budget.trials=3", "runner={type: local, n_jobs: 2}"],
+                     resolve=False)  # fmt: skip
+    again = load_spec(yaml.safe_load(spec.to_yaml()), resolve=False)
+    assert again == spec
+    assert "n_jobs: 2" in spec.to_yaml()  # the runner's own settings, not only its type

@@ -1,5 +1,5 @@
-"""How people look at a study: figures, the HTML report, tables, progress, summaries, and the
-artifacts of its MLflow run.
+"""How people look at a study: figures, the HTML report, tables, progress, summaries, the
+artifacts of its MLflow run, and the MLflow UI or optuna-dashboard on it (``paretune ui``).
 
 Every function takes what it shows (a :class:`StudyData`, trials, metrics, re-evaluations,
 URLs), never the store or the spec, so the CLI, a notebook and the HTML report share them::
@@ -12,7 +12,12 @@ Figures come in families (:class:`FigureFamily`, one module each, :func:`registe
 the report draws every registered family that applies to a study.
 """
 
-from paretune.dashboards._artifacts import log_study_tables
+from paretune.dashboards._artifacts import (
+    log_spec,
+    log_study_summary,
+    log_study_tables,
+    study_summary,
+)
 from paretune.dashboards._coord_check import coord_check_table, coord_check_verdict
 from paretune.dashboards._figures import (
     FigureFamily,
@@ -42,6 +47,7 @@ from paretune.dashboards._transfer import (
     transfer_verdicts,
     write_transfer_csv,
 )
+from paretune.dashboards._ui import ServerCommand, UiServer, serve_study_ui
 
 __all__ = [
     "COLORS",
@@ -50,7 +56,9 @@ __all__ = [
     "ProgressBar",
     "Report",
     "Section",
+    "ServerCommand",
     "StudyData",
+    "UiServer",
     "apply_theme",
     "build_report",
     "coord_check_table",
@@ -59,6 +67,8 @@ __all__ = [
     "figure_family",
     "fitted_law_line",
     "format_table",
+    "log_spec",
+    "log_study_summary",
     "log_study_tables",
     "lr_transfer_figure",
     "pareto_section",
@@ -69,7 +79,9 @@ __all__ = [
     "register_figure",
     "registered_figures",
     "run_summary",
+    "serve_study_ui",
     "status_summary",
+    "study_summary",
     "theme",
     "transfer_table",
     "transfer_verdicts",

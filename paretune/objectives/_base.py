@@ -37,6 +37,12 @@ class BaseObjective(abc.ABC):
        ``ctx.budget`` is :attr:`fidelity` and ``ctx.device`` is the device the runner gives
        the trial (``"cpu"``, ``"cuda"``); ``ctx.report(step, metrics)`` streams curves.
 
+    :meth:`describe` names a candidate for people (the MLflow child run of trial 7 reads
+    ``t007 w256 lr2^-8``); the default leaves it to the searched space
+    (:meth:`~paretune.spaces.SearchSpace.describe`). Override it where the objective knows
+    what matters in its params better than their names do, or where a setting that is not a
+    parameter (a model's width) belongs in the name.
+
     :meth:`at_fidelity` gives the same objective at another fidelity (``paretune reevaluate
     --full-fidelity`` builds ``at_fidelity(1.0)``): its result is rebuilt in workers the same
     way, from the type name, the settings and the budget.
@@ -75,6 +81,12 @@ class BaseObjective(abc.ABC):
             NotImplementedError: The objective declares no known metrics.
         """
         raise NotImplementedError(f"{type(self).__name__} declares no known metrics")
+
+    def describe(self, params: Mapping[str, Any]) -> str | None:
+        """A short readable name of the candidate ``params`` (``w256 lr2^-8``), or ``None``
+        (the default): the searched space names it. Called in the driver when a trial's
+        MLflow run starts; it must be cheap and never train or load anything."""
+        return None
 
     def at_fidelity(self, budget: float) -> BaseObjective:
         """This objective evaluating at ``budget`` (``0 < budget <= 1``; ``1.0``: full).

@@ -9,8 +9,10 @@ Each evaluation is a trial of a companion Optuna study in the same storage, name
 ``<study>.reevaluate`` (``<study>.reevaluate-full`` at full fidelity), with the source trial's
 params and the user attributes ``paretune.source_trial`` and ``paretune.seed``; its MLflow run
 is nested under the study's parent run (tags ``paretune.reevaluation_of``, ``paretune.seed``,
-``paretune.fidelity``). Evaluations that completed are kept: running the command again after a
-crash or Ctrl-C does only what is missing, and asking for more seeds adds only the new ones.
+``paretune.fidelity``) and named after its source: ``t012 reeval s1 lora r4 qv sa48 L3-5``
+(``reeval-full`` at full fidelity). Evaluations that completed are kept: running the command
+again after a crash or Ctrl-C does only what is missing, and asking for more seeds adds only
+the new ones.
 
 Evaluations run through the search's trial loop (:func:`~paretune.search.run_trials`): one at
 a time in this process, or ``n_jobs`` at a time in worker processes, with the same handling of
@@ -329,7 +331,12 @@ class _Evaluations:
             trial,
             params,
             tags,
-            run_name=f"reevaluate-trial-{source.number}-seed-{seed}",
+            run_name=self.companion.run_name(
+                source.number,
+                params,
+                label=result.label,
+                prefix=f"reeval{'-full' if self.full_fidelity else ''} s{seed}",
+            ),
             trial_number=source.number,
         )
         pending = PendingTrial(trial, params, seed, run_id)

@@ -23,6 +23,7 @@ Example:
 torch.
 """
 
+from paretune.spaces._describe import compact_params, short_value
 from paretune.spaces._dicts import param_from_dict, param_to_dict
 from paretune.spaces._encoding import DimKind, Encoding
 from paretune.spaces._params import Categorical, Condition, Fixed, Float, Int, Parameter
@@ -51,7 +52,9 @@ __all__ = [
     "SearchSpace",
     "UnitCube",
     "WSDSchedule",
+    "compact_params",
     "param_from_dict",
     "param_to_dict",
     "schedule_from_dict",
+    "short_value",
 ]

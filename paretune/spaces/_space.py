@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from paretune._errors import ConfigError, describe
+from paretune.spaces._describe import compact_params
 from paretune.spaces._dicts import param_from_dict, param_from_optuna, param_to_dict
 from paretune.spaces._params import Parameter
 
@@ -35,6 +36,11 @@ class SearchSpace:
             it; model-based controllers (``botorch``) never propose a candidate it refuses, and
             objectives should refuse one early. It must be picklable (a module-level function
             or an instance of a module-level class) for worker processes and Ray.
+        describer: A candidate's short readable name, ``describer(params) -> str``, for rules
+            of naming that the parameter names alone do not give (the PEFT space writes
+            ``lora r4 L3-5 sa48``). :meth:`describe` calls it; without one a candidate reads
+            as ``k=v`` of its first parameters (:func:`~paretune.spaces.compact_params`).
+            Picklable like ``rule``.
 
     Raises:
         ConfigError: Duplicate names, or a condition whose parent is unknown, declared later,
@@ -56,10 +62,13 @@ class SearchSpace:
         params: Iterable[Parameter],
         *,
         rule: Callable[[Mapping[str, Any]], bool] | None = None,
+        describer: Callable[[Mapping[str, Any]], str] | None = None,
     ) -> None:
-        if rule is not None and not callable(rule):
-            raise ConfigError(f"`rule` must be callable, but got {describe(rule)}.")
+        for name, hook in (("rule", rule), ("describer", describer)):
+            if hook is not None and not callable(hook):
+                raise ConfigError(f"`{name}` must be callable, but got {describe(hook)}.")
         self.rule = rule
+        self.describer = describer
         if isinstance(params, (str, bytes, Mapping)) or not isinstance(params, Iterable):
             raise ConfigError(
                 "SearchSpace takes a list of parameters (use SearchSpace.from_dict for the "
@@ -268,6 +277,25 @@ class SearchSpace:
             return bool(self.rule(params))
         except Exception:
             return False
+
+    def describe(self, params: Mapping[str, Any]) -> str:
+        """A short readable name of the candidate ``params`` (an MLflow run's name after its
+        trial number: ``t012 lora r4 L3-5 sa48``).
+
+        The space's :attr:`describer` where it has one, else ``k=v`` of the first parameters
+        in declaration order (:func:`~paretune.spaces.compact_params`). A describer that
+        raises or returns no text falls back to the same: a name never stops a search.
+        """
+        if self.describer is not None:
+            try:
+                text = self.describer(params)
+            except Exception:
+                text = ""
+            if isinstance(text, str) and text.strip():
+                return text.strip()
+        order = {name: i for i, name in enumerate(self._by_name)}
+        ordered = dict(sorted(params.items(), key=lambda kv: order.get(kv[0], len(order))))
+        return compact_params(ordered)
 
     def sample(self, rng: np.random.Generator | int | None = None) -> dict[str, Any]:
         """A random valid params dict, drawn in declaration order (so conditions hold).

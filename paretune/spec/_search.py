@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["KnownMetric", "SearchSpec"]
 
 _Strict = StrictModel
+_log = logging.getLogger(__name__)
 
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -296,12 +298,15 @@ class SearchSpec(_Strict):
 
         run_dir = self.resolved_run_dir
         embedded = self.storage is None or self.tracking_uri is None
+        describe: CandidateName | None = None
         if read_only:
             named = self.objective.metrics or []
             metrics = tuple(Metric(m.name, m.direction) for m in named)
             space = None
         else:
             metrics, space = tuple(self.metrics), self.search_space
+            assert self._objective is not None  # set by _resolve (search_space)
+            describe = CandidateName(self._objective, space)
         return StudyConfig(
             name=self.study,
             storage_url=self.storage or f"sqlite:///{run_dir / 'study.db'}",
@@ -313,6 +318,7 @@ class SearchSpec(_Strict):
             else None,
             metrics=metrics,
             space=space,
+            describe=describe,
             constraints=self.constraints,
             baselines=tuple(Baseline(dict(e.params), e.label) for e in self.enqueue),
             seed=self.controller.seed,
@@ -345,13 +351,17 @@ class SearchSpec(_Strict):
         self, *, resume: bool = False, progress: Any = None, on_start: Any = None
     ) -> SearchResult:
         """Run (or continue) this search: :func:`paretune.search.run_search` on :meth:`plan`,
-        with the study's tables (``trials.csv``, ``pareto.csv``) logged to its MLflow parent
-        run when it ends (also after a stop), and its HTML report written (and logged) every
-        ``report.every`` finished trials and at the end.
+        with the spec logged to the study's MLflow parent run as ``spec.yaml`` when it starts
+        (then ``on_start`` is called), the study's tables (``trials.csv``, ``pareto.csv``)
+        and summary metrics (:func:`~paretune.dashboards.study_summary`) when it ends (also
+        after a stop), and its HTML report written (and logged) every ``report.every``
+        finished trials and at the end.
 
         Returns:
             The :class:`~paretune.search.SearchResult`.
         """
+        from functools import partial
+
         from paretune.search import run_search
 
         refresh = ReportRefresh(
@@ -363,12 +373,16 @@ class SearchSpec(_Strict):
 
         def on_close(store: TrialsStore) -> None:
             try:
-                _log_tables(store)
+                _on_close(self, store)
             finally:
                 refresh.refresh(store)
 
         return run_search(
-            self.plan(), resume=resume, progress=refresh, on_start=on_start, on_close=on_close
+            self.plan(),
+            resume=resume,
+            progress=refresh,
+            on_start=partial(_on_start, self, on_start),
+            on_close=on_close,
         )
 
     @property
@@ -376,6 +390,14 @@ class SearchSpec(_Strict):
         """Where the HTML report goes: ``report.path``, else ``report.html`` in the run
         directory."""
         return self.report.path or self.resolved_run_dir / "report.html"
+
+    def to_yaml(self) -> str:
+        """The spec as YAML: what was given (with ``--set`` overrides applied), defaults left
+        out; :func:`~paretune.spec.load_spec` reads it back to an equal spec."""
+        import yaml
+
+        data = self.model_dump(mode="json", exclude_unset=True, serialize_as_any=True)
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
     def reevaluate(
         self, *, n_jobs: int | None = None, threads: int | None = None, **options: Any
@@ -426,6 +448,44 @@ class SearchSpec(_Strict):
         )
 
 
+def _on_start(
+    spec: SearchSpec,
+    then: Callable[[TrialsStore, list[int]], None] | None,
+    store: TrialsStore,
+    recovered: list[int],
+) -> None:
+    """:meth:`SearchSpec.run`'s start hook: the spec on the parent run, then ``then``."""
+    if store.mlflow is not None and store.parent_run_id is not None:
+        from paretune.dashboards import log_spec
+
+        try:
+            log_spec(store.mlflow, store.parent_run_id, spec.to_yaml())
+        except Exception as err:  # tracking is best-effort; the study is the record
+            _log.warning("MLflow: the spec was not logged to the study's run: %s", err)
+    if then is not None:
+        then(store, recovered)
+
+
+def _on_close(spec: SearchSpec, store: TrialsStore) -> None:
+    """:meth:`SearchSpec.run`'s close hook: the tables and the summary on the parent run."""
+    _log_tables(store)
+    _log_summary(spec, store)
+
+
+def _log_summary(spec: SearchSpec, store: TrialsStore) -> None:
+    from paretune.dashboards import StudyData, log_study_summary
+
+    if store.mlflow is None or store.parent_run_id is None:
+        return
+    try:
+        study = StudyData.from_store(
+            store, reference_point=spec.reference_point, reevaluations=False
+        )
+        log_study_summary(store.mlflow, store.parent_run_id, study)
+    except Exception as err:  # tracking is best-effort; the study is the record
+        _log.warning("MLflow: the study's summary was not logged to its run: %s", err)
+
+
 def _log_tables(store: TrialsStore) -> None:
     from paretune.dashboards import log_study_tables
     from paretune.trials_store import export_trials
@@ -438,6 +498,22 @@ def _log_tables(store: TrialsStore) -> None:
         trials_csv=export_trials(store, "csv"),
         pareto_csv=export_trials(store, "csv", pareto_only=True),
     )
+
+
+class CandidateName:
+    """A candidate's run name: the objective's :meth:`~paretune.objectives.BaseObjective.describe`
+    where it has one, else the searched space's :meth:`~paretune.spaces.SearchSpace.describe`
+    (the spec's ``space:`` may replace the objective's own)."""
+
+    def __init__(self, objective: BaseObjective, space: SearchSpace) -> None:
+        self.objective = objective
+        self.space = space
+
+    def __call__(self, params: Mapping[str, Any]) -> str:
+        return self.objective.describe(params) or self.space.describe(params)
+
+    def __repr__(self) -> str:
+        return f"CandidateName({type(self.objective).__name__})"
 
 
 class KnownMetric:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -58,6 +58,9 @@ class StudyConfig:
         metrics: The optimised metrics in order. Empty for a read-only look at an existing
             study: the stored metric names and directions are used.
         space: The searched space (``None``: the store cannot prepare trials, only read).
+        describe: A candidate's short readable name, ``describe(params) -> str``, which names
+            its trial's MLflow run after the trial number (``t012 lora r4 qv sa48 L3-5``);
+            ``None``: the space's :meth:`~paretune.spaces.SearchSpace.describe`.
         constraints: Outcome constraints; infeasible trials are never on the Pareto front.
         baselines: Parameter sets queued once when the study is started.
         seed: The study seed; trial ``n`` gets :meth:`trial_seed` ``(n)``.
@@ -72,6 +75,7 @@ class StudyConfig:
     artifact_location: str | None = None
     metrics: tuple[Metric, ...] = ()
     space: SearchSpace | None = None
+    describe: Callable[[Mapping[str, Any]], str] | None = None
     constraints: tuple[Constraint, ...] = ()
     baselines: tuple[Baseline, ...] = ()
     seed: int | None = 0

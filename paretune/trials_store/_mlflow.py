@@ -20,10 +20,19 @@ from paretune._errors import StudyError, retry_setup_race
 
 STUDY_UID_TAG = "paretune.study_uid"  # a study's parent run, found without its id
 
-__all__ = ["MlflowLink"]
+__all__ = ["MlflowLink", "trial_run_name"]
 
 # MLflow rejects param values longer than this.
 _MAX_PARAM_CHARS = 6000
+# A run name is read in a table column; MLflow itself takes 250 characters.
+_MAX_RUN_NAME_CHARS = 120
+
+
+def trial_run_name(number: int, text: str = "") -> str:
+    """A trial's run name: ``t012`` (the trial number, three digits at least, so names sort
+    as numbers) and ``text`` (``t012 lora r4 qv sa48 L3-5``), cut to 120 characters."""
+    name = f"t{number:03d} {' '.join(text.split())}".strip()
+    return name if len(name) <= _MAX_RUN_NAME_CHARS else name[: _MAX_RUN_NAME_CHARS - 1] + "~"
 
 
 def _quiet_mlflow_logs() -> None:
@@ -187,12 +196,13 @@ class MlflowLink:
         tags: Mapping[str, str] | None = None,
         run_name: str | None = None,
     ) -> str:
-        """A nested run for one trial, with its parameters logged (named ``trial-N``)."""
+        """A nested run for one trial, with its parameters logged (named ``run_name``, by
+        default :func:`trial_run_name` of the number alone: ``t012``)."""
         from mlflow.entities import Param
 
         run = self._client.create_run(
             self.experiment_id,
-            run_name=run_name or f"trial-{trial_number}",
+            run_name=run_name or trial_run_name(trial_number),
             tags={
                 "mlflow.parentRunId": parent_run_id,
                 "paretune.trial": str(trial_number),

@@ -13,7 +13,7 @@ is only repaired once it is finished (a RUNNING one may still be at work in some
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from optuna.trial import FrozenTrial, TrialState
@@ -33,13 +33,20 @@ TRIAL_ID_TAG = "paretune.trial_id"
 _UNFINISHED = (TrialState.WAITING, TrialState.RUNNING)
 
 
-def reconcile_runs(link: MlflowLink, parent_run_id: str, trials: Iterable[FrozenTrial]) -> None:
+def reconcile_runs(
+    link: MlflowLink,
+    parent_run_id: str,
+    trials: Iterable[FrozenTrial],
+    *,
+    run_name: Callable[[FrozenTrial], str] | None = None,
+) -> None:
     """Give each finished trial of ``trials`` exactly one child run whose state is the trial's.
 
     The run kept is the one the trial records, else its oldest run; other runs of the trial
-    are deleted; a trial without any gets a new run (found by its tag next time). A kept run
-    still RUNNING is finished with the trial's state and metrics. Best effort: MLflow errors
-    are logged, never raised (the study is the record).
+    are deleted; a trial without any gets a new run (found by its tag next time), named by
+    ``run_name`` (default: the trial number). A kept run still RUNNING is finished with the
+    trial's state and metrics. Best effort: MLflow errors are logged, never raised (the study
+    is the record).
     """
     finished = [t for t in trials if t.state not in _UNFINISHED]
     if not finished:
@@ -51,13 +58,18 @@ def reconcile_runs(link: MlflowLink, parent_run_id: str, trials: Iterable[Frozen
         return
     for t in finished:
         try:
-            _reconcile_trial(link, parent_run_id, t, runs.get(str(t._trial_id), []))
+            name = run_name(t) if run_name is not None else None
+            _reconcile_trial(link, parent_run_id, t, runs.get(str(t._trial_id), []), name)
         except Exception as err:  # one broken run must not stop the others
             _log.warning("MLflow: could not repair the run of trial %d: %s", t.number, err)
 
 
 def _reconcile_trial(
-    link: MlflowLink, parent_run_id: str, t: FrozenTrial, runs: list[tuple[str, str]]
+    link: MlflowLink,
+    parent_run_id: str,
+    t: FrozenTrial,
+    runs: list[tuple[str, str]],
+    name: str | None,
 ) -> None:
     ids = [run_id for run_id, _ in runs]
     kept = t.user_attrs.get(CHILD_RUN_ATTR) or (ids[0] if ids else None)
@@ -67,6 +79,7 @@ def _reconcile_trial(
             trial_number=t.number,
             params=t.params,
             tags={TRIAL_ID_TAG: str(t._trial_id)},
+            run_name=name,
         )
     for run_id in ids:
         if run_id != kept:  # a second run of one trial: never more than one

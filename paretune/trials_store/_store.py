@@ -41,7 +41,7 @@ from paretune.trials_store._attrs import (
     SEED_ATTR,
 )
 from paretune.trials_store._config import StudyConfig, constraint_violations
-from paretune.trials_store._mlflow import MlflowLink
+from paretune.trials_store._mlflow import MlflowLink, trial_run_name
 from paretune.trials_store._ownership import (
     _Heartbeat,
     is_orphaned,
@@ -323,7 +323,12 @@ class TrialsStore:
         """Give every finished trial of the study exactly one finished child run
         (:func:`~paretune.trials_store._reconcile.reconcile_runs`)."""
         if self.mlflow is not None and self.parent_run_id is not None:
-            reconcile_runs(self.mlflow, self.parent_run_id, self.study.get_trials(deepcopy=False))
+            reconcile_runs(
+                self.mlflow,
+                self.parent_run_id,
+                self.study.get_trials(deepcopy=False),
+                run_name=self._run_name_of,
+            )
 
     # -- trials ---------------------------------------------------------------------------
 
@@ -364,6 +369,7 @@ class TrialsStore:
                 "paretune.worker": owner_token(),
                 **({LABEL_ATTR: str(label)} if label is not None else {}),
             },
+            run_name=self.run_name(trial.number, params, label=label),
         )
         return PendingTrial(trial, params, seed, run_id, duplicate_of=duplicate)
 
@@ -392,6 +398,36 @@ class TrialsStore:
             return None
         trial.set_user_attr(CHILD_RUN_ATTR, run_id)
         return run_id
+
+    def run_name(
+        self,
+        number: int,
+        params: Mapping[str, Any],
+        *,
+        label: Any = None,
+        prefix: str | None = None,
+    ) -> str:
+        """The MLflow run name of trial ``number``: ``t012 lora r4 qv sa48 L3-5``.
+
+        After the trial number come ``prefix`` (``reeval s1`` for a re-evaluation) and the
+        trial's label where it has one (a baseline's, a muTransfer cell's), else the
+        candidate's description: the config's :attr:`~StudyConfig.describe`, else the
+        space's :meth:`~paretune.spaces.SearchSpace.describe`, else nothing. Best effort, as
+        tracking is: a describer that fails leaves the number alone.
+        """
+        text = str(label) if label is not None else ""
+        if not text:
+            try:
+                if self.config.describe is not None:
+                    text = self.config.describe(params)
+                elif self.config.space is not None:
+                    text = self.config.space.describe(params)
+            except Exception as err:
+                _log.warning("trial %d: no description for its run name: %s", number, err)
+        return trial_run_name(number, " ".join(p for p in (prefix, text) if p))
+
+    def _run_name_of(self, trial: FrozenTrial) -> str:
+        return self.run_name(trial.number, trial.params, label=trial.user_attrs.get(LABEL_ATTR))
 
     def _completed_twin(self, params: Mapping[str, Any]) -> FrozenTrial | None:
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -494,7 +530,7 @@ class TrialsStore:
             return
         if not finish_run_of(self.mlflow, frozen, state, tags):
             # Killed before it recorded its run: the run is found by its tag, or made.
-            reconcile_runs(self.mlflow, self.parent_run_id, [frozen])
+            reconcile_runs(self.mlflow, self.parent_run_id, [frozen], run_name=self._run_name_of)
 
     # -- views ----------------------------------------------------------------------------
 

@@ -195,3 +195,12 @@ def test_schedule_overrides_are_checked_with_the_settings(
     with pytest.raises(ConfigError) as caught:
         _lm(corpus_file, **settings)
     assert ".".join(map(str, caught.value.path)) == path
+
+
+def test_a_candidate_reads_as_width_learning_rate_and_the_rest(corpus_file: str) -> None:
+    objective = _lm(corpus_file, width=64)
+    assert objective.describe({"learning_rate": 2.0**-8}) == "w64 lr2^-8"
+    assert objective.describe({"learning_rate": 0.003, "width": 256, "seed": 1}) == (
+        "w256 lr2^-8.38 s1"
+    )
+    assert objective.describe({"output_multiplier": 2.0, "width": 32}) == "w32 output_multiplier=2"

@@ -281,6 +281,9 @@ def test_reevaluations_are_mlflow_runs_under_the_study_parent(
     assert parents == {original[0].data.tags["mlflow.parentRunId"]}
     assert all(r.data.tags["paretune.fidelity"] == "full" for r in runs)
     assert all(r.data.tags["paretune.label"] == "far" for r in runs)  # trial 0 is the baseline
+    names = sorted(r.info.run_name for r in runs)
+    assert names == ["t000 reeval-full s0 far", "t000 reeval-full s1 far"]
+    assert original[0].info.run_name == "t000 far"
     assert all(r.info.status == "FINISHED" and "f0" in r.data.metrics for r in runs)
 
 

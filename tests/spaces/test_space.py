@@ -18,6 +18,8 @@ from paretune.spaces import (
     Int,
     Parameter,
     SearchSpace,
+    compact_params,
+    short_value,
 )
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -317,3 +319,40 @@ def test_a_rule_decides_what_the_space_admits() -> None:
     assert pickle.loads(pickle.dumps(space)).admits({"x": 0.2})
     with pytest.raises(ConfigError, match="`rule` must be callable"):
         SearchSpace([Float("x", low=0.0, high=1.0)], rule=3)  # type: ignore[arg-type]
+
+
+def _x_as_percent(params):  # module level: picklable
+    return f"x {params['x']:.0%}"
+
+
+def test_a_candidate_reads_as_its_first_params_unless_the_space_has_a_describer() -> None:
+    import pickle
+
+    params = [Float("lr", low=1e-5, high=1.0, log=True), Int("rank", low=1, high=64)]
+    plain = SearchSpace([*params, *(Float(f"x{i}", low=0.0, high=1.0) for i in range(4))])
+    candidate = {"x3": 0.5, "rank": 8, "lr": 0.000316, "x0": 0.12345, "x1": 1.0, "x2": 0.0}
+    # Declaration order, numbers shortened, the rest counted.
+    assert plain.describe(candidate) == "lr=3.16e-4 rank=8 x0=0.123 x1=1 +2"
+    space = SearchSpace([Float("x", low=0.0, high=1.0)], describer=_x_as_percent)
+    assert space.describe({"x": 0.25}) == "x 25%"
+    assert pickle.loads(pickle.dumps(space)).describe({"x": 0.25}) == "x 25%"
+    # A describer that fails names the candidate the default way: a name never stops a search.
+    assert space.describe({"y": 0.25}) == "y=0.25"
+    with pytest.raises(ConfigError, match="`describer` must be callable"):
+        SearchSpace(params, describer="lr")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(0.0316, "0.0316"), (0.00316, "3.16e-3"), (2.0**-8, "3.91e-3"), (12345.6, "1.23e4"),
+     (-0.5, "-0.5"), (0.0, "0"), (float("inf"), "inf"), (7, "7"), (np.int64(3), "3"),
+     (False, "off"), ("qkvo+ffn", "qkvo+ffn"), ("a_very_long_category_name", "a_very_long_cat~")],
+)  # fmt: skip
+def test_short_values(value: Any, text: str) -> None:
+    assert short_value(value) == text
+
+
+def test_compact_params_skips_and_counts() -> None:
+    assert compact_params({}) == ""
+    assert compact_params({"a": 1, "b": 2, "c": 3}, limit=2) == "a=1 b=2 +1"
+    assert compact_params({"a": 1, "b": 2, "c": 3}, skip=("b",)) == "a=1 c=3"

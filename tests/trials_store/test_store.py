@@ -307,3 +307,29 @@ def test_an_unowned_trial_is_recovered_once_every_process_that_claimed_it_is_dea
     assert store.recover() == [orphan.number]
     assert store.study.trials[claimed.number].state == TrialState.RUNNING
     assert store.study.trials[foreign.number].state == TrialState.RUNNING
+
+
+def test_child_runs_are_named_by_trial_number_and_label_or_params(tmp_path, counting_objective):
+    from mlflow import MlflowClient
+
+    data = counting_spec(tmp_path, counting_objective, trials=3)
+    data["enqueue"] = [{"label": "corner", "params": {"x": 0.0, "y": 0.0}}, {"x": 0.75, "y": 0.5}]
+    result = run_search(load_spec(data).plan())
+    store = result.store
+    client = MlflowClient(store.tracking_uri)
+
+    def name(t):
+        return client.get_run(t.user_attrs["paretune.mlflow_run_id"]).info.run_name
+
+    first, second, third = store.study.trials
+    assert name(first) == "t000 corner"
+    assert name(second) == "t001 x=0.75 y=0.5"
+    assert name(third) == f"t002 x={third.params['x']:.3g} y={third.params['y']:.3g}"
+    # A finished trial whose driver died before it started a run gets one, named the same way.
+    lost = store.study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    store.study.tell(lost, [0.5, 0.5])
+    store.reconcile_mlflow()
+    runs = client.search_runs(
+        [store.mlflow.experiment_id], filter_string=f"tags.`paretune.trial` = '{lost.number}'"
+    )
+    assert [r.info.run_name for r in runs] == [f"t003 x={lost.params['x']:.3g}"]

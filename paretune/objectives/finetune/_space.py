@@ -53,6 +53,6 @@ def searched_space(
         # One parameter at a time, so that a condition may name a PEFT parameter (for example
         # a learning rate searched only when `method` is "peft").
         added = [param_from_dict(name, spec) for name, spec in extra.items()]
-        return SearchSpace([*space, *added], rule=space.rule)
+        return SearchSpace([*space, *added], rule=space.rule, describer=space.describer)
     except ConfigError as err:
         raise err.prefixed("extra_space") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from paretune._errors import ConfigError, describe
@@ -63,6 +64,22 @@ class LM(BaseObjective):
             f"LM({v.architecture}, width={v.width}, depth={v.depth}, {v.parametrization}, "
             f"steps={v.total_steps}, fidelity={self.fidelity}, params={list(self.space.names)})"
         )
+
+    def describe(self, params: Mapping[str, Any]) -> str:
+        """``w256 lr2^-8``: the width a trial trains (its ``width`` parameter, else the
+        setting's), the learning rate as a power of 2 (where searched), ``k=v`` of the other
+        parameters and the seed (``s1``, where searched), as muTransfer's figures read them."""
+        from paretune.spaces import compact_params
+
+        width = params.get("width", self.width_at(self.fidelity))
+        parts = [f"w{width}"]
+        lr = params.get("learning_rate")
+        if isinstance(lr, (int, float)) and lr > 0:
+            parts.append(f"lr2^{math.log2(lr):.3g}")
+        parts.append(compact_params(params, skip=("width", "learning_rate", "seed")))
+        if "seed" in params:
+            parts.append(f"s{params['seed']}")
+        return " ".join(p for p in parts if p)
 
     def at_fidelity(self, budget: float) -> LM:
         """This objective at ``budget``: with ``width_fidelity``, a trial's width is ``budget``

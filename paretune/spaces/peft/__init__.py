@@ -33,6 +33,7 @@ materialising a model do.
 """
 
 from paretune.spaces.peft._count import TrainableCount, count_trainable
+from paretune.spaces.peft._describe import PeftDescriber, describe_plan, layer_ranges
 from paretune.spaces.peft._layout import ModelLayout, Projection, describe_model
 from paretune.spaces.peft._materialize import (
     DEFAULT_HEAD_NAMES,
@@ -76,14 +77,17 @@ __all__ = [
     "MODULE_SWITCHES",
     "InvalidPeftConfig",
     "ModelLayout",
+    "PeftDescriber",
     "PeftPlan",
     "Projection",
     "TrainableCount",
     "count_trainable",
     "decode_params",
     "describe_model",
+    "describe_plan",
     "is_valid",
     "layer_count",
+    "layer_ranges",
     "lora_target_names",
     "materialize",
     "module_kind",

@@ -182,7 +182,9 @@ def peft_space(
             full fine-tuning.
 
     Returns:
-        The space; its params decode with :func:`~paretune.spaces.peft.decode_params`.
+        The space; its params decode with :func:`~paretune.spaces.peft.decode_params` and
+        read as ``lora r4 qv sa48 L3-5`` (:meth:`~paretune.spaces.SearchSpace.describe`,
+        :func:`~paretune.spaces.peft.describe_plan`).
 
     Raises:
         ConfigError: An invalid argument; the path is the argument's name.
@@ -259,7 +261,9 @@ def peft_space(
             Categorical(METHOD_PARAM, choices=METHODS),
             *(p if p.condition is not None else _conditioned(p, peft_only) for p in params),
         ]
-    return SearchSpace(params, rule=PeftRule(n))
+    from paretune.spaces.peft._describe import PeftDescriber  # it reads plans: after _plan
+
+    return SearchSpace(params, rule=PeftRule(n), describer=PeftDescriber(n))
 
 
 class PeftRule:
