@@ -226,7 +226,7 @@ def test_quickstart_runs_end_to_end(tmp_path: Path) -> None:
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/run/mlflow.db")
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
-    assert artifacts == {"trials.csv", "pareto.csv", "spec.yaml"}
+    assert artifacts == {"trials.csv", "pareto.csv", "spec.yaml", "report.html"}
     assert (tmp_path / "run" / "mlartifacts").is_dir()  # beside the store, not in the cwd
     summary = parents[0].data.metrics
     assert summary["trials"] == summary["trials_complete"] == budget
