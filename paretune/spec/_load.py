@@ -32,7 +32,8 @@ def load_spec(
             ``--set``); the value is read as YAML (``3``, ``true``, ``[q, v]``, ``null``), and a
             list item is addressed by its index (``enqueue.0.label=...``).
         resolve: Build the objective and resolve the space, metrics and reference point
-            (``False``: only read the spec, for looking at an existing study).
+            (``False``: only read the spec, for looking at an existing study; a muTransfer
+            workflow's spec then reads as the search spec of the workflow's one study).
 
     Returns:
         The validated spec.
@@ -42,6 +43,11 @@ def load_spec(
             the field.
     """
     data = read_spec(source, overrides=overrides)
+    if "mutransfer" in data and not resolve:
+        # The workflow sets each stage's trial budget; reading its study needs none (a wall
+        # time stands in, which only a search would use).
+        budget = {**dict(data.get("budget") or {}), "trials": None, "wall_time": 1.0}
+        data = {**{k: v for k, v in data.items() if k != "mutransfer"}, "budget": budget}
     if "mutransfer" in data:
         raise ConfigError(
             "a spec with a `mutransfer` section is a muTransfer workflow: run it with "

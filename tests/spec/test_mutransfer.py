@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from paretune import ConfigError
+from paretune.cli import main
 from paretune.spec import CoordCheckFailed, run_mutransfer
 from paretune.trials_store import LABEL_ATTR
 
@@ -114,6 +115,16 @@ def test_the_workflow_runs_every_stage_in_one_study(spec: dict[str, Any]) -> Non
     assert any(
         line.startswith("Step Law's form fitted to the proxies' best rates") for line in lines
     )
+    # The study's report (kept up to date by each stage) draws the transfer figure, and the
+    # read-only commands take the workflow's spec.
+    report = Path(spec["run_dir"]) / "report.html"
+    assert '<section id="mutransfer">' in report.read_text(encoding="utf-8")
+    path = Path(spec["run_dir"]) / "mutransfer-spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = Path(spec["run_dir"]) / "again.html"
+    assert main(["report", str(path), "-o", str(out), "--figures", "mutransfer"]) == 0
+    assert '<section id="mutransfer">' in out.read_text(encoding="utf-8")
+    assert main(["status", str(path)]) == 0
 
     # A second run finds everything finished and trains nothing.
     again: list[str] = []
