@@ -4,6 +4,7 @@ under muP, and drift under standard parametrization (SP)?
     python benchmarks/mutransfer.py                    # widths 32, 64, 256; SP and muP; seeds 0,1
     python benchmarks/mutransfer.py --record           # and append the summary to results/
     python benchmarks/mutransfer.py --part power       # Power vs tuned WSD on the proxy
+    python benchmarks/mutransfer.py --part power-joint --seeds 0,1,2,3   # (a, b, lr_max) for all
     python benchmarks/mutransfer.py --steps 100 --widths 32,64 --seeds 0   # a smoke test
 
 Every cell is one run of the real ``lm`` objective (:mod:`paretune.objectives.lm`): a 2-block
@@ -372,7 +373,6 @@ def power_part(args: argparse.Namespace, cells: Cells) -> dict[str, Any]:
     fit a and b on small proxies), then held for the other settings.
     """
     width = args.widths[0]
-    settings_grid = [(batch, steps) for batch in (8, 16) for steps in (args.steps // 2, args.steps)]
     lines = [f"\n### Power (one a, b) against WSD tuned per setting, width {width}, muP\n"]
     summary: dict[str, Any] = {}
     a, b = args.power_a, args.power_b
@@ -403,20 +403,101 @@ def power_part(args: argparse.Namespace, cells: Cells) -> dict[str, Any]:
         b = -0.51
     args = argparse.Namespace(**{**vars(args), "power_b": b})
     summary["a"], summary["b"] = a, b
+    summary.update(gap_table(args, cells, width, a, b, lines))
+    print("\n".join(lines))
+    return summary
+
+
+def power_joint_part(args: argparse.Namespace, cells: Cells) -> dict[str, Any]:
+    """One (a, b, lr_max) chosen for all four settings at once, then checked on fresh seeds.
+
+    The calibration (on ``--seeds``) takes the grid point whose worst gap to WSD tuned per
+    setting is smallest: b in {-0.35, -0.2, -0.1}, lr_max in {2^-7.5, 2^-7}, and ``a`` set so
+    that the rate at mid-run of the smallest setting (batch 8 x steps/2) is 2^-8.5..2^-7. The
+    check repeats WSD's sweep and the chosen Power schedule on ``--check-seeds``, so neither
+    the schedule's choice nor WSD's tuned LR comes from the seeds it is judged on.
+    """
+    width = args.widths[0]
+    lines = [f"\n### Power (one a, b, lr_max for every setting) against tuned WSD, width {width}\n"]
+    n_mid = args.steps / 4 * 8 * args.sequence_length
+    grid = [
+        (2.0 ** (-8.5 + k / 2) / (8 * n_mid**b), b, lr_max)
+        for b in (-0.35, -0.2, -0.1)
+        for lr_max in (2.0**-7.5, 2.0**-7)
+        for k in range(4)
+    ]
+    worst: dict[tuple[float, float, float], float] = {}
+    for a, b, lr_max in grid:
+        sub = argparse.Namespace(**{**vars(args), "power_b": b, "power_lr_max": lr_max})
+        gaps = gap_table(sub, cells, width, a, b, [])
+        worst[(a, b, lr_max)] = max(g["gap"] for g in gaps.values())
+    a, b, lr_max = min(worst, key=lambda abm: (worst[abm], abm))
+    lines.append(
+        f"calibrated on seeds {args.seeds} over {len(grid)} (a, b, lr_max): a = {a:.4g}, "
+        f"b = {b:g}, lr_max = 2^{math.log2(lr_max):g}, "
+        f"worst gap {100 * worst[(a, b, lr_max)]:+.2f} %\n"
+    )
+    lines.append(f"checked on seeds {args.check_seeds} (WSD swept again on them):\n")
+    check = argparse.Namespace(
+        **{**vars(args), "seeds": args.check_seeds, "power_b": b, "power_lr_max": lr_max}
+    )
+    summary: dict[str, Any] = {
+        "a": a,
+        "b": b,
+        "lr_max": lr_max,
+        "calibration_seeds": args.seeds,
+        "check_seeds": args.check_seeds,
+        "calibration": [
+            {"a": k[0], "b": k[1], "lr_max": k[2], "worst_gap": v} for k, v in worst.items()
+        ],
+    }
+    summary["check"] = gap_table(check, cells, width, a, b, lines)
+    print("\n".join(lines))
+    return summary
+
+
+def gap_table(
+    args: argparse.Namespace,
+    cells: Cells,
+    width: int,
+    a: float,
+    b: float,
+    lines: list[str],
+) -> dict[str, Any]:
+    """Power (a, b, ``args.power_lr_max``) against WSD tuned per setting, on ``args.seeds``:
+    the mean losses, the gap, and the paired per-seed gaps' 95 % t interval."""
+    from scipy import stats
+
+    settings_grid = [(batch, steps) for batch in (8, 16) for steps in (args.steps // 2, args.steps)]
+    summary: dict[str, Any] = {}
     rows = []
     for batch, steps in settings_grid:
         sub = argparse.Namespace(**{**vars(args), "batch_size": batch, "steps": steps})
         tuned = sweep(cells, sub, [{"parametrization": "mup", "width": width}])
         points = tuned[("mup", width)]
         best_lr = best_of(points)
-        wsd = mean_loss(points[best_lr])
-        power = mean_loss(cells.get(power_settings(args, width, batch, steps, a)))
+        wsd_runs = sorted(points[best_lr], key=lambda r: r["settings"]["seed"])
+        power_runs = sorted(
+            cells.get(power_settings(args, width, batch, steps, a)),
+            key=lambda r: r["settings"]["seed"],
+        )
+        wsd, power = mean_loss(wsd_runs), mean_loss(power_runs)
         gap = power / wsd - 1
+        paired = np.array(
+            [p["val_loss"] / w["val_loss"] - 1 for p, w in zip(power_runs, wsd_runs, strict=True)]
+        )
+        half = (
+            float(stats.t.ppf(0.975, len(paired) - 1) * paired.std(ddof=1) / math.sqrt(len(paired)))
+            if len(paired) > 1 and np.isfinite(paired).all()
+            else math.nan
+        )
         summary[f"batch{batch}_steps{steps}"] = {
             "wsd_best_log2_lr": best_lr,
             "wsd": wsd,
             "power": power,
             "gap": gap,
+            "paired_gap_mean": float(paired.mean()),
+            "paired_gap_ci95": half,
         }
         rows.append(
             [
@@ -426,6 +507,7 @@ def power_part(args: argparse.Namespace, cells: Cells) -> dict[str, Any]:
                 f"{wsd:.4f}",
                 f"{power:.4f}",
                 f"{100 * gap:+.2f} %",
+                f"{100 * paired.mean():+.2f} +- {100 * half:.2f} %",
             ]
         )
     lines += markdown_table(
@@ -436,16 +518,18 @@ def power_part(args: argparse.Namespace, cells: Cells) -> dict[str, Any]:
             "WSD tuned",
             f"Power (a {a:.3g}, b {b:g})",
             "Power - WSD",
+            "paired, per seed (95 % t)",
         ],
         rows,
     )
-    print("\n".join(lines))
     return summary
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=("transfer", "power", "all"), default="transfer")
+    parser.add_argument(
+        "--part", choices=("transfer", "power", "power-joint", "all"), default="transfer"
+    )
     parser.add_argument("--widths", default="32,64,256")
     parser.add_argument("--parametrizations", default="sp,mup")
     parser.add_argument("--seeds", default="0,1")
@@ -463,6 +547,9 @@ def main() -> int:
         "--power-b", type=float, default=None, help="default: calibrated with a (see power_part)"
     )
     parser.add_argument("--power-lr-max", type=float, default=0.02)
+    parser.add_argument(
+        "--check-seeds", default="4,5,6,7", help="power-joint: the seeds the choice is checked on"
+    )
     parser.add_argument("--jobs", type=int, default=2, help="runs at once, in processes")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--record", action="store_true")
@@ -470,6 +557,7 @@ def main() -> int:
     args.widths = sorted(int(x) for x in args.widths.split(","))
     args.parametrizations = [x.strip() for x in args.parametrizations.split(",")]
     args.seeds = [int(x) for x in args.seeds.split(",")]
+    args.check_seeds = [int(x) for x in args.check_seeds.split(",")]
     if "PARETUNE_DATA_DIR" not in os.environ:
         print("set PARETUNE_DATA_DIR to the data directory (lm_corpus/austen.txt.gz)")
         return 2
@@ -487,6 +575,8 @@ def main() -> int:
         summary["transfer"] = transfer_part(args, cells)
     if args.part in ("power", "all"):
         summary["power"] = power_part(args, cells)
+    if args.part == "power-joint":
+        summary["power_joint"] = power_joint_part(args, cells)
     print(f"\n{time.perf_counter() - started:.0f} s")
     if args.record:
         append_record(SUMMARY, {**stamp(), "machine": m, "versions": v, **summary})

@@ -94,6 +94,15 @@ def make_study(path: Path, n: int, seed: int = 0) -> str:
             )
         )
     storage = optuna.storages.RDBStorage(f"sqlite:///{partial}")
+    # Made once, then only read: no fsync per trial while writing it (minutes -> seconds).
+    from sqlalchemy import event
+
+    def no_sync(connection: Any, _record: Any) -> None:
+        connection.execute("PRAGMA synchronous=OFF")
+        connection.execute("PRAGMA journal_mode=MEMORY")
+
+    event.listen(storage.engine, "connect", no_sync)
+    storage.engine.dispose()
     study = optuna.create_study(
         study_name="bench", storage=storage, directions=["minimize", "minimize"]
     )
