@@ -87,6 +87,8 @@ def _cmd_run(args: argparse.Namespace, *, resume: bool) -> int:
     print("\n" + pareto_section(result.pareto, spec.metrics))
     print()
     print(_where(spec.study, result.store))
+    if spec.report_path.exists():
+        print(f"report: {spec.report_path} (figures and the Pareto table; opens offline)")
     if result.interrupted:
         print(
             f"\ninterrupted: running trials were queued again; continue with "

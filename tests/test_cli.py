@@ -201,6 +201,8 @@ def test_quickstart_runs_end_to_end(tmp_path: Path) -> None:
     proc = run_cli("run", str(path), "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert "Pareto front" in proc.stdout
+    report = tmp_path / "run" / "report.html"
+    assert f"report: {report} " in proc.stdout and report.is_file()  # written at the end
     budget = spec["budget"]["trials"]
 
     study = optuna.load_study(study_name="quickstart", storage=f"sqlite:///{tmp_path}/run/study.db")
