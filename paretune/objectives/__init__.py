@@ -3,7 +3,14 @@ compare (Pareto dominance, fronts, hypervolume)."""
 
 from paretune.objectives._base import BaseObjective, FunctionObjective
 from paretune.objectives._pareto import dominates, hypervolume, log10_hv_difference, pareto_mask
-from paretune.objectives._protocol import Direction, Metric, Objective, TrialContext, TrialPruned
+from paretune.objectives._protocol import (
+    Decider,
+    Direction,
+    Metric,
+    Objective,
+    TrialContext,
+    TrialPruned,
+)
 from paretune.objectives._registry import (
     build_objective,
     load_module,
@@ -28,6 +35,7 @@ __all__ = [
     "ZDT1",
     "BaseObjective",
     "BraninCurrin",
+    "Decider",
     "Direction",
     "Finetune",
     "FunctionObjective",

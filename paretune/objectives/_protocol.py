@@ -11,13 +11,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from optuna.exceptions import TrialPruned as _OptunaTrialPruned
 
 from paretune._errors import ConfigError
 
-__all__ = ["Direction", "Metric", "Objective", "TrialContext", "TrialPruned"]
+if TYPE_CHECKING:
+    from paretune.spaces.dynamic import Decision, DecisionState
+
+__all__ = ["Decider", "Direction", "Metric", "Objective", "TrialContext", "TrialPruned"]
 
 Direction = Literal["minimize", "maximize"]
 
@@ -54,13 +57,18 @@ class Objective(Protocol):
 
 ReportSink = Callable[[int, dict[str, float]], None]
 
+#: What :meth:`TrialContext.decide` asks: ``decider(state) -> Decision`` (a policy, a replayed
+#: schedule); see :mod:`paretune.spaces.dynamic`.
+Decider = Callable[["DecisionState"], "Decision"]
+
 
 @dataclass
 class TrialContext:
     """What an objective knows about the trial it runs in, and how it talks back.
 
-    Runners create it; an objective only reads its fields and calls :meth:`report` and
-    :meth:`should_prune`. Constructed directly (``TrialContext(trial_number=0)``) it is a
+    Runners create it; an objective only reads its fields and calls :meth:`report`,
+    :meth:`should_prune` and, for a setting it changes while it trains, :meth:`decide`.
+    Constructed directly (``TrialContext(trial_number=0)``) it is a
     stand-alone context for calling an objective by hand: reports are kept in :attr:`history`.
 
     Attributes:
@@ -74,6 +82,8 @@ class TrialContext:
         device: Where to compute, for example ``"cpu"`` or ``"cuda:0"``.
         settings: The objective's settings from the spec.
         history: ``(step, metrics)`` pairs in the order they were reported.
+        decisions: The :class:`~paretune.spaces.dynamic.Decision` of each :meth:`decide`, in
+            order (the trial's trajectory).
     """
 
     trial_number: int
@@ -82,8 +92,10 @@ class TrialContext:
     device: str = "cpu"
     settings: Mapping[str, Any] = field(default_factory=dict)
     history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
     _sinks: list[ReportSink] = field(default_factory=list, repr=False)
     _pruner: Callable[[], bool] | None = field(default=None, repr=False)
+    _decider: Decider | None = field(default=None, repr=False)
 
     def report(self, step: int, metrics: Mapping[str, float]) -> None:
         """Record intermediate metrics at ``step`` (learning curves, pruning decisions).
@@ -119,3 +131,30 @@ class TrialContext:
     def set_pruner(self, pruner: Callable[[], bool]) -> None:
         """Runners call this to connect :meth:`should_prune` to the study's pruner."""
         self._pruner = pruner
+
+    def decide(self, state: DecisionState) -> float:
+        """The value of a dynamic parameter from now on (DAC), given the run's ``state``.
+
+        An objective calls it every ``interval`` steps of its
+        :class:`~paretune.spaces.dynamic.DynamicParam` with the state after the steps taken
+        (:class:`~paretune.spaces.dynamic.StateTracker` builds it). The runner's decider (a
+        policy being trained, a saved one, a replayed schedule) decides; without one the
+        value is held (``state.value``). Every decision is kept in :attr:`decisions`.
+        """
+        if self._decider is None:
+            from paretune.spaces.dynamic import Decision
+
+            decision = Decision(state=state, action=None, value=state.value)
+        else:
+            decision = self._decider(state)
+        self.decisions.append(decision)
+        return decision.value
+
+    @property
+    def has_decider(self) -> bool:
+        """Whether :meth:`decide` asks a decider (else it holds the value)."""
+        return self._decider is not None
+
+    def set_decider(self, decider: Decider | None) -> None:
+        """Runners call this to connect :meth:`decide` to the trial's policy."""
+        self._decider = decider

@@ -15,12 +15,23 @@ import threading
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from paretune.search._signals import objective_in_main_thread, stop_requested
 from paretune.trials_store import TrialLink
 
-__all__ = ["Job", "ObjectiveRef", "Outcome", "check_metrics", "evaluate"]
+if TYPE_CHECKING:
+    from paretune.objectives import Decider, TrialContext
+
+__all__ = ["DeciderRef", "Job", "ObjectiveRef", "Outcome", "check_metrics", "evaluate"]
+
+
+class DeciderRef(Protocol):
+    """What a job carries to give its trial a decider (:meth:`TrialContext.decide`): plain
+    data that pickles (a policy's weights, a schedule to replay), built into the decider where
+    the trial runs."""
+
+    def build(self, ctx: TrialContext) -> Decider: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +63,8 @@ class Job:
         seed: The trial's seed (``ctx.seed``).
         link: Where the trial reports (study, MLflow run).
         device: ``ctx.device``; ``"auto"``: CUDA where this process sees a GPU, else CPU.
+        decider: What ``ctx.decide`` asks (a snapshot of the policy being trained), or
+            ``None``: dynamic parameters are held.
     """
 
     objective: ObjectiveRef
@@ -61,6 +74,7 @@ class Job:
     seed: int
     link: TrialLink
     device: str = "auto"
+    decider: DeciderRef | None = None
 
     @property
     def trial_number(self) -> int:
@@ -74,6 +88,8 @@ class Outcome:
     ``last_step`` is the step of the objective's last ``ctx.report`` (``None``: it reported
     nothing); the final metrics are logged to MLflow after it. ``lost``: a FAIL because the
     worker process running it died, so the job itself may not be at fault (it may be retried).
+    ``trajectory``: the decisions of ``ctx.decide`` as plain data
+    (:meth:`~paretune.spaces.dynamic.Decision.to_dict`), or ``None`` where it made none.
     """
 
     state: str
@@ -81,6 +97,7 @@ class Outcome:
     error: str | None = None
     last_step: int | None = None
     lost: bool = False
+    trajectory: list[dict[str, Any]] | None = None
 
 
 def lost(error: str) -> Outcome:
@@ -181,6 +198,8 @@ def evaluate(job: Job, *, sinks: Sequence[Callable[[int, dict[str, float]], None
             settings=dict(job.objective.settings),
         )
         attach_trial(ctx, job.link)
+        if job.decider is not None:
+            ctx.set_decider(job.decider.build(ctx))
         for sink in sinks:
             ctx.add_sink(sink)
         main = threading.current_thread() is threading.main_thread()
@@ -195,13 +214,26 @@ def evaluate(job: Job, *, sinks: Sequence[Callable[[int, dict[str, float]], None
         metrics = check_metrics(result, job.metric_names, job.constraint_metrics)
     except optuna.TrialPruned:  # paretune's TrialPruned is a subclass
         step, last = ctx.history[-1] if ctx.history else (None, None)
-        return Outcome("PRUNED", metrics=last, last_step=step)
+        return Outcome("PRUNED", metrics=last, last_step=step, trajectory=_trajectory(ctx))
     except KeyboardInterrupt:
         raise
     except BaseException:  # SystemExit from an argparse-using script is a failed trial too
-        return Outcome("FAIL", error=traceback.format_exc(), last_step=_last_step(ctx))
-    return Outcome("COMPLETE", metrics=metrics, last_step=_last_step(ctx))
+        return Outcome(
+            "FAIL",
+            error=traceback.format_exc(),
+            last_step=_last_step(ctx),
+            trajectory=_trajectory(ctx),
+        )
+    return Outcome(
+        "COMPLETE", metrics=metrics, last_step=_last_step(ctx), trajectory=_trajectory(ctx)
+    )
 
 
 def _last_step(ctx: Any) -> int | None:
     return ctx.history[-1][0] if ctx is not None and ctx.history else None
+
+
+def _trajectory(ctx: Any) -> list[dict[str, Any]] | None:
+    if ctx is None or not ctx.decisions:
+        return None
+    return [d.to_dict() for d in ctx.decisions]

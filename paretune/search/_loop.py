@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from paretune._errors import ConfigError, SearchFailed
-from paretune.search._jobs import Job, ObjectiveRef, Outcome, evaluate
+from paretune.search._jobs import DeciderRef, Job, ObjectiveRef, Outcome, evaluate
 from paretune.search._signals import (
     SearchInterrupted,
     clear_stop_request,
@@ -210,6 +210,8 @@ class StudyTrials:
         pruner: The study's pruner (reports of one optimised metric go to it), or ``None``.
         progress: Called as ``progress.update(store, frozen_trial)`` after each recorded trial.
         device: ``ctx.device`` of the trials (``"auto"``: a GPU where the worker sees one).
+        decider: What each trial's ``ctx.decide`` asks (a saved policy), or ``None``: dynamic
+            parameters are held. :meth:`decider_for` can give each trial its own.
     """
 
     def __init__(
@@ -221,8 +223,10 @@ class StudyTrials:
         constraint_metrics: tuple[str, ...] = (),
         progress: Any = None,
         device: str = "auto",
+        decider: DeciderRef | None = None,
     ) -> None:
         self.store = store
+        self.decider = decider
         self.objective = objective
         self.pruner = pruner
         self.constraint_metrics = constraint_metrics
@@ -264,7 +268,13 @@ class StudyTrials:
             seed=pending.seed,
             link=link,
             device=self.device,
+            decider=self.decider_for(pending),
         )
+
+    def decider_for(self, pending: PendingTrial) -> DeciderRef | None:
+        """The decider of a trial about to start: :attr:`decider` (the DAC trainer gives each
+        trial the policy as it is then)."""
+        return self.decider
 
     def finish(self, started: Started, outcome: Outcome) -> FrozenTrial:
         from optuna.trial import TrialState
@@ -275,6 +285,7 @@ class StudyTrials:
             metrics=outcome.metrics,
             error=outcome.error,
             final_step=0 if outcome.last_step is None else outcome.last_step + 1,
+            trajectory=outcome.trajectory,
         )
         if self.progress is not None:
             self.progress.update(self.store, frozen)

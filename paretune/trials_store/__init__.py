@@ -14,6 +14,7 @@ from paretune.trials_store._attrs import (
     METRICS_ATTR,
     PARENT_RUN_ATTR,
     SEED_ATTR,
+    TRAJECTORY_ATTR,
 )
 from paretune.trials_store._config import (
     Baseline,
@@ -36,6 +37,7 @@ __all__ = [
     "METRICS_ATTR",
     "PARENT_RUN_ATTR",
     "SEED_ATTR",
+    "TRAJECTORY_ATTR",
     "Baseline",
     "Constraint",
     "MetricConstraints",

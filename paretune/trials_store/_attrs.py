@@ -19,6 +19,7 @@ __all__ = [
     "PARENT_RUN_ATTR",
     "RETRY_OF_ATTR",
     "SEED_ATTR",
+    "TRAJECTORY_ATTR",
 ]
 
 METRICS_ATTR = "paretune.metrics"
@@ -38,3 +39,4 @@ INTERRUPTED_BY_ATTR = "paretune.interrupted_by"  # the process that failed it an
 NOT_REQUEUED_ATTR = "paretune.not_requeued"  # interrupted, and redone by its caller instead
 PARENT_RUN_ATTR = "paretune.mlflow_parent_run_id"  # study attribute: the MLflow parent run
 CHILD_RUN_ATTR = "paretune.mlflow_run_id"  # trial attribute: the MLflow child run
+TRAJECTORY_ATTR = "paretune.trajectory"  # trial attribute: the decisions of ctx.decide (DAC)

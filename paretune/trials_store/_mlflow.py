@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -244,18 +244,42 @@ class MlflowLink:
         metrics: Mapping[str, float] | None = None,
         tags: Mapping[str, str] | None = None,
         step: int = 0,
+        trajectory: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
-        """Final metrics (at ``step``), the trial's state as a tag, and the run's end status."""
+        """Final metrics (at ``step``), the trial's state as a tag, and the run's end status.
+
+        A ``trajectory`` (the decisions of ``ctx.decide``) is logged as ``trajectory.json``
+        and as the metrics ``dac.value`` (the parameter after each decision), ``dac.action``
+        and ``dac.reward`` (where set) at each decision's step."""
         from mlflow.entities import RunTag
 
         if metrics:
             self.log_metrics(run_id, metrics, step=step)
+        if trajectory:
+            self.log_trajectory(run_id, trajectory)
         all_tags = {"paretune.state": state, **(tags or {})}
         self._client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in all_tags.items()])
         status = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}.get(
             state, "KILLED"
         )
         self._client.set_terminated(run_id, status=status)
+
+    def log_trajectory(self, run_id: str, trajectory: Sequence[Mapping[str, Any]]) -> None:
+        """``trajectory.json`` and the per-decision metrics (see :meth:`finish_child`)."""
+        from mlflow.entities import Metric
+
+        self._client.log_dict(run_id, list(trajectory), "trajectory.json")
+        now = int(time.time() * 1000)
+        points = []
+        for d in trajectory:
+            step = int(d["state"]["step"])
+            points.append(Metric("dac.value", float(d["value"]), now, step))
+            if isinstance(d.get("action"), (int, float)):
+                points.append(Metric("dac.action", float(d["action"]), now, step))
+            if isinstance(d.get("reward"), (int, float)):
+                points.append(Metric("dac.reward", float(d["reward"]), now, step))
+        for start in range(0, len(points), 900):  # MLflow takes 1000 metrics per batch
+            self._client.log_batch(run_id, metrics=points[start : start + 900])
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag

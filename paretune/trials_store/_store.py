@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,7 @@ from paretune.trials_store._attrs import (
     PARENT_RUN_ATTR,
     RETRY_OF_ATTR,
     SEED_ATTR,
+    TRAJECTORY_ATTR,
 )
 from paretune.trials_store._config import StudyConfig, constraint_violations
 from paretune.trials_store._mlflow import MlflowLink, trial_run_name
@@ -444,6 +445,7 @@ class TrialsStore:
         error: str | None = None,
         final_step: int = 0,
         tags: Mapping[str, str] | None = None,
+        trajectory: Sequence[Mapping[str, Any]] | None = None,
     ) -> FrozenTrial:
         """Record the outcome of a trial in the study, then in MLflow.
 
@@ -455,8 +457,12 @@ class TrialsStore:
             final_step: The MLflow step of the final metrics: after the last reported step, so
                 MLflow's latest value of a metric is the one the objective returned.
             tags: More tags of the trial's MLflow run.
+            trajectory: The decisions of ``ctx.decide`` (DAC) as plain data: kept in the
+                trial (``paretune.trajectory``) and logged to its MLflow run.
         """
         trial = pending.trial
+        if trajectory:
+            trial.set_user_attr(TRAJECTORY_ATTR, [dict(d) for d in trajectory])
         if metrics is not None:
             trial.set_user_attr(METRICS_ATTR, {k: float(v) for k, v in metrics.items()})
         if error is not None:
@@ -484,6 +490,7 @@ class TrialsStore:
                     metrics=metrics,
                     tags=run_tags,
                     step=final_step,
+                    trajectory=trajectory,
                 )
             except Exception as err:  # tracking is best-effort; the study is the record
                 _log.warning("MLflow: trial %d not finished in its run: %s", frozen.number, err)

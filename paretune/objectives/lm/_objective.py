@@ -151,7 +151,8 @@ class LM(BaseObjective):
             seed,
             device,
         )
-        result = run.train(report=ctx.report, should_stop=ctx.should_prune)
+        decide = ctx.decide if run.dynamic is not None else None
+        result = run.train(report=ctx.report, should_stop=ctx.should_prune, decide=decide)
         if result.steps < run.total_steps:
             raise TrialPruned(f"pruned after {result.steps} of {run.total_steps} steps")
         _log.info(

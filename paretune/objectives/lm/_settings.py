@@ -25,6 +25,7 @@ from paretune._validation import FieldError, StrictModel, config_error
 from paretune.objectives.lm._data import BYTES
 from paretune.objectives.lm._shape import Architecture, Shape
 from paretune.spaces import Schedule, WSDSchedule
+from paretune.spaces.dynamic import DynamicParam
 
 __all__ = ["DEFAULT_DATA", "OVERRIDABLE", "LMSettings"]
 
@@ -105,6 +106,10 @@ class LMSettings(StrictModel):
             in :data:`OVERRIDABLE`. Default: ``learning_rate`` on a log range.
         device: ``"cpu"``, ``"cuda"``...; ``None``: the runner's device for the trial.
         dtype: ``"float32"`` or ``"bfloat16"`` (autocast on the forward pass).
+        dynamic: The learning rate as a dynamic parameter
+            (:class:`~paretune.spaces.dynamic.DynamicParam`, spec form without ``name``):
+            ``ctx.decide`` sets it every ``interval`` steps (DAC); the schedule's factor
+            still applies on top of it. ``None``: the learning rate is static.
     """
 
     model_config = ConfigDict(strict=True, allow_inf_nan=False)
@@ -150,6 +155,7 @@ class LMSettings(StrictModel):
     space: Mapping[str, Mapping[str, Any]] | None = None
     device: Annotated[str, Field(min_length=1)] | None = None
     dtype: Literal["float32", "bfloat16"] = "float32"
+    dynamic: Mapping[str, Any] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -184,7 +190,33 @@ class LMSettings(StrictModel):
                     path=("space", name),
                 )
         self.run_schedule()  # the overrides must make a valid schedule
+        self.dynamic_lr()  # and the dynamic learning rate a valid one
         return self
+
+    def dynamic_lr(self) -> DynamicParam | None:
+        """The ``dynamic`` setting as a :class:`~paretune.spaces.dynamic.DynamicParam` on
+        ``learning_rate``, or ``None``.
+
+        Raises:
+            FieldError: It is not a valid dynamic parameter.
+        """
+        if self.dynamic is None:
+            return None
+        from paretune.spaces.dynamic import dynamic_param_from_dict
+
+        spec = dict(self.dynamic)
+        if spec.get("name", "learning_rate") != "learning_rate":
+            raise FieldError(
+                f"the lm objective's dynamic parameter is the learning rate, but got name="
+                f"{spec['name']!r}.",
+                path=("dynamic", "name"),
+            )
+        spec.setdefault("low", self.peak_learning_rate / 1024)
+        spec.setdefault("high", min(1.0, self.peak_learning_rate * 1024))
+        try:
+            return dynamic_param_from_dict(spec, name="learning_rate")
+        except ConfigError as err:
+            raise FieldError(err.message, path=("dynamic", *err.path[1:])) from None
 
     def run_schedule(self) -> Schedule:
         """The schedule with ``warmup_fraction`` and ``decay_fraction`` put in, validated.

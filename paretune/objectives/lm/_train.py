@@ -17,10 +17,12 @@ from paretune.objectives.lm._data import Corpus, gather, train_windows, validati
 from paretune.objectives.lm._errors import Diverged
 from paretune.objectives.lm._model import build_model, non_embedding_params, training_flops
 from paretune.objectives.lm._settings import LMSettings
+from paretune.spaces.dynamic import DecisionState, StateTracker
 
 __all__ = ["Diverged", "Run", "RunResult"]
 
 Report = Callable[[int, dict[str, float]], None]
+Decide = Callable[[DecisionState], float]
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,23 @@ class Run:
         )
         self.steps_done = 0
         self.n_params = non_embedding_params(self.model, self.rules)
+        self.dynamic = settings.dynamic_lr()
+        # The dynamic learning rate scales every group's scheduled LR by value / peak.
+        self.lr_value = settings.peak_learning_rate
+        self.lr_scale = 1.0
+        self.tracker = StateTracker(
+            self.total_steps, window=self.dynamic.interval if self.dynamic else 25
+        )
+        if self.dynamic is not None and self.dynamic.initial is not None:
+            self.set_learning_rate(self.dynamic.initial)
+
+    def set_learning_rate(self, value: float) -> None:
+        """Make ``value`` the base learning rate from the next step on (the dynamic LR): every
+        group's scheduled LR is scaled by ``value`` over the settings' peak LR."""
+        scale = value / self.settings.peak_learning_rate
+        for group in self.optimizer.param_groups:
+            group["lr"] *= scale / self.lr_scale
+        self.lr_value, self.lr_scale = float(value), scale
 
     def _autocast(self) -> contextlib.AbstractContextManager[object]:
         if self.settings.dtype == "bfloat16":
@@ -154,13 +173,41 @@ class Run:
                 "diverged; lower the learning rate."
             )
         loss.backward()
-        if self.settings.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.max_grad_norm)
+        grad_norm = None
+        if self.settings.max_grad_norm is not None or self.dynamic is not None:
+            limit = self.settings.max_grad_norm or math.inf
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), limit))
+        # The update-to-weight ratio is a decision's feature: measured on the step before one.
+        before = None
+        if self.dynamic is not None and (self.steps_done + 1) % self.dynamic.interval == 0:
+            before = [p.detach().clone() for p in self.model.parameters()]
         self.optimizer.step()
         self.scheduler.step()
+        if self.lr_scale != 1.0:  # the scheduler set each group's LR afresh
+            for group in self.optimizer.param_groups:
+                group["lr"] *= self.lr_scale
         self.optimizer.zero_grad(set_to_none=True)
         self.steps_done += 1
+        ratio = None
+        if before is not None:
+            with torch.no_grad():
+                params = list(self.model.parameters())
+                update = math.sqrt(
+                    sum(float((p - b).pow(2).sum()) for p, b in zip(params, before, strict=True))
+                )
+                weights = math.sqrt(sum(float(p.pow(2).sum()) for p in params))
+            ratio = update / weights if weights > 0 else None
+        self.tracker.observe(self.steps_done, value, grad_norm=grad_norm, update_ratio=ratio)
         return value
+
+    def decide(self, decide: Decide) -> None:
+        """Ask ``decide`` for the learning rate from now on (a dynamic LR's decision)."""
+        state = self.tracker.state(self.steps_done, self.lr_value, "learning_rate")
+        value = decide(state)
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"a decided learning rate must be > 0, but got {value!r}")
+        if value != self.lr_value:
+            self.set_learning_rate(value)
 
     @torch.no_grad()
     def evaluate(self, batch_size: int = 32) -> float:
@@ -177,11 +224,14 @@ class Run:
         *,
         report: Report | None = None,
         should_stop: Callable[[], bool] | None = None,
+        decide: Decide | None = None,
     ) -> RunResult:
         """The whole run: every step, ``settings.evals`` evaluations reported as
         ``report(step, {"val_loss", "train_loss", "lr"})``.
 
-        Returns early (with the validation loss measured then) when ``should_stop()``.
+        Returns early (with the validation loss measured then) when ``should_stop()``. With a
+        dynamic learning rate, ``decide(state)`` sets it every ``interval`` steps (from step
+        0); without ``decide`` it keeps its initial value.
 
         Raises:
             Diverged: The training loss became NaN or infinite.
@@ -194,7 +244,10 @@ class Run:
         recent: list[float] = []
         tail = max(1, self.total_steps // 10)
         val_loss = math.nan
+        interval = self.dynamic.interval if self.dynamic is not None else 0
         while self.steps_done < self.total_steps:
+            if decide is not None and interval and self.steps_done % interval == 0:
+                self.decide(decide)
             lr = self.optimizer.param_groups[0]["lr"] / self.optimizer.param_groups[0].get(
                 "lr_multiplier", 1.0
             )
