@@ -2,6 +2,7 @@
 compare (Pareto dominance, fronts, hypervolume)."""
 
 from paretune.objectives._base import BaseObjective, FunctionObjective
+from paretune.objectives._noisy_quadratic import NoisyQuadratic
 from paretune.objectives._pareto import dominates, hypervolume, log10_hv_difference, pareto_mask
 from paretune.objectives._protocol import (
     Decider,
@@ -40,6 +41,7 @@ __all__ = [
     "Finetune",
     "FunctionObjective",
     "Metric",
+    "NoisyQuadratic",
     "Objective",
     "PeftLike",
     "SyntheticProblem",

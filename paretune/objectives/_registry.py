@@ -39,6 +39,7 @@ from typing import Any
 from paretune._errors import ConfigError, describe
 from paretune._validation import check_registration
 from paretune.objectives._base import BaseObjective, FunctionObjective
+from paretune.objectives._noisy_quadratic import NoisyQuadratic
 from paretune.objectives._protocol import Objective
 from paretune.objectives._synthetic import DTLZ2, ZDT1, BraninCurrin, PeftLike, VehicleSafety
 from paretune.objectives.finetune import Finetune
@@ -291,6 +292,7 @@ def _register_builtins() -> None:
     register_objective("peft_like", PeftLike)
     register_objective("finetune", Finetune)
     register_objective("lm", LM)
+    register_objective("noisy_quadratic", NoisyQuadratic)
     register_objective("python", load_python_objective)
 
 
