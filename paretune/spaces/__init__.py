@@ -19,8 +19,8 @@ Example:
 :mod:`paretune.spaces.peft` (imported on demand) builds AutoPEFT spaces for transformer models;
 :mod:`paretune.spaces.mup` applies muP to ``transformers`` decoders and
 :mod:`paretune.spaces.schedules` holds learning-rate schedulers. The schedules' spec settings
-(:class:`WSDSchedule`, :class:`PowerSchedule`, :class:`ConstantSchedule`) are here, without
-torch.
+(:class:`WSDSchedule`, :class:`PowerSchedule`, :class:`CosineSchedule`,
+:class:`ConstantSchedule`) are here, without torch.
 """
 
 from paretune.spaces._describe import compact_params, short_value
@@ -29,6 +29,7 @@ from paretune.spaces._encoding import DimKind, Encoding
 from paretune.spaces._params import Categorical, Condition, Fixed, Float, Int, Parameter
 from paretune.spaces._schedule_settings import (
     ConstantSchedule,
+    CosineSchedule,
     PowerSchedule,
     Schedule,
     WSDSchedule,
@@ -41,6 +42,7 @@ __all__ = [
     "Categorical",
     "Condition",
     "ConstantSchedule",
+    "CosineSchedule",
     "DimKind",
     "Encoding",
     "Fixed",

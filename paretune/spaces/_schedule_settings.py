@@ -1,6 +1,7 @@
-"""A learning-rate schedule as spec settings: :class:`WSDSchedule`, :class:`PowerSchedule` and
-:class:`ConstantSchedule`, told apart by ``type`` (:data:`Schedule`), each building its
-scheduler of :mod:`paretune.spaces.schedules` for a run of known length.
+"""A learning-rate schedule as spec settings: :class:`WSDSchedule`, :class:`PowerSchedule`,
+:class:`CosineSchedule` and :class:`ConstantSchedule`, told apart by ``type``
+(:data:`Schedule`), each building its scheduler of :mod:`paretune.spaces.schedules` for a run
+of known length.
 
 Torch is imported by ``build`` only, so that settings models (an objective's) can hold a
 schedule without importing torch. The models are public through
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ConstantSchedule",
+    "CosineSchedule",
     "PowerSchedule",
     "Schedule",
     "Shape",
@@ -219,6 +221,45 @@ class PowerSchedule(_Decaying):
         )
 
 
+class CosineSchedule(_Schedule):
+    """A linear warmup to a factor of 1, then half a cosine down to ``min_lr_ratio`` over all
+    the remaining steps (Loshchilov and Hutter's SGDR without restarts, the usual pretraining
+    schedule): a :class:`~paretune.spaces.schedules.WSDScheduler` with no stable phase and a
+    cosine decay, so it has no ``decay_fraction`` of its own.
+
+    Attributes:
+        type: ``"cosine"``.
+        warmup_fraction: The warmup's share of the steps, in ``[0, 1)``, rounded up to steps.
+        warmup_steps: The warmup in steps, instead of ``warmup_fraction``.
+        min_lr_ratio: The factor at the start of the warmup and at the end, in ``[0, 1]``.
+    """
+
+    type: Literal["cosine"] = "cosine"
+    min_lr_ratio: float = Field(default=0.0, ge=0, le=1)
+
+    def build(
+        self,
+        optimizer: torch.optim.Optimizer,
+        *,
+        total_steps: int,
+        batch_size: int,
+        tokens_per_step: int,
+    ) -> WSDScheduler:
+        from paretune.spaces.schedules import WSDScheduler
+
+        total = _total(total_steps)
+        warmup = self._warmup_length(total)
+        _fits(warmup, total, "warmup_steps")
+        return WSDScheduler(
+            optimizer,
+            warmup_steps=warmup,
+            stable_steps=0,
+            decay_steps=total - warmup,
+            decay="cosine",
+            min_lr_ratio=self.min_lr_ratio,
+        )
+
+
 class ConstantSchedule(_Schedule):
     """A linear warmup from 0 to a factor of 1, which then stays (a
     :class:`~paretune.spaces.schedules.WSDScheduler` without a decay, so the factor is 0 past
@@ -265,14 +306,17 @@ def _at_its_keys(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
 #: A schedule's settings, told apart by ``type``: a field type for settings models (JSON schema
 #: included), whose errors are located as :func:`schedule_from_dict`'s, below the field.
 Schedule = Annotated[
-    WSDSchedule | PowerSchedule | ConstantSchedule,
+    WSDSchedule | PowerSchedule | CosineSchedule | ConstantSchedule,
     Field(discriminator="type"),
     WrapValidator(_at_its_keys),
 ]
 
-_TYPES: dict[str, type[WSDSchedule] | type[PowerSchedule] | type[ConstantSchedule]] = {
+_TYPES: dict[
+    str, type[WSDSchedule] | type[PowerSchedule] | type[CosineSchedule] | type[ConstantSchedule]
+] = {
     "wsd": WSDSchedule,
     "power": PowerSchedule,
+    "cosine": CosineSchedule,
     "constant": ConstantSchedule,
 }
 

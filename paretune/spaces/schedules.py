@@ -17,6 +17,7 @@ given::
     schedule: {type: power, a: 4.0, b: -0.51, lr_max: 0.02,
                warmup_fraction: 0.05, decay_fraction: 0.1}
     schedule: {type: wsd, warmup_steps: 100, decay_fraction: 0.2, decay_shape: 1-sqrt}
+    schedule: {type: cosine, warmup_fraction: 0.1, min_lr_ratio: 0.1}
     schedule: {type: constant, warmup_fraction: 0.0}
 
 >>> schedule = schedule_from_dict({"type": "power", "warmup_steps": 10})
@@ -25,7 +26,8 @@ given::
 ... )
 
 ``wsd`` (:class:`WSDSchedule`) decays by 10% of the steps unless given, ``power``
-(:class:`PowerSchedule`) not at all, and ``constant`` (:class:`ConstantSchedule`) has no decay.
+(:class:`PowerSchedule`) not at all, ``cosine`` (:class:`CosineSchedule`) over every step after
+the warmup, and ``constant`` (:class:`ConstantSchedule`) has no decay.
 
 ``import paretune.spaces.schedules`` imports torch; the settings models alone
 (``paretune.spaces._schedule_settings``) do not.
@@ -44,6 +46,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from paretune._errors import ConfigError, describe
 from paretune.spaces._schedule_settings import (
     ConstantSchedule,
+    CosineSchedule,
     PowerSchedule,
     Schedule,
     Shape,
@@ -53,6 +56,7 @@ from paretune.spaces._schedule_settings import (
 
 __all__ = [
     "ConstantSchedule",
+    "CosineSchedule",
     "FactorScheduler",
     "PowerSchedule",
     "PowerScheduler",

@@ -186,6 +186,7 @@ def test_the_count_of_non_embedding_params_matches_the_trained_model(corpus_file
     ("settings", "path"),
     [
         ({"schedule": {"type": "constant"}, "decay_fraction": 0.1}, "decay_fraction"),
+        ({"schedule": {"type": "cosine"}, "decay_fraction": 0.1}, "decay_fraction"),
         ({"warmup_fraction": 0.9, "decay_fraction": 0.2}, "schedule.decay_fraction"),
     ],
 )

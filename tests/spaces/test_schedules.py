@@ -14,6 +14,7 @@ from paretune import ConfigError
 from paretune._validation import StrictModel, config_error
 from paretune.spaces.schedules import (
     ConstantSchedule,
+    CosineSchedule,
     PowerSchedule,
     PowerScheduler,
     Schedule,
@@ -255,6 +256,29 @@ def test_a_constant_spec_warms_up_then_holds() -> None:
     assert _lrs(built, 10)[::2] == pytest.approx([0, 0.25, 0.5, 0.75, 1, 1, 1, 1, 1, 1])
 
 
+@pytest.mark.parametrize("min_lr_ratio", [0.0, 0.1])
+def test_a_cosine_spec_warms_up_then_falls_along_half_a_cosine(min_lr_ratio: float) -> None:
+    schedule = schedule_from_dict(
+        {"type": "cosine", "warmup_steps": 4, "min_lr_ratio": min_lr_ratio}
+    )
+    assert isinstance(schedule, CosineSchedule)
+    built = schedule.build(_optimizer(), total_steps=20, batch_size=8, tokens_per_step=1024)
+    low = min_lr_ratio
+    # The formula itself: a line from low to 1 over 4 steps, then half a cosine over 16.
+    expected = [low + (1 - low) * s / 4 for s in range(4)] + [
+        low + (1 - low) * 0.5 * (1 + math.cos(math.pi * s / 16)) for s in range(16)
+    ]
+    lrs = _lrs(built, 22)
+    assert lrs[0::2] == pytest.approx([*expected, low, low], rel=1e-12, abs=1e-15)
+    assert lrs[1::2] == pytest.approx([0.25 * x for x in [*expected, low, low]], abs=1e-15)
+    # The default: 5 % warmup (rounded up) and a decay to 0 at the run's end.
+    default = schedule_from_dict({"type": "cosine"}).build(
+        _optimizer(), total_steps=100, batch_size=8, tokens_per_step=1024
+    )
+    assert (default.warmup_steps, default.stable_steps, default.decay_steps) == (5, 0, 95)
+    assert _lrs(default, 101)[-2] == pytest.approx(0.0, abs=1e-12)
+
+
 @pytest.mark.parametrize(
     ("spec", "lengths"),
     [
@@ -301,7 +325,9 @@ def test_a_settings_model_holds_a_schedule_by_its_type() -> None:
     [
         ([("type", "wsd")], ()),
         ({}, ("type",)),
-        ({"type": "cosine"}, ("type",)),
+        ({"type": "exponential"}, ("type",)),
+        ({"type": "cosine", "decay_fraction": 0.1}, ("decay_fraction",)),
+        ({"type": "cosine", "min_lr_ratio": -0.1}, ("min_lr_ratio",)),
         ({"type": ["wsd"]}, ("type",)),
         ({"type": "wsd", "warmup": 0.1}, ("warmup",)),
         ({"type": "constant", "decay_fraction": 0.1}, ("decay_fraction",)),
@@ -332,6 +358,7 @@ def test_bad_specs_name_the_key(spec: object, path: tuple) -> None:
         ({"type": "wsd", "warmup_steps": 20, "decay_fraction": 0.9}, 100, ("decay_fraction",)),
         ({"type": "power", "warmup_steps": 101}, 100, ("warmup_steps",)),
         ({"type": "constant", "warmup_steps": 11}, 10, ("warmup_steps",)),
+        ({"type": "cosine", "warmup_steps": 11}, 10, ("warmup_steps",)),
         ({"type": "constant"}, 0, ("total_steps",)),
     ],
 )

@@ -70,10 +70,10 @@ class LMSettings(StrictModel):
         tokens: Training tokens; the steps are ``ceil(tokens / (batch_size *
             sequence_length))``.
         parametrization: ``"mup"`` or ``"sp"`` (:func:`paretune.spaces.mup.parametrize`).
-        learning_rate: The base learning rate: the peak of a ``wsd`` or ``constant`` schedule,
-            a factor of a ``power`` schedule's value (which is an LR itself, so its default is
-            1.0 there and 3e-3 otherwise). Hidden matrices get it over ``width / base_width``
-            under muP.
+        learning_rate: The base learning rate: the peak of a ``wsd``, ``cosine`` or ``constant``
+            schedule, a factor of a ``power`` schedule's value (which is an LR itself, so its
+            default is 1.0 there and 3e-3 otherwise). Hidden matrices get it over
+            ``width / base_width`` under muP.
         init_std: Initialisation std at the base width.
         output_multiplier: Logits' multiplier at the base width.
         attention_multiplier: Attention logits' multiplier over ``1/sqrt(head_dim)``.
@@ -83,7 +83,7 @@ class LMSettings(StrictModel):
         decay_fraction: Overrides the schedule's ``decay_fraction`` (its ``decay_steps``
             too).
         schedule: The learning-rate schedule (:mod:`paretune.spaces.schedules`):
-            ``{type: wsd | power | constant, ...}``; by default WSD with 5 % warmup and a
+            ``{type: wsd | power | cosine | constant, ...}``; by default WSD with 5 % warmup and a
             linear decay to 0 over the last 20 %.
         weight_decay: AdamW's decoupled weight decay (not on biases and norm weights).
         adam_betas: AdamW's betas.
@@ -222,8 +222,8 @@ class LMSettings(StrictModel):
         """The schedule with ``warmup_fraction`` and ``decay_fraction`` put in, validated.
 
         Raises:
-            FieldError: The overrides do not fit the schedule (a decay on a ``constant``
-                schedule, a warmup and decay longer than the run).
+            FieldError: The overrides do not fit the schedule (a decay fraction on a
+                ``constant`` or ``cosine`` schedule, a warmup and decay longer than the run).
         """
         from paretune.spaces import schedule_from_dict
 
@@ -231,10 +231,10 @@ class LMSettings(StrictModel):
         if self.warmup_fraction is not None:
             updates |= {"warmup_fraction": self.warmup_fraction, "warmup_steps": None}
         if self.decay_fraction is not None:
-            if self.schedule.type == "constant":
+            if self.schedule.type in ("constant", "cosine"):
                 raise FieldError(
-                    "a constant schedule has no decay; set schedule.type to wsd or power to "
-                    "search decay_fraction.",
+                    f"a {self.schedule.type} schedule has no decay fraction; set schedule.type "
+                    "to wsd or power to search decay_fraction.",
                     path=("decay_fraction",),
                 )
             updates |= {"decay_fraction": self.decay_fraction, "decay_steps": None}
