@@ -6,6 +6,7 @@ A new family is one new module here (or anywhere outside paretune): a
 ``extract`` returns (what tests and notebooks read).
 """
 
+from paretune.dashboards.figures._actions import ActionEpisode, ActionPoint, Actions, ActionsData
 from paretune.dashboards.figures._curves import CurvesData, CurveSet, LearningCurves
 from paretune.dashboards.figures._hypervolume import (
     HypervolumeData,
@@ -24,6 +25,10 @@ from paretune.dashboards.figures._pareto import ParetoData, ParetoFront, hover_t
 from paretune.dashboards.figures._peft import PeftMap, PeftMapData, PeftRow, cost_metric
 
 __all__ = [
+    "ActionEpisode",
+    "ActionPoint",
+    "Actions",
+    "ActionsData",
     "Axis",
     "CurveSet",
     "CurvesData",

@@ -15,15 +15,31 @@ See :mod:`paretune.spaces.dynamic` for dynamic parameters and decision states.
 
 from paretune.search.dac._deciders import PolicyDecider, ScheduleDecider
 from paretune.search.dac._policy import Policy, PolicySnapshot, load_policy
+from paretune.search.dac._run import (
+    DAC_ATTR,
+    DACPlan,
+    DACResult,
+    dac_space,
+    episode_rewards,
+    held_out_results,
+    run_dac,
+)
 from paretune.search.dac._update import ALGORITHMS, Episode, PolicyTrainer
 
 __all__ = [
     "ALGORITHMS",
+    "DAC_ATTR",
+    "DACPlan",
+    "DACResult",
     "Episode",
     "Policy",
     "PolicyDecider",
     "PolicySnapshot",
     "PolicyTrainer",
     "ScheduleDecider",
+    "dac_space",
+    "episode_rewards",
+    "held_out_results",
     "load_policy",
+    "run_dac",
 ]
