@@ -7,6 +7,8 @@ reports mean and spread; ``report SPEC`` writes the study's HTML report (figures
 table, logged to its MLflow parent run); ``coord-check SPEC`` checks that the spec's ``lm``
 decoder keeps every activation's size across widths (muP); ``mutransfer SPEC`` runs the
 muTransfer workflow (coordinate check, proxy search, transfer check, target runs); ``ui SPEC``
+``dac SPEC`` trains a policy for an objective's dynamic parameter across episodes (trials) and
+evaluates it on held-out instances against the parameter held; ``ui SPEC``
 serves the MLflow UI on the study's tracking store (``--dashboard``: optuna-dashboard on its
 storage) until Ctrl-C; ``schema`` prints the spec's JSON schema.
 
@@ -319,6 +321,29 @@ def _cmd_mutransfer(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
 
 
+def _cmd_dac(args: argparse.Namespace) -> int:
+    from paretune.dashboards import paired_summary
+    from paretune.spec import run_dac_spec
+
+    def on_start(store: Any, recovered: list[int]) -> None:
+        done = len(store.study.get_trials(deepcopy=False))
+        print(f"study {store.config.name!r} at {store.config.storage_url} ({done} trials so far)")
+
+    result = run_dac_spec(args.spec, overrides=args.set or (), on_start=on_start)
+    for stats in result.updates[-5:]:
+        print(
+            f"update {int(stats.get('update', 0)):3d}: mean reward {stats.get('reward', 0):.4f}"
+            f" over {int(stats.get('episodes', 0))} episodes, entropy "
+            f"{stats.get('entropy', 0):.3f}"
+        )
+    print(f"policy: {result.policy!r}")
+    rows = [e for e in result.evaluation if "policy" in e]
+    if rows:
+        print(paired_summary(result.evaluation, result.store.config.metrics[0]))
+    print(f"done in {result.seconds:.0f} s")
+    return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     from paretune.spec import SearchSpec, mutransfer_json_schema
 
@@ -378,4 +403,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _cmd_coord_check(args)
     if args.command == "mutransfer":
         return _cmd_mutransfer(args)
+    if args.command == "dac":
+        return _cmd_dac(args)
     return _cmd_schema(args)

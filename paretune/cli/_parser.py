@@ -252,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("spec", help="a spec with objective `lm` and a `mutransfer` section")
     _add_set(p)
+    p = sub.add_parser(
+        "dac",
+        help="train a policy for the objective's dynamic parameter over the episodes of a "
+        "spec's `dac` section, then evaluate it on the held-out instances (rerun to continue)",
+    )
+    p.add_argument("spec", help="a spec with a `dac` section")
+    _add_set(p)
     p = sub.add_parser("schema", help="print the JSON schema of the spec")
     p.add_argument(
         "--mutransfer", action="store_true", help="of a muTransfer spec (`paretune mutransfer`)"

@@ -23,10 +23,10 @@ from paretune.objectives._protocol import Metric, TrialContext
 from paretune.spaces import Float, SearchSpace
 from paretune.spaces.dynamic import DynamicParam, StateTracker, dynamic_param_from_dict
 
-__all__ = ["NoisyQuadratic"]
+__all__ = ["OVERRIDABLE", "NoisyQuadratic"]
 
 #: Settings a parameter of the same name overrides for one trial (an instance's own values).
-_OVERRIDABLE = ("learning_rate", "noise", "exponent", "dim", "steps", "seed")
+OVERRIDABLE = ("learning_rate", "noise", "exponent", "dim", "steps", "seed")
 
 
 class NoisyQuadratic(BaseObjective):
@@ -52,6 +52,7 @@ class NoisyQuadratic(BaseObjective):
     """
 
     metrics = (Metric("log10_loss", "minimize"),)
+    overridable = OVERRIDABLE
 
     def __init__(
         self,
@@ -105,11 +106,11 @@ class NoisyQuadratic(BaseObjective):
         )
 
     def __call__(self, params: dict[str, Any], ctx: TrialContext) -> dict[str, float]:
-        unknown = sorted(set(params) - set(_OVERRIDABLE))
+        unknown = sorted(set(params) - set(OVERRIDABLE))
         if unknown:
             raise ConfigError(
                 f"noisy_quadratic has no setting {unknown[0]!r}; a parameter overrides one of "
-                f"{', '.join(_OVERRIDABLE)}.",
+                f"{', '.join(OVERRIDABLE)}.",
                 path=(unknown[0],),
             )
         s = {**self.settings, **params}
