@@ -80,7 +80,7 @@ def _cmd_run(args: argparse.Namespace, *, resume: bool) -> int:
                 bar.update(store.pareto_trials())
 
     try:
-        result = spec.run(resume=resume, progress=_Forward(), on_start=on_start)
+        result = spec.run(resume=resume, progress=_Forward(), on_start=on_start, policy=args.policy)
     finally:
         if bar is not None:
             bar.close()
@@ -322,26 +322,67 @@ def _cmd_mutransfer(args: argparse.Namespace) -> int:
 
 
 def _cmd_dac(args: argparse.Namespace) -> int:
-    from paretune.dashboards import paired_summary
-    from paretune.spec import run_dac_spec
+    from paretune.dashboards import ProgressBar, paired_summary
+    from paretune.spec import load_spec, run_dac_spec, write_study_report
 
-    def on_start(store: Any, recovered: list[int]) -> None:
-        done = len(store.study.get_trials(deepcopy=False))
-        print(f"study {store.config.name!r} at {store.config.storage_url} ({done} trials so far)")
+    bar: ProgressBar | None = None
 
-    result = run_dac_spec(args.spec, overrides=args.set or (), on_start=on_start)
-    for stats in result.updates[-5:]:
+    def on_start(store: TrialsStore, recovered: list[int]) -> None:
+        nonlocal bar
+        done = store.n_finished()
+        name = store.config.name
+        print(f"paretune: {'resuming' if done else 'starting'} DAC run {name!r}", flush=True)
+        print(_where(name, store), flush=True)
+        bar = ProgressBar(
+            total=None,
+            initial=done,
+            metrics=store.config.metrics,
+            front=[],
+            enabled=not args.no_progress,
+        )
+
+    class _Forward:
+        def update(self, store: TrialsStore, trial: FrozenTrial) -> None:
+            if bar is not None:
+                bar.update([])
+
+    try:
+        result = run_dac_spec(
+            args.spec, overrides=args.set or (), progress=_Forward(), on_start=on_start
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    for stats in result.updates[-3:]:
         print(
             f"update {int(stats.get('update', 0)):3d}: mean reward {stats.get('reward', 0):.4f}"
             f" over {int(stats.get('episodes', 0))} episodes, entropy "
             f"{stats.get('entropy', 0):.3f}"
         )
     print(f"policy: {result.policy!r}")
-    rows = [e for e in result.evaluation if "policy" in e]
-    if rows:
-        print(paired_summary(result.evaluation, result.store.config.metrics[0]))
+    if any("policy" in e for e in result.evaluation):
+        print("\n" + paired_summary(result.evaluation, result.store.config.metrics[0]))
+    spec = load_spec(args.spec, overrides=args.set or (), resolve=False)
+    print(
+        f"\npolicy saved: {result.policy_path} (and as the MLflow parent run's policy/policy.json)"
+    )
+    try:
+        from paretune.trials_store import TrialsStore
+
+        store = TrialsStore(spec.study_config(read_only=True), create=False, mlflow=False)
+        write_study_report(store, spec.report_path, reference_point=None)
+        print(f"report: {spec.report_path} (the actions each episode took)")
+    except ParetuneError as err:
+        print(f"paretune: the report was not written: {err}", file=sys.stderr)
     print(f"done in {result.seconds:.0f} s")
-    return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
+    if result.interrupted:
+        print(
+            f"\ninterrupted: running episodes were queued again; continue with "
+            f"`paretune dac {args.spec}`",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    return EXIT_OK
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:

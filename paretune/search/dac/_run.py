@@ -143,6 +143,7 @@ class DACResult:
 
     store: TrialsStore
     policy: Policy
+    policy_path: Path
     updates: list[dict[str, float]]
     evaluation: list[dict[str, float]]
     seconds: float
@@ -407,6 +408,7 @@ def run_dac(
     return DACResult(
         store=store,
         policy=policy,
+        policy_path=plan.policy_path,
         updates=trials.updates if trials is not None else [],
         evaluation=held_out_results(store, len(plan.held_out), plan.study.metrics[0].name),
         seconds=time.monotonic() - t0,
