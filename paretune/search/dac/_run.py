@@ -27,13 +27,19 @@ from typing import TYPE_CHECKING, Any
 
 from paretune._errors import ConfigError
 from paretune.search._jobs import DeciderRef, Job, ObjectiveRef, Outcome
-from paretune.search._loop import Budget, Started, StudyTrials
+from paretune.search._loop import Budget, Started, StopPolicy, StudyTrials
 from paretune.search._runner import RunnerSettings, make_runner
 from paretune.search._signals import SearchInterrupted
 from paretune.search.dac._deciders import PolicyDecider
 from paretune.search.dac._policy import Policy, PolicySnapshot
 from paretune.search.dac._update import Episode, PolicyTrainer
 from paretune.spaces.dynamic import Decision, DynamicParam
+from paretune.trials_store import (
+    INTERRUPTED_ATTR,
+    LABEL_ATTR,
+    METRICS_ATTR,
+    TRAJECTORY_ATTR,
+)
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -53,6 +59,8 @@ _log = logging.getLogger(__name__)
 
 #: Study attribute: the policy, the trainer's state and the episodes it has learned from.
 DAC_ATTR = "paretune.dac"
+#: Trial attribute of a held-out evaluation: the updates of the policy it evaluated.
+UPDATES_ATTR = "paretune.dac.updates"
 EPISODE = "episode"
 INSTANCE = "instance"
 EVAL_LABEL = "eval"
@@ -200,6 +208,16 @@ class DACTrials(StudyTrials):
         self.buffer: list[tuple[int, Episode]] = []
         self._refill_buffer()
 
+    def stop_policy(self, budget: Budget) -> StopPolicy:
+        """The budget counts training episodes only (a held-out evaluation is not one, so a
+        finished run continued with more episodes trains that many more)."""
+        return StopPolicy(
+            budget,
+            finished=lambda: self.store.n_finished(
+                running=True, where=lambda t: LABEL_ATTR not in t.user_attrs
+            ),
+        )
+
     # -- the queue ----------------------------------------------------------------------------
 
     def _trials(self) -> list[FrozenTrial]:
@@ -208,7 +226,7 @@ class DACTrials(StudyTrials):
     def _refill_buffer(self) -> None:
         """Episodes finished but not learned from yet (a resumed run's)."""
         for t in self._trials():
-            if t.number in self.consumed or t.user_attrs.get("paretune.label"):
+            if t.number in self.consumed or t.user_attrs.get(LABEL_ATTR):
                 continue
             episode = self._episode(t)
             if episode is not None:
@@ -224,7 +242,7 @@ class DACTrials(StudyTrials):
                 done = [
                     t.params.get(EPISODE, t.system_attrs.get("fixed_params", {}).get(EPISODE))
                     for t in self._trials()
-                    if not t.user_attrs.get("paretune.label")
+                    if not t.user_attrs.get(LABEL_ATTR)
                 ]
                 episode = 1 + max((e for e in done if e is not None), default=-1)
                 instance = episode % len(self.plan.instances)
@@ -233,7 +251,7 @@ class DACTrials(StudyTrials):
                 number, index, label = self.eval_queue.pop(0)
                 study.enqueue_trial(
                     {EPISODE: number, INSTANCE: len(self.plan.instances) + index},
-                    user_attrs={"paretune.label": label},
+                    user_attrs={LABEL_ATTR: label, UPDATES_ATTR: self.policy.updates},
                 )
             else:
                 return None
@@ -245,7 +263,7 @@ class DACTrials(StudyTrials):
         return dataclasses.replace(job, params=dict(instance))
 
     def decider_for(self, pending: PendingTrial) -> DeciderRef | None:
-        label = pending.trial.user_attrs.get("paretune.label")
+        label = pending.trial.user_attrs.get(LABEL_ATTR)
         if label is not None and str(label).startswith(STATIC_LABEL):
             return None  # held at its initial value
         greedy = label is not None
@@ -262,10 +280,10 @@ class DACTrials(StudyTrials):
     def _episode(self, t: FrozenTrial) -> Episode | None:
         from optuna.trial import TrialState
 
-        trajectory = t.user_attrs.get("paretune.trajectory")
+        trajectory = t.user_attrs.get(TRAJECTORY_ATTR)
         if not trajectory or t.state not in (TrialState.COMPLETE, TrialState.FAIL):
             return None
-        if t.state == TrialState.FAIL and t.user_attrs.get("paretune.interrupted"):
+        if t.state == TrialState.FAIL and t.user_attrs.get(INTERRUPTED_ATTR):
             return None  # not the policy's doing
         rewards = [d.get("reward") for d in trajectory]
         reward = rewards[-1] if rewards and rewards[-1] is not None else None
@@ -275,7 +293,7 @@ class DACTrials(StudyTrials):
         return Episode(decisions, float(reward), instance=str(t.params.get(INSTANCE)))
 
     def finish(self, started: Started, outcome: Outcome) -> FrozenTrial:
-        label = started.token.trial.user_attrs.get("paretune.label")
+        label = started.token.trial.user_attrs.get(LABEL_ATTR)
         if outcome.trajectory and label is None:
             reward = self._reward(outcome.metrics) if outcome.state == "COMPLETE" else None
             if reward is None and outcome.state == "FAIL" and not outcome.lost:
@@ -387,10 +405,17 @@ def run_dac(
             trials.learn()
         if plan.held_out:
             trials.phase = "eval"
+            # A policy's evaluation is redone after more training; the static one once.
+            updates = trials.policy.updates
             done = {
-                str(t.user_attrs.get("paretune.label"))
+                str(t.user_attrs.get(LABEL_ATTR))
                 for t in store.study.get_trials(deepcopy=False)
-                if t.user_attrs.get("paretune.label") and t.state.is_finished()
+                if t.user_attrs.get(LABEL_ATTR)
+                and t.state.is_finished()
+                and (
+                    str(t.user_attrs[LABEL_ATTR]).startswith(STATIC_LABEL)
+                    or t.user_attrs.get(UPDATES_ATTR) == updates
+                )
             }
             n = len(plan.held_out)
             # Each evaluation has its own episode number: equal params would be copied.
@@ -418,15 +443,16 @@ def run_dac(
 
 def held_out_results(store: TrialsStore, n: int, metric: str) -> list[dict[str, float]]:
     """``[{"policy": value, "static": value}]`` per held-out instance, from the labelled
-    trials of a DAC study (missing where not run)."""
+    trials of a DAC study (missing where not run; the latest where run more than once)."""
     from optuna.trial import TrialState
 
     out: list[dict[str, float]] = [{} for _ in range(n)]
-    for t in store.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        label = str(t.user_attrs.get("paretune.label") or "")
+    complete = store.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    for t in sorted(complete, key=lambda t: t.number):
+        label = str(t.user_attrs.get(LABEL_ATTR) or "")
         kind, _, index = label.partition(" ")
         if kind in (EVAL_LABEL, STATIC_LABEL) and index.isdigit() and int(index) < n:
-            value = t.user_attrs.get("paretune.metrics", {}).get(metric)
+            value = t.user_attrs.get(METRICS_ATTR, {}).get(metric)
             if value is not None:
                 out[int(index)]["policy" if kind == EVAL_LABEL else "static"] = float(value)
     return out
