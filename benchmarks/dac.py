@@ -1,5 +1,6 @@
 """Dynamic algorithm configuration benchmarks.
 
+    python benchmarks/dac.py --part quadratic       # paretune dac against the best constant LR
     python benchmarks/dac.py --part dacbench        # DACBench's ToySGD learning-rate benchmark
 
 Each part prints its table (with the machine and versions) and appends a record to
@@ -13,9 +14,10 @@ import argparse
 import sys
 
 import _dac_dacbench as dacbench_part
+import _dac_quadratic as quadratic_part
 import _harness as harness  # benchmarks/ is on sys.path when run as a script
 
-PARTS = ("dacbench",)
+PARTS = ("quadratic", "dacbench")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +36,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-record", action="store_true", help="do not append to results/dac.jsonl"
     )
+    quadratic = parser.add_argument_group("--part quadratic (see _dac_quadratic.py)")
+    quadratic.add_argument("--grid", type=int, default=8, help="constant rates in the sweep")
+    quadratic.add_argument(
+        "--held-out", type=harness.parse_ints, default=list(range(100, 110)), help="seeds"
+    )
+    quadratic.add_argument("--run-dir", default=None, help="paretune dac's run directory")
+    quadratic.add_argument("--seed", type=int, default=0, help="paretune dac's seed")
     args = parser.parse_args(argv)
+    if args.part == "quadratic":
+        result = quadratic_part.main(args)
+        if not args.no_record:
+            harness.append_record(
+                dacbench_part.RESULTS,
+                {
+                    **harness.stamp(),
+                    "machine": harness.machine(),
+                    "versions": harness.versions("numpy", "torch", "optuna", git=True),
+                    **result,
+                },
+            )
+        return 0
     if args.part == "dacbench":
         settings = dacbench_part.Settings(
             instance_set=args.instance_set,
