@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         "--no-record", action="store_true", help="do not append to results/dac.jsonl"
     )
     quadratic = parser.add_argument_group("--part quadratic (see _dac_quadratic.py)")
-    quadratic.add_argument("--grid", type=int, default=8, help="constant rates in the sweep")
+    quadratic.add_argument(
+        "--grid", type=int, default=24, help="constant rates in the sweep (x10 runs = episodes)"
+    )
     quadratic.add_argument(
         "--held-out", type=harness.parse_ints, default=list(range(100, 110)), help="seeds"
     )

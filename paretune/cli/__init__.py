@@ -386,9 +386,14 @@ def _cmd_dac(args: argparse.Namespace) -> int:
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    from paretune.spec import SearchSpec, mutransfer_json_schema
+    from paretune.spec import SearchSpec, dac_json_schema, mutransfer_json_schema
 
-    schema = mutransfer_json_schema() if args.mutransfer else SearchSpec.model_json_schema()
+    if args.mutransfer:
+        schema = mutransfer_json_schema()
+    elif args.dac:
+        schema = dac_json_schema()
+    else:
+        schema = SearchSpec.model_json_schema()
     print(json.dumps(schema, indent=2))
     return EXIT_OK
 

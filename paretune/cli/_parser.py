@@ -268,7 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_set(p)
     p = sub.add_parser("schema", help="print the JSON schema of the spec")
-    p.add_argument(
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument(
         "--mutransfer", action="store_true", help="of a muTransfer spec (`paretune mutransfer`)"
     )
+    kind.add_argument("--dac", action="store_true", help="of a DAC spec (`paretune dac`)")
     return parser

@@ -19,7 +19,7 @@ received and what is allowed. ``paretune schema`` prints the JSON schema of :cla
 """
 
 from paretune.search import LocalRunnerSettings, RayRunnerSettings
-from paretune.spec._dac import DACSpec, dac_section_of, run_dac_spec
+from paretune.spec._dac import DACSpec, dac_json_schema, dac_section_of, run_dac_spec
 from paretune.spec._load import apply_overrides, load_plugins, load_spec, read_spec
 from paretune.spec._mutransfer import (
     CoordCheckFailed,
@@ -67,6 +67,7 @@ __all__ = [
     "SearchSpec",
     "TransferCell",
     "apply_overrides",
+    "dac_json_schema",
     "dac_section_of",
     "load_plugins",
     "load_spec",

@@ -30,7 +30,7 @@ from paretune._errors import ConfigError
 from paretune._validation import StrictModel, config_error
 from paretune.spec._load import load_spec, read_spec
 
-__all__ = ["DACSpec", "dac_section_of", "run_dac_spec"]
+__all__ = ["DACSpec", "dac_json_schema", "dac_section_of", "run_dac_spec"]
 
 
 class DACSpec(StrictModel):
@@ -85,6 +85,25 @@ def instance_list(value: Any, path: tuple[str, ...]) -> tuple[dict[str, Any], ..
         n = next(iter(lengths.values()), 0)
         return tuple({k: value[k][i] for k in value} for i in range(n))
     return tuple(dict(v) for v in value)
+
+
+def dac_json_schema() -> dict[str, Any]:
+    """The JSON schema of a DAC spec: a search spec's keys with a required ``dac`` section, no
+    ``space``, ``enqueue`` or ``controller`` (the run queues its episodes) and a budget that
+    only holds the per-episode rules (``dac.episodes`` sets the length)."""
+    from paretune.spec._search import SearchSpec
+
+    schema = SearchSpec.model_json_schema()
+    section = DACSpec.model_json_schema()
+    schema.setdefault("$defs", {}).update(section.pop("$defs", {}))
+    schema["$defs"]["DACSpec"] = section
+    properties = schema["properties"]
+    for key in ("space", "enqueue", "controller"):
+        properties.pop(key, None)
+    properties["dac"] = {"$ref": "#/$defs/DACSpec"}
+    schema["required"] = [k for k in schema.get("required", []) if k != "budget"] + ["dac"]
+    schema["title"] = "DACSpec (paretune dac)"
+    return schema
 
 
 def dac_section_of(data: Mapping[str, Any]) -> DACSpec:
