@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from paretune._errors import ConfigError
 from paretune.search._jobs import DeciderRef, Job, ObjectiveRef, Outcome
-from paretune.search._loop import Budget, Started, StudyTrials
+from paretune.search._loop import Budget, Started, StopPolicy, StudyTrials
 from paretune.search._runner import RunnerSettings, make_runner
 from paretune.search._signals import SearchInterrupted
 from paretune.search.dac._deciders import PolicyDecider
@@ -158,7 +158,7 @@ def dac_space(n_episodes: int, n_instances: int, n_held_out: int = 0) -> Any:
     return SearchSpace(
         [
             Int(EPISODE, low=0, high=max(1, n_episodes + 2 * n_held_out - 1)),
-            Int(INSTANCE, low=0, high=max(1, n_instances - 1)),
+            Int(INSTANCE, low=0, high=max(1, n_instances + n_held_out - 1)),
         ]
     )
 
@@ -200,6 +200,16 @@ class DACTrials(StudyTrials):
         self._refill_buffer()
 
     # -- the queue ----------------------------------------------------------------------------
+
+    def stop_policy(self, budget: Budget) -> StopPolicy:
+        """``budget.trials`` counts the training episodes only: a resumed run's held-out
+        evaluations (labelled trials) leave its episode count as it is."""
+        return StopPolicy(
+            budget,
+            finished=lambda: self.store.n_finished(
+                running=True, where=lambda t: not t.user_attrs.get("paretune.label")
+            ),
+        )
 
     def _trials(self) -> list[FrozenTrial]:
         return self.store.study.get_trials(deepcopy=False)
