@@ -189,7 +189,7 @@ def run_dac_spec(
                 )
     config = dataclasses.replace(
         spec.study_config(),
-        space=dac_space(section.episodes, len(instances) + len(held_out), len(held_out)),
+        space=dac_space(section.episodes, len(instances), len(held_out)),
         describe=_EpisodeName(instances + held_out),
         baselines=(),
     )

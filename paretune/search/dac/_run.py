@@ -160,14 +160,19 @@ class DACResult:
 
 def dac_space(n_episodes: int, n_instances: int, n_held_out: int = 0) -> Any:
     """The study's space: the episode's number and the instance's index (both queued by the
-    trainer, never sampled); the held-out evaluations (policy and static) come after the
-    training episodes."""
+    trainer, never sampled); the held-out evaluations (policy and static) and instances come
+    after the training ones.
+
+    Args:
+        n_episodes: Training episodes.
+        n_instances: Training instances.
+        n_held_out: Held-out instances."""
     from paretune.spaces import Int, SearchSpace
 
     return SearchSpace(
         [
             Int(EPISODE, low=0, high=max(1, n_episodes + 2 * n_held_out - 1)),
-            Int(INSTANCE, low=0, high=max(1, n_instances - 1)),
+            Int(INSTANCE, low=0, high=max(1, n_instances + n_held_out - 1)),
         ]
     )
 
