@@ -237,7 +237,9 @@ class DACTrials(StudyTrials):
             if episode is not None:
                 self.buffer.append((t.number, episode))
 
-    def next(self) -> Started | None:
+    def prepare_queue(self) -> bool:
+        """Queue the next training episode (its number and instance), or in the evaluation
+        phase the next held-out run; ``False`` when none is left."""
         from optuna.trial import TrialState
 
         study = self.store.study
@@ -259,8 +261,8 @@ class DACTrials(StudyTrials):
                     user_attrs={LABEL_ATTR: label, UPDATES_ATTR: self.policy.updates},
                 )
             else:
-                return None
-        return super().next()
+                return False
+        return True
 
     def job(self, pending: PendingTrial) -> Job:
         job = super().job(pending)

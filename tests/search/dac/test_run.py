@@ -149,12 +149,6 @@ def test_a_resumed_run_continues_the_episodes_and_the_updates(tmp_path: Path) ->
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("ray")
-@pytest.mark.skip(
-    reason="known bug: the Ray runner's StudySearch asks trials from the study through "
-    "OptunaSearch and calls trials.started(store.prepare(...)) directly, bypassing "
-    "DACTrials.next(): no episode is queued, the params are sampled at random, and the run "
-    "does not stop (observed: 240+ trials for episodes=8)"
-)
 def test_run_dac_on_ray_records_the_trajectories(tmp_path: Path) -> None:
     pytest.importorskip("ray.tune")
     import ray
@@ -171,3 +165,8 @@ def test_run_dac_on_ray_records_the_trajectories(tmp_path: Path) -> None:
     _check_trajectories(study, 8)
     assert len(result.updates) == 2
     assert len(study.trials) == 8 + 2 * len(HELD_OUT)
+    assert sorted(t.params["episode"] for t in study.trials)[:8] == list(range(8))
+    # Each episode ran with the policy as it was when it started: the first batch with the
+    # fresh policy, the second with the policy after one update.
+    snapshots = [t.user_attrs["paretune.trajectory"][0]["log_prob"] for t in study.trials[:8]]
+    assert all(p is not None for p in snapshots)
