@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, SupportsFloat
 import numpy as np
 
 from paretune._errors import ConfigError, describe
-from paretune.objectives._base import BaseObjective
-from paretune.objectives._protocol import Metric, TrialContext
+from paretune.objectives import BaseObjective, Metric, TrialContext
 from paretune.spaces.dynamic import FEATURES, Decision, DecisionState, DynamicParam
 
 try:
