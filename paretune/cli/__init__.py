@@ -6,11 +6,11 @@
 reports mean and spread; ``report SPEC`` writes the study's HTML report (figures and the Pareto
 table, logged to its MLflow parent run); ``coord-check SPEC`` checks that the spec's ``lm``
 decoder keeps every activation's size across widths (muP); ``mutransfer SPEC`` runs the
-muTransfer workflow (coordinate check, proxy search, transfer check, target runs); ``ui SPEC``
-``dac SPEC`` trains a policy for an objective's dynamic parameter across episodes (trials) and
-evaluates it on held-out instances against the parameter held; ``ui SPEC``
-serves the MLflow UI on the study's tracking store (``--dashboard``: optuna-dashboard on its
-storage) until Ctrl-C; ``schema`` prints the spec's JSON schema.
+muTransfer workflow (coordinate check, proxy search, transfer check, target runs); ``dac SPEC``
+trains a policy for an objective's dynamic parameter across episodes (trials) and evaluates it
+on held-out instances against the parameter held (``run SPEC --policy FILE`` reuses it);
+``ui SPEC`` serves the MLflow UI on the study's tracking store (``--dashboard``:
+optuna-dashboard on its storage) until Ctrl-C; ``schema`` prints the spec's JSON schema.
 
 Exit codes: 0 done, 1 a runtime problem (storage, tracking) or a failed coordinate check, 2
 invalid input (spec, arguments),

@@ -38,8 +38,16 @@ def paired_summary(evaluation: Sequence[Mapping[str, float]], metric: Metric) ->
         mean = sum(diffs) / len(diffs)
         sd = math.sqrt(sum((x - mean) ** 2 for x in diffs) / (len(diffs) - 1))
         half = float(stats.t.ppf(0.975, len(diffs) - 1)) * sd / math.sqrt(len(diffs))
-        better = (mean + half < 0) if metric.direction == "minimize" else (mean - half > 0)
-        verdict = "the policy is better" if better else "no difference shown at 95 %"
+        low, high = mean - half, mean + half
+        better = high < 0 if metric.direction == "minimize" else low > 0
+        worse = low > 0 if metric.direction == "minimize" else high < 0
+        verdict = (
+            "the policy is better"
+            if better
+            else "the policy is worse"
+            if worse
+            else "no difference shown at 95 %"
+        )
         lines.append(
             f"paired difference (policy - static) over {len(diffs)} instances: {mean:+.4g} "
             f"[{mean - half:+.4g}, {mean + half:+.4g}] (95 % t): {verdict}"

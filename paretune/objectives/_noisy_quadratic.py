@@ -123,13 +123,13 @@ class NoisyQuadratic(BaseObjective):
         steps = int(s["steps"])
         noise = float(s["noise"]) * np.sqrt(h)
         dynamic = self.dynamic
-        if dynamic is not None and dynamic.initial is not None:
-            lr = dynamic.initial
+        if dynamic is not None:
+            lr = dynamic.clip(lr if dynamic.initial is None else dynamic.initial)
         tracker = StateTracker(steps, window=dynamic.interval if dynamic else 10)
         evals = {round(steps * (i + 1) / 4) for i in range(4)}
         for step in range(steps):
             if dynamic is not None and step % dynamic.interval == 0:
-                lr = ctx.decide(tracker.state(step, lr, "learning_rate"))
+                lr = dynamic.clip(ctx.decide(tracker.state(step, lr, "learning_rate")))
             grad = h * x + noise * rng.standard_normal(s["dim"])
             update = lr * grad
             ratio = float(np.linalg.norm(update) / max(np.linalg.norm(x), 1e-300))

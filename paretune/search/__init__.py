@@ -27,7 +27,7 @@ from paretune.search._controllers import (
     make_sampler,
     register_controller,
 )
-from paretune.search._jobs import Job, ObjectiveRef, Outcome, evaluate
+from paretune.search._jobs import DeciderRef, Job, ObjectiveRef, Outcome, evaluate
 from paretune.search._local import LocalRunner, LocalRunnerSettings, default_threads
 from paretune.search._loop import (
     Budget,
@@ -66,6 +66,7 @@ __all__ = [
     "Capabilities",
     "ControllerContext",
     "ControllerFactory",
+    "DeciderRef",
     "Executor",
     "InlineExecutor",
     "Job",

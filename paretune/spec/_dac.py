@@ -214,11 +214,26 @@ def run_dac_spec(
         start_from=start,
         evaluate_static=section.static,
     )
+    _check_options(section.trainer, _TRAINER_OPTIONS, "trainer")
+    _check_options(section.policy, _POLICY_OPTIONS, "policy")
     try:
-        plan.new_trainer(plan.new_policy())  # bad options fail before the study exists
-    except TypeError as err:
-        raise ConfigError(f"{err}", path=("dac",)) from None
+        plan.new_trainer(plan.new_policy())  # bad values fail before the study exists
+    except ConfigError as err:
+        raise err.prefixed("dac") from None
     return run_dac(plan, resume=resume, progress=progress, on_start=on_start)
+
+
+_TRAINER_OPTIONS = ("lr", "entropy", "baseline_decay", "epochs", "clip")
+_POLICY_OPTIONS = ("features", "hidden", "levels", "hold_bias")
+
+
+def _check_options(options: Mapping[str, Any], allowed: Sequence[str], section: str) -> None:
+    for key in options:
+        if key not in allowed:
+            raise ConfigError(
+                f"unknown {section} option {key!r}; allowed: {', '.join(allowed)}.",
+                path=("dac", section, key),
+            )
 
 
 class _EpisodeName:

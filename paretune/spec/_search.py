@@ -417,11 +417,17 @@ class SearchSpec(_Strict):
                 path=("objective", "settings", "dynamic"),
             )
         policy = load_policy(source)
-        if policy.param.name != param.name or policy.param.actions != param.actions:
+        theirs, ours = policy.param.to_dict(), param.to_dict()
+        changed = sorted(k for k in theirs.keys() | ours.keys() if theirs.get(k) != ours.get(k))
+        if changed:
+            differences = "; ".join(
+                f"{k}: policy {theirs.get(k)!r}, objective {ours.get(k)!r}" for k in changed
+            )
             raise ConfigError(
-                f"the policy controls {policy.param.name!r} with actions "
-                f"{policy.param.actions}, but the objective's dynamic parameter is "
-                f"{param.name!r} with actions {param.actions}; train a policy for this one."
+                f"the policy was trained for another dynamic parameter ({differences}); "
+                "train one for this objective's, or set the objective's `dynamic` as the "
+                "policy's.",
+                path=("objective", "settings", "dynamic"),
             )
         return PolicyDecider(policy.snapshot(), greedy=True)
 

@@ -26,7 +26,7 @@ from paretune.trials_store._config import (
 )
 from paretune.trials_store._export import export_trials, trial_records
 from paretune.trials_store._mlflow import MlflowLink
-from paretune.trials_store._ownership import quiet
+from paretune.trials_store._ownership import owner_is_dead, owner_token, quiet
 from paretune.trials_store._store import PendingTrial, TrialsStore
 from paretune.trials_store._worker import TrialLink, attach_trial
 
@@ -54,6 +54,8 @@ __all__ = [
     "export_trials",
     "hypervolume",
     "log10_hv_difference",
+    "owner_is_dead",
+    "owner_token",
     "pareto_mask",
     "quiet",
     "trial_records",

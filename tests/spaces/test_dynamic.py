@@ -37,7 +37,14 @@ LR = DynamicParam(name="learning_rate", actions=(0.5, 1.0, 2.0), low=1e-4, high=
     ],
 )
 def test_invalid_dynamic_params_name_the_setting(kwargs: dict, path: tuple) -> None:
-    spec = {"name": "lr", "actions": (0.5, 1.0), "low": 1e-4, "high": 1.0, **kwargs}
+    spec = {
+        "name": "lr",
+        "actions": (0.5, 1.0),
+        "low": 1e-4,
+        "high": 1.0,
+        "interval": 10,
+        **kwargs,
+    }
     if "low" in kwargs and "actions" not in kwargs and "high" not in kwargs:
         spec.pop("actions")
         spec.pop("high")
@@ -73,9 +80,9 @@ def test_apply_scales_or_sets_within_the_bounds() -> None:
         LR.apply(1e-3, 3)
     with pytest.raises(ValueError, match="action"):
         LR.apply(1e-3, 0.5)
-    setter = DynamicParam(name="rank", actions=(4, 8, 16), mode="set", low=1, high=16)
+    setter = DynamicParam(interval=10, name="rank", actions=(4, 8, 16), mode="set", low=1, high=16)
     assert setter.apply(8.0, 0) == 4.0 and setter.apply(4.0, 2) == 16.0
-    continuous = DynamicParam(name="lr", low=1e-3, high=1.0)
+    continuous = DynamicParam(interval=10, name="lr", low=1e-3, high=1.0)
     assert continuous.apply(0.5, 0.2) == 0.2 and continuous.apply(0.5, 7.0) == 1.0
     assert not continuous.discrete and continuous.n_actions == 0 and LR.n_actions == 3
 
@@ -84,7 +91,9 @@ def test_the_hold_action_is_the_scale_by_one() -> None:
     assert LR.hold_action() == 1
     assert DynamicParam(name="lr", actions=(0.5, 2.0), low=1e-3, high=1.0).hold_action() is None
     assert (
-        DynamicParam(name="r", actions=(1.0, 2.0), mode="set", low=1.0, high=4).hold_action()
+        DynamicParam(
+            interval=10, name="r", actions=(1.0, 2.0), mode="set", low=1.0, high=4
+        ).hold_action()
         is None
     )
     assert DynamicParam(name="lr", low=1e-3, high=1.0).hold_action() is None

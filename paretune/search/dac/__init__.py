@@ -25,8 +25,10 @@ from paretune.search.dac._deciders import PolicyDecider, ScheduleDecider
 from paretune.search.dac._policy import Policy, PolicySnapshot, load_policy
 from paretune.search.dac._run import (
     DAC_ATTR,
+    DRIVER_ATTR,
     DACPlan,
     DACResult,
+    claim_driver,
     dac_space,
     episode_rewards,
     held_out_results,
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ALGORITHMS",
     "DAC_ATTR",
+    "DRIVER_ATTR",
     "DACPlan",
     "DACResult",
     "Episode",
@@ -50,6 +53,7 @@ __all__ = [
     "PolicySnapshot",
     "PolicyTrainer",
     "ScheduleDecider",
+    "claim_driver",
     "dac_space",
     "episode_rewards",
     "held_out_results",

@@ -157,7 +157,7 @@ def test_an_error_in_the_objective_surfaces_with_its_traceback():
 
 def test_an_objective_without_decisions_terminates_on_the_first_step():
     objective = NoisyQuadratic(steps=20)  # no dynamic parameter: it never decides
-    param = DynamicParam(name="learning_rate", low=0.01, high=1.0)
+    param = DynamicParam(interval=10, name="learning_rate", low=0.01, high=1.0)
     env = ObjectiveEnv(objective, param, [{"seed": 0}])
     obs, info = env.reset(seed=0)
     assert info["state"] is None and obs.shape == (6,)
@@ -180,7 +180,9 @@ def test_invalid_arguments_are_config_errors():
     env = ObjectiveEnv(objective, param, [{"seed": 0}])
     with pytest.raises(ConfigError, match=r"index of the 1 instances"):
         env.reset(options={"instance": 1})
-    policy = Policy(DynamicParam(name="learning_rate", low=0.1, high=1.0), features=["progress"])
+    policy = Policy(
+        DynamicParam(interval=10, name="learning_rate", low=0.1, high=1.0), features=["progress"]
+    )
     with pytest.raises(ConfigError, match="the env decides"):
         train_on_env(env, policy, PolicyTrainer(policy), episodes=1, batch=1)
 
@@ -230,7 +232,7 @@ def test_train_on_env_takes_a_foreign_env_through_adapters():
             return np.array([self.t / 4], dtype=np.float32), reward, self.t == 4, False, {}
 
     param = DynamicParam(
-        name="choice", actions=(0.0, 1.0), mode="set", low=0.0, high=1.0, log=False
+        name="choice", actions=(0.0, 1.0), mode="set", low=0.0, high=1.0, log=False, interval=1
     )
     from paretune.spaces.dynamic import DecisionState
 

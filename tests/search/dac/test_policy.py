@@ -26,7 +26,7 @@ from paretune.spaces.dynamic import Decision, DecisionState, DynamicParam
 
 ROOT = Path(__file__).resolve().parents[3]
 LR = DynamicParam(name="learning_rate", actions=(0.5, 1.0, 2.0), low=1e-4, high=1.0, interval=5)
-CONTINUOUS = DynamicParam(name="learning_rate", low=1e-3, high=1.0)
+CONTINUOUS = DynamicParam(interval=10, name="learning_rate", low=1e-3, high=1.0)
 
 STATES = [
     DecisionState(
@@ -176,7 +176,7 @@ def _episodes(policy: Policy, rng: np.random.Generator, n: int, rewarded: int) -
 
 @pytest.mark.parametrize("algorithm", ["reinforce", "ppo"])
 def test_updates_raise_the_probability_of_a_rewarded_action(algorithm: str) -> None:
-    param = DynamicParam(name="x", actions=(0.5, 2.0), low=1e-3, high=10.0)
+    param = DynamicParam(interval=10, name="x", actions=(0.5, 2.0), low=1e-3, high=10.0)
     policy = Policy(param, features=["progress"], hidden=0, seed=0)
     trainer = PolicyTrainer(policy, algorithm=algorithm, lr=0.1)  # type: ignore[arg-type]
     rng = np.random.default_rng(0)
