@@ -91,8 +91,9 @@ def test_it_is_registered() -> None:
         ({"dim": True}, ("dim",)),
         ({"dynamic": {**DYNAMIC, "interval": 0}}, ("dynamic", "interval")),
         ({"dynamic": {**DYNAMIC, "speed": 2}}, ("dynamic", "speed")),
-        ({"dynamic": {"actions": [1.0]}}, ("dynamic", "actions")),
-        ({"dynamic": {"low": 0.5, "high": 0.1}}, ("dynamic", "low")),
+        ({"dynamic": {"actions": [1.0], "interval": 5}}, ("dynamic", "actions")),
+        ({"dynamic": {"actions": [0.5, 2.0]}}, ("dynamic", "interval")),
+        ({"dynamic": {"low": 0.5, "high": 0.1, "interval": 5}}, ("dynamic", "low")),
     ],
 )
 def test_bad_settings_name_the_setting(settings: dict, path: tuple) -> None:

@@ -60,10 +60,13 @@ def test_from_dict_rejects_unknown_keys_and_non_numbers_with_their_path() -> Non
         dynamic_param_from_dict({"actions": [0.5, 1.0], "speed": 1}, name="lr")
     assert info.value.path == ("lr", "speed")
     with pytest.raises(ConfigError) as info:
-        dynamic_param_from_dict({"actions": [0.5, 1.0], "low": "small"}, name="lr")
+        dynamic_param_from_dict({"actions": [0.5, 1.0], "low": "small", "interval": 5}, name="lr")
     assert info.value.path == ("lr", "low")
     with pytest.raises(ConfigError) as info:
         dynamic_param_from_dict({"actions": [0.5, 1.0], "interval": 0}, name="lr")
+    assert info.value.path == ("lr", "interval")
+    with pytest.raises(ConfigError, match="needs `interval`") as info:
+        dynamic_param_from_dict({"actions": [0.5, 1.0]}, name="lr")
     assert info.value.path == ("lr", "interval")
     with pytest.raises(ConfigError):
         dynamic_param_from_dict([1, 2])  # type: ignore[arg-type]
@@ -89,7 +92,8 @@ def test_apply_scales_or_sets_within_the_bounds() -> None:
 
 def test_the_hold_action_is_the_scale_by_one() -> None:
     assert LR.hold_action() == 1
-    assert DynamicParam(name="lr", actions=(0.5, 2.0), low=1e-3, high=1.0).hold_action() is None
+    scaling = DynamicParam(name="lr", actions=(0.5, 2.0), low=1e-3, high=1.0, interval=10)
+    assert scaling.hold_action() is None
     assert (
         DynamicParam(
             interval=10, name="r", actions=(1.0, 2.0), mode="set", low=1.0, high=4
@@ -104,7 +108,7 @@ def test_the_hold_action_is_the_scale_by_one() -> None:
     [
         LR,
         DynamicParam(name="lr", low=1e-3, high=1.0, interval=3, initial=0.1),
-        DynamicParam(name="r", actions=(4.0, 8.0), mode="set", low=1.0, log=False),
+        DynamicParam(name="r", actions=(4.0, 8.0), mode="set", low=1.0, log=False, interval=2),
     ],
 )
 def test_dict_round_trip(param: DynamicParam) -> None:
