@@ -100,7 +100,7 @@ def test_the_hold_action_is_the_scale_by_one() -> None:
         ).hold_action()
         is None
     )
-    assert DynamicParam(name="lr", low=1e-3, high=1.0).hold_action() is None
+    assert DynamicParam(name="lr", low=1e-3, high=1.0, interval=10).hold_action() is None
 
 
 @pytest.mark.parametrize(
