@@ -264,6 +264,22 @@ def test_hypervolume_reward_on_a_hand_made_example():
     assert flipped(np.array([-3.0, -1.0])) == pytest.approx(2.0 / 9)
 
 
+def test_volume_reward_on_a_hand_made_example():
+    # The same normalisation as the improvement; each trial's own box, dominated or not.
+    reward = HypervolumeReward(np.array([1.0, 1.0]), np.array([4.0, 4.0]), own=True)
+    assert reward(np.array([1.0, 3.0])) == pytest.approx(1.0)  # best so far: the whole box
+    assert reward(np.array([3.0, 1.0])) == pytest.approx(1.0 / 3)  # (1 - 2/3) x 1
+    assert reward(np.array([2.0, 2.0])) == pytest.approx(4.0 / 9)  # (2/3)^2
+    assert reward(np.array([2.5, 2.5])) == pytest.approx(0.25)  # dominated, still graded
+    assert reward(np.array([5.0, 0.5])) == 0.0  # beyond the reference
+    directions = [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE]
+    built = make_reward(
+        "volume", directions, score=0, cost=1, target=None, w=-0.07, reference_point=[0.0, 4.0]
+    )
+    assert isinstance(built, HypervolumeReward) and built.own
+    assert built(np.array([3.0, 1.0])) == pytest.approx(1.0)
+
+
 def test_hypervolume_reward_without_a_reference_point_uses_the_observed_ranges():
     reward = HypervolumeReward(np.array([1.0, 1.0]), None)
     assert reward(np.array([0.0, 10.0])) == pytest.approx(1.1 * 1.1)  # one point: unit box
@@ -313,7 +329,10 @@ def test_mnas_reward_steers_a_study():
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"reward": "accuracy"}, "`reward` must be one of 'value', 'mnas', 'hypervolume'"),
+        (
+            {"reward": "accuracy"},
+            "`reward` must be one of 'value', 'mnas', 'hypervolume', 'volume'",
+        ),
         ({"target": 2.0}, "`target` only apply to `reward='mnas'`"),
         ({"reward": "mnas"}, "`reward='mnas'` needs `target`"),
         ({"reward": "mnas", "target": 0.0}, "`target` must be a positive finite number"),

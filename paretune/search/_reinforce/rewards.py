@@ -16,7 +16,7 @@ from optuna.study import StudyDirection
 from paretune._errors import ConfigError
 from paretune.objectives import hypervolume, pareto_mask
 
-REWARDS = ("value", "mnas", "hypervolume")
+REWARDS = ("value", "mnas", "hypervolume", "volume")
 
 # Without a reference point the front's reference is the worst observed value plus this share
 # of the observed range, so that the worst point still adds volume.
@@ -63,23 +63,31 @@ class MnasReward(Reward):
 
 
 class HypervolumeReward(Reward):
-    """The hypervolume improvement of a trial over the front of the trials rewarded before it.
+    """The hypervolume improvement of a trial over the front of the trials rewarded before it
+    (``own=False``), or the hypervolume the trial dominates on its own (``own=True``).
 
     Objectives are sign-flipped to be minimised and normalised per objective, at each trial, to
     ``(y - best) / (ref - best)`` with ``best`` the best value observed so far (this trial
     included) and ``ref`` the reference point, whose normalised value is then 1; without a
     reference point, ``ref`` is the worst observed value and the normalised reference is
-    ``1.1``. A dominated trial (and one beyond the reference) gets 0; the improvement is a
-    share of the normalised box, so rewards of different scales of objectives are comparable.
+    ``1.1``. Both rewards are shares of the normalised box, so objectives of different scales
+    weigh alike. The improvement is 0 for a dominated trial (and one beyond the reference):
+    a sparse reward once the front fills. The own volume, ``prod_i (ref_i - z_i)``, grades every
+    trial inside the reference, dominated or not, and is largest towards the middle of the
+    front.
 
     Args:
         signs: ``+1`` for a minimised objective, ``-1`` for a maximised one.
         reference: The reference point in the objectives' own units, or ``None``.
+        own: Reward the trial's own volume instead of its improvement.
     """
 
-    def __init__(self, signs: np.ndarray, reference: np.ndarray | None) -> None:
+    def __init__(
+        self, signs: np.ndarray, reference: np.ndarray | None, *, own: bool = False
+    ) -> None:
         self.signs = signs
         self.reference = None if reference is None else signs * reference
+        self.own = own
         m = len(signs)
         self.front = np.empty((0, m))
         self.low = np.full(m, math.inf)
@@ -96,8 +104,10 @@ class HypervolumeReward(Reward):
             scale = self.reference - self.low
             ref = np.ones(len(y))
         scale = np.where(scale > 0.0, scale, 1.0)
-        front = (self.front - self.low) / scale
         z = (y - self.low) / scale
+        if self.own:
+            return float(np.prod(np.clip(ref - z, 0.0, None)))
+        front = (self.front - self.low) / scale
         before = hypervolume(front, ref)
         improvement = hypervolume(np.vstack([front, z]), ref) - before
         points = np.vstack([self.front, y])
@@ -115,7 +125,7 @@ def make_reward(
     w: float,
     reference_point: Sequence[float] | None,
 ) -> Reward:
-    """The reward ``kind`` for a study with ``directions``.
+    """The reward ``kind`` (one of :data:`REWARDS`) for a study with ``directions``.
 
     Raises:
         ConfigError: The reward does not fit the study: ``value`` with several objectives,
@@ -156,4 +166,4 @@ def make_reward(
                 "objectives; give one value per objective."
             )
         reference = np.asarray(reference_point, dtype=np.float64)
-    return HypervolumeReward(signs, reference)
+    return HypervolumeReward(signs, reference, own=kind == "volume")
