@@ -419,3 +419,15 @@ def test_plain_optuna_distributions_define_the_policy():
     values = [t.params for t in study.trials[1:]]
     assert all(v["x"] in policy.levels["x"].values for v in values)
     assert all(type(v["n"]) is int for v in values)
+
+
+def test_a_pickled_sampler_proposes_what_the_original_does():
+    # Ray and worker processes get the sampler pickled, with its replayed state.
+    import pickle
+
+    sampler = ReinforceSampler(search_space=_DISCRETE, seed=1, n_startup_trials=2)
+    study = _run(sampler, _DISCRETE, 6)
+    copy = pickle.loads(pickle.dumps(sampler))
+    trial = study._storage.get_trial(study.ask()._trial_id)
+    space = _DISCRETE.distributions()
+    assert copy.sample_relative(study, trial, space) == sampler.sample_relative(study, trial, space)
