@@ -297,7 +297,8 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         if self._space is not None:
             return self._space.distributions()
         space: dict[str, BaseDistribution] = {}
-        for t in study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=True):
+        # Not Optuna's per-thread cache: the space and the replay must see the same trials.
+        for t in study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=False):
             # The latest trial's distribution wins, as in BoTorchSampler.
             space.update(t.distributions)
         return dict(sorted(space.items()))
