@@ -41,7 +41,7 @@ import numpy as np
 
 DEFAULT_CACHE = harness.RESULTS_DIR / "mobo.jsonl"
 PROBLEMS = ("BraninCurrin", "DTLZ2", "VehicleSafety", "PeftLike")
-SAMPLERS = ("random", "tpe", "nsga2", "gp", "optuna-integration", "paretune")
+SAMPLERS = ("random", "tpe", "nsga2", "gp", "optuna-integration", "paretune", "reinforce")
 SEQUENTIAL = "sequential"
 INSTALL_OPTUNA_INTEGRATION = "pip install --no-deps optuna-integration"
 TIMING_WINDOWS = ((31, 40), (91, 100), (191, 200))  # 1-based trial numbers, inclusive
@@ -92,6 +92,14 @@ def make_sampler(name: str, problem: Any, seed: int, kwargs: dict[str, Any]) -> 
         # The arguments paretune's `botorch` controller passes from a spec.
         reference = [problem.reference_point[m.name] for m in problem.metrics]
         return BoTorchSampler(
+            seed=seed, search_space=problem.space, reference_point=reference, **kwargs
+        )
+    if name == "reinforce":
+        from paretune.search import ReinforceSampler
+
+        # The arguments paretune's `reinforce` controller passes from a spec.
+        reference = [problem.reference_point[m.name] for m in problem.metrics]
+        return ReinforceSampler(
             seed=seed, search_space=problem.space, reference_point=reference, **kwargs
         )
     raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}.")

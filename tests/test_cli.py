@@ -153,13 +153,19 @@ def test_examples_and_runner_sections_validate_against_the_schema(
     validator = jsonschema.Draft202012Validator(_printed_schema(capsys))
     assert main(["schema", "--mutransfer"]) == 0
     workflow = jsonschema.Draft202012Validator(json.loads(capsys.readouterr().out))
+    assert main(["schema", "--dac"]) == 0
+    dac = jsonschema.Draft202012Validator(json.loads(capsys.readouterr().out))
     examples = sorted((ROOT / "examples").glob("*.yaml"))
     assert examples
+    kinds = {"mutransfer": workflow, "dac": dac}
     for path in examples:
         spec = yaml.safe_load(path.read_text())
-        # A muTransfer spec is its own schema; a search spec is not one, and vice versa.
-        (workflow if "mutransfer" in spec else validator).validate(spec)
-        assert not (validator if "mutransfer" in spec else workflow).is_valid(spec), path
+        # A muTransfer or DAC spec is its own schema; a search spec is neither, and vice versa.
+        own = next((v for key, v in kinds.items() if key in spec), validator)
+        own.validate(spec)
+        for other in (validator, workflow, dac):
+            if other is not own:
+                assert not other.is_valid(spec), path
     base = {"study": "s", "objective": {"type": "branin_currin"}, "budget": {"trials": 1}}
     for runner in VALID_RUNNERS:
         validator.validate({**base, "runner": runner})

@@ -47,7 +47,8 @@ def plugin() -> Iterator[types.ModuleType]:
 
 
 def test_the_page_has_one_plugin_and_one_spec() -> None:
-    assert len(blocks("python")) == 4  # objective, controller, runner, figure family
+    # objective, dynamic objective, controller, runner, figure family
+    assert len(blocks("python")) == 5
     assert len(blocks("yaml")) == 1
 
 
@@ -119,6 +120,32 @@ def test_the_spec_runs_the_plugin_with_the_cli(
     assert re.search(r"seconds\s+1 figure", report.stdout)
     html = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert '<section id="seconds"><h2>Seconds per trial</h2>' in html
+
+
+@pytest.mark.slow
+def test_paretune_dac_trains_a_policy_for_the_plugins_dynamic_parameter(tmp_path: Path) -> None:
+    (tmp_path / "plugin.py").write_text(plugin_source(), encoding="utf-8")
+    spec = re.search(r"^```\n(study: valley.*?)^```$", DOC.read_text(), flags=re.M | re.S)
+    assert spec is not None
+    (tmp_path / "dac.yaml").write_text(spec.group(1), encoding="utf-8")
+    done = subprocess.run(
+        ["paretune", "dac", "dac.yaml", "--no-progress"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "paired difference (policy - static) over 2 instances" in done.stdout
+    study = optuna.load_study(
+        study_name="valley", storage=f"sqlite:///{tmp_path / 'runs/valley/study.db'}"
+    )
+    training = [t for t in study.trials if "paretune.label" not in t.user_attrs]
+    assert len(training) == 8
+    for t in training:  # 200 steps, a decision every 10, each within the bounds
+        values = [d["value"] for d in t.user_attrs["paretune.trajectory"]]
+        assert len(values) == 20 and all(1e-5 <= v <= 2e-3 for v in values)
+    assert (tmp_path / "runs/valley/policy.json").is_file()
 
 
 def test_a_spec_the_plugin_runner_cannot_run_is_rejected_at_load(

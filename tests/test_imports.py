@@ -7,14 +7,15 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "botorch", "ray", "mlflow", "transformers", "peft")
+HEAVY = ("torch", "botorch", "ray", "mlflow", "transformers", "peft", "gymnasium")
 
 
 @pytest.mark.parametrize(
     "module",
     ["paretune", "paretune.cli", "paretune.spec", "paretune.spaces",
      "paretune.spaces._schedule_settings", "paretune.objectives",
-     "paretune.search", "paretune.trials_store", "paretune.dashboards", "paretune.testing"],
+     "paretune.search", "paretune.search.dac", "paretune.trials_store", "paretune.dashboards",
+     "paretune.testing"],
 )  # fmt: skip
 def test_import_does_not_load_heavy_libraries(module):
     code = f"import sys, {module}; print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"

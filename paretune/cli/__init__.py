@@ -6,9 +6,11 @@
 reports mean and spread; ``report SPEC`` writes the study's HTML report (figures and the Pareto
 table, logged to its MLflow parent run); ``coord-check SPEC`` checks that the spec's ``lm``
 decoder keeps every activation's size across widths (muP); ``mutransfer SPEC`` runs the
-muTransfer workflow (coordinate check, proxy search, transfer check, target runs); ``ui SPEC``
-serves the MLflow UI on the study's tracking store (``--dashboard``: optuna-dashboard on its
-storage) until Ctrl-C; ``schema`` prints the spec's JSON schema.
+muTransfer workflow (coordinate check, proxy search, transfer check, target runs); ``dac SPEC``
+trains a policy for an objective's dynamic parameter across episodes (trials) and evaluates it
+on held-out instances against the parameter held (``run SPEC --policy FILE`` reuses it);
+``ui SPEC`` serves the MLflow UI on the study's tracking store (``--dashboard``:
+optuna-dashboard on its storage) until Ctrl-C; ``schema`` prints the spec's JSON schema.
 
 Exit codes: 0 done, 1 a runtime problem (storage, tracking) or a failed coordinate check, 2
 invalid input (spec, arguments),
@@ -78,7 +80,7 @@ def _cmd_run(args: argparse.Namespace, *, resume: bool) -> int:
                 bar.update(store.pareto_trials())
 
     try:
-        result = spec.run(resume=resume, progress=_Forward(), on_start=on_start)
+        result = spec.run(resume=resume, progress=_Forward(), on_start=on_start, policy=args.policy)
     finally:
         if bar is not None:
             bar.close()
@@ -319,10 +321,79 @@ def _cmd_mutransfer(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
 
 
-def _cmd_schema(args: argparse.Namespace) -> int:
-    from paretune.spec import SearchSpec, mutransfer_json_schema
+def _cmd_dac(args: argparse.Namespace) -> int:
+    from paretune.dashboards import ProgressBar, paired_summary
+    from paretune.spec import load_spec, run_dac_spec, write_study_report
 
-    schema = mutransfer_json_schema() if args.mutransfer else SearchSpec.model_json_schema()
+    bar: ProgressBar | None = None
+
+    def on_start(store: TrialsStore, recovered: list[int]) -> None:
+        nonlocal bar
+        done = store.n_finished()
+        name = store.config.name
+        print(f"paretune: {'resuming' if done else 'starting'} DAC run {name!r}", flush=True)
+        print(_where(name, store), flush=True)
+        bar = ProgressBar(
+            total=None,
+            initial=done,
+            metrics=store.config.metrics,
+            front=[],
+            enabled=not args.no_progress,
+        )
+
+    class _Forward:
+        def update(self, store: TrialsStore, trial: FrozenTrial) -> None:
+            if bar is not None:
+                bar.update([])
+
+    try:
+        result = run_dac_spec(
+            args.spec, overrides=args.set or (), progress=_Forward(), on_start=on_start
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    for stats in result.updates[-3:]:
+        print(
+            f"update {int(stats.get('update', 0)):3d}: mean reward {stats.get('reward', 0):.4f}"
+            f" over {int(stats.get('episodes', 0))} episodes, entropy "
+            f"{stats.get('entropy', 0):.3f}"
+        )
+    print(f"policy: {result.policy!r}")
+    if any("policy" in e for e in result.evaluation):
+        print("\n" + paired_summary(result.evaluation, result.store.config.metrics[0]))
+    spec = load_spec(args.spec, overrides=args.set or (), resolve=False)
+    print(
+        f"\npolicy saved: {result.policy_path} (and as the MLflow parent run's policy/policy.json)"
+    )
+    try:
+        from paretune.trials_store import TrialsStore
+
+        store = TrialsStore(spec.study_config(read_only=True), create=False, mlflow=False)
+        write_study_report(store, spec.report_path, reference_point=None)
+        print(f"report: {spec.report_path} (the actions each episode took)")
+    except ParetuneError as err:
+        print(f"paretune: the report was not written: {err}", file=sys.stderr)
+    print(f"done in {result.seconds:.0f} s")
+    if result.interrupted:
+        print(
+            f"\ninterrupted: running episodes were queued again; continue with "
+            f"`paretune dac {args.spec}`",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from paretune.spec import SearchSpec, dac_json_schema, mutransfer_json_schema
+
+    if args.mutransfer:
+        schema = mutransfer_json_schema()
+    elif args.dac:
+        schema = dac_json_schema()
+    else:
+        schema = SearchSpec.model_json_schema()
     print(json.dumps(schema, indent=2))
     return EXIT_OK
 
@@ -378,4 +449,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _cmd_coord_check(args)
     if args.command == "mutransfer":
         return _cmd_mutransfer(args)
+    if args.command == "dac":
+        return _cmd_dac(args)
     return _cmd_schema(args)

@@ -108,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("spec", help="the search spec (YAML)")
         p.add_argument("--trials", type=int, default=None, help="override budget.trials")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.add_argument(
+            "--policy",
+            default=None,
+            metavar="PATH",
+            help="a DAC policy saved by `paretune dac` (a file or an MLflow artifact URI): "
+            "every trial's dynamic parameter follows it (greedy)",
+        )
         _add_set(p)
 
     p = sub.add_parser("status", help="trial counts and the Pareto front of a study")
@@ -252,8 +259,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("spec", help="a spec with objective `lm` and a `mutransfer` section")
     _add_set(p)
+    p = sub.add_parser(
+        "dac",
+        help="train a policy for the objective's dynamic parameter over the episodes of a "
+        "spec's `dac` section, then evaluate it on the held-out instances (rerun to continue)",
+    )
+    p.add_argument("spec", help="a spec with a `dac` section")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_set(p)
     p = sub.add_parser("schema", help="print the JSON schema of the spec")
-    p.add_argument(
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument(
         "--mutransfer", action="store_true", help="of a muTransfer spec (`paretune mutransfer`)"
     )
+    kind.add_argument("--dac", action="store_true", help="of a DAC spec (`paretune dac`)")
     return parser

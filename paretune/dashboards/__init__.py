@@ -19,6 +19,7 @@ from paretune.dashboards._artifacts import (
     study_summary,
 )
 from paretune.dashboards._coord_check import coord_check_table, coord_check_verdict
+from paretune.dashboards._dac import paired_summary
 from paretune.dashboards._figures import (
     FigureFamily,
     figure_family,
@@ -71,6 +72,7 @@ __all__ = [
     "log_study_summary",
     "log_study_tables",
     "lr_transfer_figure",
+    "paired_summary",
     "pareto_section",
     "pareto_table",
     "proxy_best_table",

@@ -12,6 +12,7 @@ from paretune.objectives._protocol import Metric, TrialContext
 
 if TYPE_CHECKING:
     from paretune.spaces import SearchSpace
+    from paretune.spaces.dynamic import DynamicParam
 
 __all__ = ["BaseObjective", "FunctionObjective", "checked_budget"]
 
@@ -61,6 +62,11 @@ class BaseObjective(abc.ABC):
         fidelity: The fidelity this objective evaluates at, as a fraction of its full fidelity
             (``1.0``: full), or ``None`` where it has one fidelity or the settings alone say
             how much a trial does.
+        dynamic: The setting it changes while it trains through ``ctx.decide``
+            (:class:`~paretune.spaces.dynamic.DynamicParam`), or ``None``: what ``paretune
+            dac`` trains a policy for.
+        overridable: The settings a parameter of the same name overrides for one trial
+            (what a DAC instance such as ``{seed: 3}`` may set), or ``None``: not declared.
     """
 
     space: SearchSpace | None = None
@@ -69,6 +75,8 @@ class BaseObjective(abc.ABC):
     max_hypervolume: float | None = None
     known_metrics: tuple[str, ...] = ()
     fidelity: float | None = None
+    dynamic: DynamicParam | None = None
+    overridable: tuple[str, ...] | None = None
 
     @abc.abstractmethod
     def __call__(self, params: dict[str, Any], ctx: TrialContext) -> dict[str, float]:

@@ -23,10 +23,10 @@ from paretune.objectives._protocol import Metric, TrialContext
 from paretune.spaces import Float, SearchSpace
 from paretune.spaces.dynamic import DynamicParam, StateTracker, dynamic_param_from_dict
 
-__all__ = ["NoisyQuadratic"]
+__all__ = ["OVERRIDABLE", "NoisyQuadratic"]
 
 #: Settings a parameter of the same name overrides for one trial (an instance's own values).
-_OVERRIDABLE = ("learning_rate", "noise", "exponent", "dim", "steps", "seed")
+OVERRIDABLE = ("learning_rate", "noise", "exponent", "dim", "steps", "seed")
 
 
 class NoisyQuadratic(BaseObjective):
@@ -52,6 +52,7 @@ class NoisyQuadratic(BaseObjective):
     """
 
     metrics = (Metric("log10_loss", "minimize"),)
+    overridable = OVERRIDABLE
 
     def __init__(
         self,
@@ -105,11 +106,11 @@ class NoisyQuadratic(BaseObjective):
         )
 
     def __call__(self, params: dict[str, Any], ctx: TrialContext) -> dict[str, float]:
-        unknown = sorted(set(params) - set(_OVERRIDABLE))
+        unknown = sorted(set(params) - set(OVERRIDABLE))
         if unknown:
             raise ConfigError(
                 f"noisy_quadratic has no setting {unknown[0]!r}; a parameter overrides one of "
-                f"{', '.join(_OVERRIDABLE)}.",
+                f"{', '.join(OVERRIDABLE)}.",
                 path=(unknown[0],),
             )
         s = {**self.settings, **params}
@@ -122,13 +123,13 @@ class NoisyQuadratic(BaseObjective):
         steps = int(s["steps"])
         noise = float(s["noise"]) * np.sqrt(h)
         dynamic = self.dynamic
-        if dynamic is not None and dynamic.initial is not None:
-            lr = dynamic.initial
+        if dynamic is not None:
+            lr = dynamic.clip(lr if dynamic.initial is None else dynamic.initial)
         tracker = StateTracker(steps, window=dynamic.interval if dynamic else 10)
         evals = {round(steps * (i + 1) / 4) for i in range(4)}
         for step in range(steps):
             if dynamic is not None and step % dynamic.interval == 0:
-                lr = ctx.decide(tracker.state(step, lr, "learning_rate"))
+                lr = dynamic.clip(ctx.decide(tracker.state(step, lr, "learning_rate")))
             grad = h * x + noise * rng.standard_normal(s["dim"])
             update = lr * grad
             ratio = float(np.linalg.norm(update) / max(np.linalg.norm(x), 1e-300))

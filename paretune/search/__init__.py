@@ -2,8 +2,10 @@
 the one trial loop they share.
 
 Controllers are chosen by name in the spec: ``random``, ``tpe``, ``nsga2``, ``gp`` (Optuna's
-samplers) and ``botorch`` (:class:`BoTorchSampler`, multi-objective Bayesian optimisation on
-BoTorch, also usable as a plain Optuna sampler); :func:`register_controller` adds more.
+samplers), ``botorch`` (:class:`BoTorchSampler`, multi-objective Bayesian optimisation on
+BoTorch) and ``reinforce`` (:class:`ReinforceSampler`, a policy over the space trained with
+REINFORCE, plain numpy), both also usable as plain Optuna samplers; :func:`register_controller`
+adds more.
 Runners are chosen by ``runner.type``: ``local`` (:class:`LocalRunner`) and ``ray``
 (:class:`RayRunner`); :func:`register_runner` adds more. :func:`run_trials` is the trial loop
 (stop policy, retries, timeouts, signals) that the local runner and :func:`reevaluate` run;
@@ -27,7 +29,7 @@ from paretune.search._controllers import (
     make_sampler,
     register_controller,
 )
-from paretune.search._jobs import Job, ObjectiveRef, Outcome, evaluate
+from paretune.search._jobs import DeciderRef, Job, ObjectiveRef, Outcome, evaluate
 from paretune.search._local import LocalRunner, LocalRunnerSettings, default_threads
 from paretune.search._loop import (
     Budget,
@@ -41,6 +43,7 @@ from paretune.search._loop import (
 )
 from paretune.search._ray import RayRunner, RayRunnerSettings
 from paretune.search._reevaluate import Reevaluation, reevaluate, stored_reevaluations
+from paretune.search._reinforce import ReinforceSampler
 from paretune.search._run import SearchPlan, SearchResult, open_store, run_search
 from paretune.search._runner import (
     Runner,
@@ -66,6 +69,7 @@ __all__ = [
     "Capabilities",
     "ControllerContext",
     "ControllerFactory",
+    "DeciderRef",
     "Executor",
     "InlineExecutor",
     "Job",
@@ -76,6 +80,7 @@ __all__ = [
     "RayRunner",
     "RayRunnerSettings",
     "Reevaluation",
+    "ReinforceSampler",
     "Runner",
     "RunnerSettings",
     "SearchInterrupted",

@@ -4,7 +4,8 @@ A controller is registered under a name with :func:`register_controller`: a fact
 the sampler from a :class:`ControllerContext` (the narrow input: space, metrics, constraints,
 reference point, known objectives, seed) and the spec's ``controller.options``, and the
 :class:`Capabilities` the controller declares. Optuna's samplers and paretune's
-:class:`~paretune.search.BoTorchSampler` are registered here; a package registers its own the
+:class:`~paretune.search.BoTorchSampler` and :class:`~paretune.search.ReinforceSampler` are
+registered here; a package registers its own the
 same way, and the conformance suite (:mod:`paretune.testing`) checks them by what they declare.
 """
 
@@ -303,8 +304,23 @@ def _botorch(context: ControllerContext, **options: Any) -> optuna.samplers.Base
     return BoTorchSampler(seed=context.seed, **kwargs)
 
 
+def _reinforce(context: ControllerContext, **options: Any) -> optuna.samplers.BaseSampler:
+    from paretune.search._reinforce import ReinforceSampler
+
+    kwargs: dict[str, Any] = {
+        "search_space": context.space,
+        "constraints_func": context.constraints_func,
+        "reference_point": None
+        if context.reference_point is None
+        else list(context.reference_point),
+    }
+    kwargs.update(options)
+    return ReinforceSampler(seed=context.seed, **kwargs)
+
+
 def _register_builtins() -> None:
     from paretune.search._botorch import BoTorchSampler
+    from paretune.search._reinforce import ReinforceSampler
 
     # Optuna's samplers promise no more than they document: TPE's constant liar and GP make
     # repeats unlikely, random and NSGA-II draw or breed without looking at running trials.
@@ -335,6 +351,12 @@ def _register_builtins() -> None:
         # Declared by the class, beside the code that keeps the promises.
         capabilities=BoTorchSampler.capabilities,
         options_of=BoTorchSampler,
+    )
+    register_controller(
+        "reinforce",
+        _reinforce,
+        capabilities=ReinforceSampler.capabilities,
+        options_of=ReinforceSampler,
     )
 
 

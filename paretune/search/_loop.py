@@ -239,7 +239,15 @@ class StudyTrials:
         return StopPolicy(budget, finished=lambda: self.store.n_finished(running=True))
 
     def next(self) -> Started | None:
+        if not self.prepare_queue():
+            return None
         return self.started(self.store.ask())
+
+    def prepare_queue(self) -> bool:
+        """Called before each trial is asked from the study, by every runner: queue what the
+        next trial must be (a DAC run queues its next episode); ``False``: no trial is to start
+        now. The default leaves the choice to the controller."""
+        return True
 
     def started(self, pending: PendingTrial) -> Started:
         copy = None

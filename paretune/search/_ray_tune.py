@@ -9,6 +9,7 @@ travel, and a restored copy refuses to run rather than record into the wrong pla
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -64,6 +65,10 @@ def _final(outcome: Outcome) -> dict[str, Any]:
         f"{RESULT_KEY}/state": outcome.state,
         f"{RESULT_KEY}/error": outcome.error,
         f"{RESULT_KEY}/last_step": outcome.last_step,
+        # The DAC trajectory as one JSON string: Tune would flatten a nested list.
+        f"{RESULT_KEY}/trajectory": None
+        if outcome.trajectory is None
+        else json.dumps(outcome.trajectory),
     }
     for name, value in (outcome.metrics or {}).items():
         out[f"{METRICS_PREFIX}{name}"] = value
@@ -129,11 +134,13 @@ def outcome_of(result: dict[str, Any] | None) -> Outcome | None:
     result = result or {}
     if not result.get(f"{RESULT_KEY}/final"):
         return None
+    trajectory = result.get(f"{RESULT_KEY}/trajectory")
     return Outcome(
         result[f"{RESULT_KEY}/state"],
         metrics=_metrics_of(result),
         error=result.get(f"{RESULT_KEY}/error"),
         last_step=result.get(f"{RESULT_KEY}/last_step"),
+        trajectory=json.loads(trajectory) if trajectory else None,
     )
 
 
@@ -213,7 +220,7 @@ class StudySearch(OptunaSearch):
         return config
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        if not self.policy.may_start():
+        if not self.policy.may_start() or not self._live().prepare_queue():
             return Searcher.FINISHED  # type: ignore[return-value]  # a str; Ray annotates dict
         config = super().suggest(trial_id)
         started = self._asked.pop(self._ot_trials[trial_id].number)

@@ -12,7 +12,7 @@ from paretune.search._controllers import (
     controller_capabilities,
     make_sampler,
 )
-from paretune.search._jobs import ObjectiveRef
+from paretune.search._jobs import DeciderRef, ObjectiveRef
 from paretune.search._loop import Budget, StudyTrials
 from paretune.search._runner import RunnerSettings, make_runner
 from paretune.search._signals import SearchInterrupted
@@ -42,6 +42,8 @@ class SearchPlan:
         pruner: The study's pruner (one optimised metric), or ``None``.
         budget: When to stop, and the per-trial rules.
         runner: The runner's validated settings.
+        decider: What every trial's ``ctx.decide`` asks (a saved DAC policy), or ``None``:
+            dynamic parameters are held.
     """
 
     study: StudyConfig
@@ -52,6 +54,7 @@ class SearchPlan:
     pruner: optuna.pruners.BasePruner | None = None
     budget: Budget = field(default_factory=Budget)
     runner: RunnerSettings
+    decider: DeciderRef | None = None
 
     @property
     def constraint_metrics(self) -> tuple[str, ...]:
@@ -152,6 +155,7 @@ def run_search(
             pruner=plan.pruner,
             constraint_metrics=plan.constraint_metrics,
             progress=progress,
+            decider=plan.decider,
         )
         runner.run(trials, plan.budget)
         status = "FINISHED"

@@ -79,17 +79,18 @@ class DynamicParam:
         low: The smallest value.
         high: The largest value.
         log: The value lives on a log scale (features and continuous actions use its log).
-        interval: Steps between decisions (the first one is taken before the first step).
+        interval: Steps between decisions (the first one is taken before the first step);
+            required: a decision every step costs a policy call and a trajectory entry per step.
         initial: The value before the first decision, or ``None``: the objective's own setting.
     """
 
     name: str
+    interval: int
     actions: tuple[float, ...] | None = None
     mode: Mode = "scale"
     low: float = 0.0
     high: float = math.inf
     log: bool = True
-    interval: int = 1
     initial: float | None = None
 
     def __post_init__(self) -> None:
@@ -211,6 +212,11 @@ def dynamic_param_from_dict(spec: Mapping[str, Any], *, name: str | None = None)
             f"{', '.join(sorted(known))}.",
             path=(str(data.get("name", "?")), unknown[0]),
         )
+    if "interval" not in data:
+        raise ConfigError(
+            "a dynamic parameter needs `interval`: the steps between decisions (e.g. 25).",
+            path=(str(data.get("name", "?")), "interval"),
+        )
     if isinstance(data.get("actions"), list):
         data["actions"] = tuple(data["actions"])
     for key in ("low", "high", "initial"):
@@ -237,8 +243,8 @@ class DecisionState:
         progress: ``step / total steps``, in ``[0, 1]``.
         loss: The current training loss (smoothed over the last interval), or ``nan`` before
             the first step.
-        loss_slope: The loss's change per 100 steps over the last interval (negative while it
-            falls), or 0 before there are two points.
+        loss_slope: The loss's change per 100 steps, the least-squares slope over the last two
+            windows (negative while it falls), or 0 before there are two points.
         grad_norm: The global gradient norm (before clipping) at the last step, or ``nan``.
         update_ratio: The norm of the last update over the norm of the weights, or ``nan``.
         value: The controlled parameter's current value.
@@ -352,9 +358,9 @@ class StateTracker:
 
     total_steps: int
     window: int = 25
-    _losses: list[tuple[int, float]] = field(default_factory=list)
-    _grad_norm: float = math.nan
-    _update_ratio: float = math.nan
+    _losses: list[tuple[int, float]] = field(default_factory=list, init=False, repr=False)
+    _grad_norm: float = field(default=math.nan, init=False, repr=False)
+    _update_ratio: float = field(default=math.nan, init=False, repr=False)
 
     def observe(
         self,
@@ -375,14 +381,19 @@ class StateTracker:
 
     def state(self, step: int, value: float, name: str = "") -> DecisionState:
         """The state after ``step`` steps, with the controlled parameter at ``value``."""
-        recent = [x for s, x in self._losses if s > step - self.window]
-        earlier = [x for s, x in self._losses if step - 2 * self.window < s <= step - self.window]
-        loss = sum(recent) / len(recent) if recent else math.nan
+        recent = [(s, x) for s, x in self._losses if s > step - self.window]
+        loss = sum(x for _, x in recent) / len(recent) if recent else math.nan
+        # The least-squares slope over the last two windows' observations, per 100 steps:
+        # robust to noise and to observations that are not one step apart.
+        points = [(s, x) for s, x in self._losses if s > step - 2 * self.window]
         slope = 0.0
-        if recent and earlier:
-            slope = (loss - sum(earlier) / len(earlier)) / self.window * 100
-        elif len(recent) >= 2:
-            slope = (recent[-1] - recent[0]) / max(1, len(recent) - 1) * 100
+        if len(points) >= 2:
+            mean_s = sum(s for s, _ in points) / len(points)
+            mean_x = sum(x for _, x in points) / len(points)
+            var = sum((s - mean_s) ** 2 for s, _ in points)
+            if var > 0:
+                cov = sum((s - mean_s) * (x - mean_x) for s, x in points)
+                slope = cov / var * 100
         return DecisionState(
             step=step,
             progress=min(1.0, step / max(1, self.total_steps)),

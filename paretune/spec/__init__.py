@@ -19,6 +19,7 @@ received and what is allowed. ``paretune schema`` prints the JSON schema of :cla
 """
 
 from paretune.search import LocalRunnerSettings, RayRunnerSettings
+from paretune.spec._dac import DACSpec, dac_json_schema, dac_section_of, run_dac_spec
 from paretune.spec._load import apply_overrides, load_plugins, load_spec, read_spec
 from paretune.spec._mutransfer import (
     CoordCheckFailed,
@@ -50,6 +51,7 @@ __all__ = [
     "ControllerSpec",
     "CoordCheckFailed",
     "CoordCheckSpec",
+    "DACSpec",
     "EnqueueSpec",
     "KnownMetric",
     "LRGridSpec",
@@ -65,10 +67,13 @@ __all__ = [
     "SearchSpec",
     "TransferCell",
     "apply_overrides",
+    "dac_json_schema",
+    "dac_section_of",
     "load_plugins",
     "load_spec",
     "mutransfer_json_schema",
     "read_spec",
+    "run_dac_spec",
     "run_mutransfer",
     "write_study_report",
 ]

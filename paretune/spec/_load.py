@@ -48,6 +48,15 @@ def load_spec(
         # time stands in, which only a search would use).
         budget = {**dict(data.get("budget") or {}), "trials": None, "wall_time": 1.0}
         data = {**{k: v for k, v in data.items() if k != "mutransfer"}, "budget": budget}
+    if "dac" in data and not resolve:
+        # A DAC run's study read as a search's: its length is dac.episodes.
+        budget = {**dict(data.get("budget") or {}), "trials": None, "wall_time": 1.0}
+        data = {**{k: v for k, v in data.items() if k != "dac"}, "budget": budget}
+    if "dac" in data:
+        raise ConfigError(
+            "a spec with a `dac` section trains a policy: run it with `paretune dac SPEC`.",
+            path=("dac",),
+        )
     if "mutransfer" in data:
         raise ConfigError(
             "a spec with a `mutransfer` section is a muTransfer workflow: run it with "

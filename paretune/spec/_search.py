@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -348,7 +349,12 @@ class SearchSpec(_Strict):
         )
 
     def run(
-        self, *, resume: bool = False, progress: Any = None, on_start: Any = None
+        self,
+        *,
+        resume: bool = False,
+        progress: Any = None,
+        on_start: Any = None,
+        policy: str | Path | None = None,
     ) -> SearchResult:
         """Run (or continue) this search: :func:`paretune.search.run_search` on :meth:`plan`,
         with the spec logged to the study's MLflow parent run as ``spec.yaml`` when it starts
@@ -356,6 +362,10 @@ class SearchSpec(_Strict):
         and summary metrics (:func:`~paretune.dashboards.study_summary`) when it ends (also
         after a stop), and its HTML report written (and logged) every ``report.every``
         finished trials and at the end.
+
+        Args:
+            policy: A DAC policy saved by ``paretune dac`` (a file or an MLflow artifact URI)
+                that every trial's dynamic parameter follows, greedily.
 
         Returns:
             The :class:`~paretune.search.SearchResult`.
@@ -377,13 +387,49 @@ class SearchSpec(_Strict):
             finally:
                 refresh.refresh(store)
 
+        plan = self.plan()
+        if policy is not None:
+            plan = dataclasses.replace(plan, decider=self.policy_decider(policy))
         return run_search(
-            self.plan(),
+            plan,
             resume=resume,
             progress=refresh,
             on_start=partial(_on_start, self, on_start),
             on_close=on_close,
         )
+
+    def policy_decider(self, source: str | Path) -> Any:
+        """A saved policy as the decider of this search's trials (greedy).
+
+        Raises:
+            ConfigError: The objective has no dynamic parameter, or the policy controls
+                another one.
+        """
+        from paretune.search.dac import PolicyDecider, load_policy
+
+        self._resolve()
+        assert self._objective is not None  # set by _resolve
+        param = self._objective.dynamic
+        if param is None:
+            raise ConfigError(
+                f"objective {self.objective.type!r} has no dynamic parameter for a policy to "
+                "set; give it one (a `dynamic` setting).",
+                path=("objective", "settings", "dynamic"),
+            )
+        policy = load_policy(source)
+        theirs, ours = policy.param.to_dict(), param.to_dict()
+        changed = sorted(k for k in theirs.keys() | ours.keys() if theirs.get(k) != ours.get(k))
+        if changed:
+            differences = "; ".join(
+                f"{k}: policy {theirs.get(k)!r}, objective {ours.get(k)!r}" for k in changed
+            )
+            raise ConfigError(
+                f"the policy was trained for another dynamic parameter ({differences}); "
+                "train one for this objective's, or set the objective's `dynamic` as the "
+                "policy's.",
+                path=("objective", "settings", "dynamic"),
+            )
+        return PolicyDecider(policy.snapshot(), greedy=True)
 
     @property
     def report_path(self) -> Path:

@@ -10,6 +10,7 @@ from paretune.trials_store._attrs import (
     BASELINE_ATTR,
     CHILD_RUN_ATTR,
     ERROR_ATTR,
+    INTERRUPTED_ATTR,
     LABEL_ATTR,
     METRICS_ATTR,
     PARENT_RUN_ATTR,
@@ -25,7 +26,7 @@ from paretune.trials_store._config import (
 )
 from paretune.trials_store._export import export_trials, trial_records
 from paretune.trials_store._mlflow import MlflowLink
-from paretune.trials_store._ownership import quiet
+from paretune.trials_store._ownership import owner_is_dead, owner_token, quiet
 from paretune.trials_store._store import PendingTrial, TrialsStore
 from paretune.trials_store._worker import TrialLink, attach_trial
 
@@ -33,6 +34,7 @@ __all__ = [
     "BASELINE_ATTR",
     "CHILD_RUN_ATTR",
     "ERROR_ATTR",
+    "INTERRUPTED_ATTR",
     "LABEL_ATTR",
     "METRICS_ATTR",
     "PARENT_RUN_ATTR",
@@ -52,6 +54,8 @@ __all__ = [
     "export_trials",
     "hypervolume",
     "log10_hv_difference",
+    "owner_is_dead",
+    "owner_token",
     "pareto_mask",
     "quiet",
     "trial_records",

@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -547,7 +547,9 @@ class TrialsStore:
             out[t.state.name] += 1
         return out
 
-    def n_finished(self, *, running: bool = False) -> int:
+    def n_finished(
+        self, *, running: bool = False, where: Callable[[FrozenTrial], bool] | None = None
+    ) -> int:
         """Trials that count against the budget.
 
         COMPLETE and PRUNED trials, and FAIL trials unless their parameters were queued again
@@ -556,6 +558,8 @@ class TrialsStore:
         Args:
             running: Count RUNNING trials of every process too: what a budget must leave room
                 for when several drivers share the study.
+            where: Count only the trials it accepts (a DAC run counts its training episodes,
+                not its evaluations).
         """
         counted = {TrialState.COMPLETE, TrialState.PRUNED}
         if running:
@@ -563,11 +567,14 @@ class TrialsStore:
         trials = self.study.get_trials(deepcopy=False)
         retried = {t.user_attrs[RETRY_OF_ATTR] for t in trials if RETRY_OF_ATTR in t.user_attrs}
         return sum(
-            t.state in counted
-            or (
-                t.state == TrialState.FAIL
-                and t.number not in retried
-                and INTERRUPTED_BY_ATTR not in t.user_attrs  # its retry counts, once queued
+            (where is None or where(t))
+            and (
+                t.state in counted
+                or (
+                    t.state == TrialState.FAIL
+                    and t.number not in retried
+                    and INTERRUPTED_BY_ATTR not in t.user_attrs  # its retry counts, once queued
+                )
             )
             for t in trials
         )

@@ -205,3 +205,54 @@ def test_a_candidate_reads_as_width_learning_rate_and_the_rest(corpus_file: str)
         "w256 lr2^-8.38 s1"
     )
     assert objective.describe({"output_multiplier": 2.0, "width": 32}) == "w32 output_multiplier=2"
+
+
+DYNAMIC_LR = {"actions": [0.5, 1.0, 2.0], "low": 1e-5, "high": 1e-1, "interval": 10}
+
+
+def test_a_dynamic_learning_rate_is_held_without_a_decider_and_set_by_one(
+    corpus_file: str,
+) -> None:
+    from paretune.search.dac import ScheduleDecider
+
+    settings = {"seed": 0, "steps": 20, "evals": 2}
+    static_ctx = TrialContext(trial_number=0)
+    static = _lm(corpus_file, **settings)({"learning_rate": 3e-3}, static_ctx)
+    dynamic = _lm(corpus_file, **settings, dynamic=DYNAMIC_LR)
+    held_ctx = TrialContext(trial_number=0)
+    held = dynamic({"learning_rate": 3e-3}, held_ctx)
+    assert held["val_loss"] == static["val_loss"]
+    assert [m["lr"] for _, m in held_ctx.history] == [m["lr"] for _, m in static_ctx.history]
+    assert [d.state.step for d in held_ctx.decisions] == [0, 10]
+    assert all(d.action is None and d.value == 3e-3 for d in held_ctx.decisions)
+    assert math.isfinite(held_ctx.decisions[1].state.loss)
+    assert math.isfinite(held_ctx.decisions[1].state.grad_norm)
+    assert math.isfinite(held_ctx.decisions[1].state.update_ratio)
+
+    halved_ctx = TrialContext(trial_number=0)
+    halved_ctx.set_decider(ScheduleDecider((0, 10), (3e-3, 1.5e-3)).build(halved_ctx))
+    halved = dynamic({"learning_rate": 3e-3}, halved_ctx)
+    (s10, first), (s20, second) = halved_ctx.history
+    (_, static_first), (_, static_second) = static_ctx.history
+    assert (s10, s20) == (10, 20)
+    assert first["lr"] == pytest.approx(static_first["lr"])
+    assert second["lr"] == pytest.approx(static_second["lr"] / 2)
+    assert halved["val_loss"] != static["val_loss"]
+
+
+@pytest.mark.parametrize(
+    ("dynamic", "path"),
+    [
+        ({"interval": 0}, "dynamic.interval"),
+        ({"name": "momentum"}, "dynamic.name"),
+        ({"speed": 2}, "dynamic.speed"),
+        ({"actions": [1.0]}, "dynamic.actions"),
+        ({"low": 0.1, "high": 0.01}, "dynamic.low"),
+    ],
+)
+def test_bad_dynamic_settings_name_the_setting(
+    corpus_file: str, dynamic: dict[str, object], path: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _lm(corpus_file, dynamic={**DYNAMIC_LR, **dynamic})
+    assert ".".join(map(str, caught.value.path)) == path

@@ -21,7 +21,8 @@ from paretune.objectives import (
 )
 
 BUILTINS = [
-    "branin_currin", "dtlz2", "finetune", "lm", "peft_like", "python", "vehicle_safety", "zdt1",
+    "branin_currin", "dtlz2", "finetune", "lm", "noisy_quadratic", "peft_like", "python",
+    "vehicle_safety", "zdt1",
 ]  # fmt: skip
 
 USER_OBJECTIVE = """
@@ -58,9 +59,11 @@ def test_builtins_are_registered() -> None:
     assert registered_objectives() == BUILTINS
 
 
-# `python`, `finetune` and `lm` need settings or data (a target, a model, a corpus): tested in
-# their own modules.
-@pytest.mark.parametrize("name", [n for n in BUILTINS if n not in ("python", "finetune", "lm")])
+# `python`, `finetune` and `lm` need settings or data (a target, a model, a corpus), and
+# `noisy_quadratic` is no multi-objective problem: tested in their own modules.
+@pytest.mark.parametrize(
+    "name", [n for n in BUILTINS if n not in ("python", "finetune", "lm", "noisy_quadratic")]
+)
 def test_builtins_build_their_problem_with_default_settings(name: str) -> None:
     problem = build_objective(name, {})
     assert isinstance(problem, SyntheticProblem)

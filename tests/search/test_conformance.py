@@ -21,6 +21,7 @@ _OPTIONS: dict[str, dict[str, Any]] = {
     "nsga2": {"population_size": 4},
     "gp": {"n_startup_trials": 3},
     "botorch": {"fast": True, "n_startup_trials": 3},
+    "reinforce": {"n_startup_trials": 3},
 }
 
 # BoTorch fits a GP per proposal: about 10 s per test on two busy cores.

@@ -11,7 +11,7 @@ from paretune._errors import ConfigError, describe
 from paretune.objectives._base import BaseObjective, checked_budget
 from paretune.objectives._protocol import Metric, TrialContext, TrialPruned
 from paretune.objectives.lm._data import load_corpus
-from paretune.objectives.lm._settings import LMSettings, checked
+from paretune.objectives.lm._settings import OVERRIDABLE, LMSettings, checked
 
 if TYPE_CHECKING:
     from paretune.spaces import SearchSpace
@@ -57,6 +57,8 @@ class LM(BaseObjective):
                 raise ConfigError(err.message, path=("data", index)) from None
         self.space: SearchSpace = _space(self.validated)
         self.fidelity: float | None = None
+        self.dynamic = self.validated.dynamic_lr()
+        self.overridable = OVERRIDABLE
 
     def __repr__(self) -> str:
         v = self.validated

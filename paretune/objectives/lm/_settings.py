@@ -212,11 +212,19 @@ class LMSettings(StrictModel):
                 path=("dynamic", "name"),
             )
         spec.setdefault("low", self.peak_learning_rate / 1024)
-        spec.setdefault("high", min(1.0, self.peak_learning_rate * 1024))
+        spec.setdefault("high", self.peak_learning_rate * 1024)
         try:
-            return dynamic_param_from_dict(spec, name="learning_rate")
+            param = dynamic_param_from_dict(spec, name="learning_rate")
         except ConfigError as err:
             raise FieldError(err.message, path=("dynamic", *err.path[1:])) from None
+        start = param.initial if param.initial is not None else self.peak_learning_rate
+        if not param.low <= start <= param.high:
+            raise FieldError(
+                f"the learning rate starts at {start:g}, outside the dynamic range "
+                f"[{param.low:g}, {param.high:g}]; widen the range or change learning_rate.",
+                path=("dynamic", "low" if start < param.low else "high"),
+            )
+        return param
 
     def run_schedule(self) -> Schedule:
         """The schedule with ``warmup_fraction`` and ``decay_fraction`` put in, validated.

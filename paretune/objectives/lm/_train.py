@@ -206,6 +206,8 @@ class Run:
         value = decide(state)
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"a decided learning rate must be > 0, but got {value!r}")
+        if self.dynamic is not None:
+            value = self.dynamic.clip(value)  # a replayed schedule may leave the range
         if value != self.lr_value:
             self.set_learning_rate(value)
 

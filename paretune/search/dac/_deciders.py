@@ -1,6 +1,6 @@
 """What a trial's ``ctx.decide`` asks: a policy snapshot, or a schedule to replay.
 
-Both are :class:`~paretune.search.DeciderRef`: plain data a :class:`~paretune.search.Job`
+Both are :class:`~paretune.search.DeciderRef` s: plain data a :class:`~paretune.search.Job`
 carries to wherever its trial runs (a worker process, a Ray worker), built there into the
 decider once per trial.
 """
@@ -47,7 +47,14 @@ class PolicyDecider:
             seed = ctx.seed if self.seed is None else self.seed
             rng = np.random.default_rng([abs(int(seed)), ctx.trial_number])
 
+        name = self.snapshot.param.name
+
         def decide(state: DecisionState) -> Decision:
+            if state.name and state.name != name:
+                raise ValueError(
+                    f"this policy sets {name!r}, but the objective asked it to decide "
+                    f"{state.name!r}"
+                )
             index, value, log_prob = policy.act(state, rng=rng)
             return Decision(state=state, action=index, value=value, log_prob=log_prob)
 

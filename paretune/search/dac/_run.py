@@ -19,21 +19,28 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from paretune._errors import ConfigError
+from paretune._errors import ConfigError, StudyError
 from paretune.search._jobs import DeciderRef, Job, ObjectiveRef, Outcome
-from paretune.search._loop import Budget, Started, StudyTrials
+from paretune.search._loop import Budget, Started, StopPolicy, StudyTrials
 from paretune.search._runner import RunnerSettings, make_runner
 from paretune.search._signals import SearchInterrupted
 from paretune.search.dac._deciders import PolicyDecider
 from paretune.search.dac._policy import Policy, PolicySnapshot
-from paretune.search.dac._update import Episode, PolicyTrainer
+from paretune.search.dac._update import ALGORITHMS, Episode, PolicyTrainer
 from paretune.spaces.dynamic import Decision, DynamicParam
+from paretune.trials_store import (
+    INTERRUPTED_ATTR,
+    LABEL_ATTR,
+    METRICS_ATTR,
+    TRAJECTORY_ATTR,
+)
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -53,6 +60,10 @@ _log = logging.getLogger(__name__)
 
 #: Study attribute: the policy, the trainer's state and the episodes it has learned from.
 DAC_ATTR = "paretune.dac"
+#: Study attribute: the process that drives the DAC run (:func:`claim_driver`).
+DRIVER_ATTR = "paretune.dac.driver"
+#: Trial attribute of a held-out evaluation: the updates of the policy it evaluated.
+UPDATES_ATTR = "paretune.dac.updates"
 EPISODE = "episode"
 INSTANCE = "instance"
 EVAL_LABEL = "eval"
@@ -85,6 +96,9 @@ class DACPlan:
         start_from: A saved policy to continue training (``None``: a fresh one).
         evaluate_static: Also run the held-out instances with the parameter held (the
             static reference of the paired comparison).
+        fail_reward: The reward of an episode the objective failed under the policy (a
+            divergence), or ``None``: the worst reward of the run's completed episodes so far
+            (before any, a failed episode is not learned from).
     """
 
     study: StudyConfig
@@ -93,8 +107,8 @@ class DACPlan:
     instances: tuple[Mapping[str, Any], ...]
     held_out: tuple[Mapping[str, Any], ...] = ()
     episodes: int
-    batch: int = 4
-    algorithm: str = "reinforce"
+    batch: int = 8
+    algorithm: str = "ppo"
     trainer: Mapping[str, Any] = field(default_factory=dict)
     policy: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
@@ -103,8 +117,26 @@ class DACPlan:
     policy_path: Path
     start_from: PolicySnapshot | None = None
     evaluate_static: bool = True
+    fail_reward: float | None = None
 
     def __post_init__(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise ConfigError(
+                f"algorithm must be one of {', '.join(ALGORITHMS)}, but got {self.algorithm!r}.",
+                path=("algorithm",),
+            )
+        if self.study.space is None:
+            raise ConfigError(
+                "a DAC plan's study needs its space: give StudyConfig(space=dac_space(...)).",
+                path=("study", "space"),
+            )
+        if self.start_from is not None and self.start_from.param != self.param:
+            raise ConfigError(
+                f"the policy to start from controls {self.start_from.param.to_dict()}, but the "
+                f"objective's dynamic parameter is {self.param.to_dict()}; train a fresh policy "
+                "or give the objective the policy's parameter.",
+                path=("start_from",),
+            )
         if not self.instances:
             raise ConfigError(
                 "a DAC run needs at least one training instance.", path=("instances",)
@@ -120,6 +152,18 @@ class DACPlan:
                 f"a DAC run rewards one metric, but the study has {len(self.study.metrics)}.",
                 path=("objective", "metrics"),
             )
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a continued run must share with the run it continues: the controlled
+        parameter, the instances (an episode's ``instance`` indexes them), the algorithm and
+        the policy's form."""
+        return {
+            "param": self.param.to_dict(),
+            "instances": [dict(i) for i in self.instances],
+            "held_out": [dict(i) for i in self.held_out],
+            "algorithm": self.algorithm,
+            "policy": dict(self.policy),
+        }
 
     @property
     def all_instances(self) -> tuple[Mapping[str, Any], ...]:
@@ -143,6 +187,7 @@ class DACResult:
 
     store: TrialsStore
     policy: Policy
+    policy_path: Path
     updates: list[dict[str, float]]
     evaluation: list[dict[str, float]]
     seconds: float
@@ -151,14 +196,19 @@ class DACResult:
 
 def dac_space(n_episodes: int, n_instances: int, n_held_out: int = 0) -> Any:
     """The study's space: the episode's number and the instance's index (both queued by the
-    trainer, never sampled); the held-out evaluations (policy and static) come after the
-    training episodes."""
+    trainer, never sampled); the held-out evaluations (policy and static) and instances come
+    after the training ones.
+
+    Args:
+        n_episodes: Training episodes.
+        n_instances: Training instances.
+        n_held_out: Held-out instances."""
     from paretune.spaces import Int, SearchSpace
 
     return SearchSpace(
         [
             Int(EPISODE, low=0, high=max(1, n_episodes + 2 * n_held_out - 1)),
-            Int(INSTANCE, low=0, high=max(1, n_instances - 1)),
+            Int(INSTANCE, low=0, high=max(1, n_instances + n_held_out - 1)),
         ]
     )
 
@@ -187,6 +237,7 @@ class DACTrials(StudyTrials):
         self.eval_queue: list[tuple[int, int, str]] = []
         state = store.study.user_attrs.get(DAC_ATTR)
         if state is not None:
+            check_fingerprint(state.get("config"), plan.fingerprint(), store.config.name)
             self.policy = Policy.from_snapshot(PolicySnapshot.from_dict(state["policy"]))
             self.trainer = plan.new_trainer(self.policy)
             self.trainer.restore(state.get("trainer", {}))
@@ -199,6 +250,16 @@ class DACTrials(StudyTrials):
         self.buffer: list[tuple[int, Episode]] = []
         self._refill_buffer()
 
+    def stop_policy(self, budget: Budget) -> StopPolicy:
+        """The budget counts training episodes only (a held-out evaluation is not one, so a
+        finished run continued with more episodes trains that many more)."""
+        return StopPolicy(
+            budget,
+            finished=lambda: self.store.n_finished(
+                running=True, where=lambda t: LABEL_ATTR not in t.user_attrs
+            ),
+        )
+
     # -- the queue ----------------------------------------------------------------------------
 
     def _trials(self) -> list[FrozenTrial]:
@@ -207,13 +268,15 @@ class DACTrials(StudyTrials):
     def _refill_buffer(self) -> None:
         """Episodes finished but not learned from yet (a resumed run's)."""
         for t in self._trials():
-            if t.number in self.consumed or t.user_attrs.get("paretune.label"):
+            if t.number in self.consumed or t.user_attrs.get(LABEL_ATTR):
                 continue
             episode = self._episode(t)
             if episode is not None:
                 self.buffer.append((t.number, episode))
 
-    def next(self) -> Started | None:
+    def prepare_queue(self) -> bool:
+        """Queue the next training episode (its number and instance), or in the evaluation
+        phase the next held-out run; ``False`` when none is left."""
         from optuna.trial import TrialState
 
         study = self.store.study
@@ -223,7 +286,7 @@ class DACTrials(StudyTrials):
                 done = [
                     t.params.get(EPISODE, t.system_attrs.get("fixed_params", {}).get(EPISODE))
                     for t in self._trials()
-                    if not t.user_attrs.get("paretune.label")
+                    if not t.user_attrs.get(LABEL_ATTR)
                 ]
                 episode = 1 + max((e for e in done if e is not None), default=-1)
                 instance = episode % len(self.plan.instances)
@@ -232,19 +295,27 @@ class DACTrials(StudyTrials):
                 number, index, label = self.eval_queue.pop(0)
                 study.enqueue_trial(
                     {EPISODE: number, INSTANCE: len(self.plan.instances) + index},
-                    user_attrs={"paretune.label": label},
+                    user_attrs={LABEL_ATTR: label, UPDATES_ATTR: self.policy.updates},
                 )
             else:
-                return None
-        return super().next()
+                return False
+        return True
+
+    def started(self, pending: PendingTrial) -> Started:
+        # An episode is never a copy of another with the same params: its policy (a newer
+        # snapshot, sampled actions) differs, so it is always run.
+        return super().started(dataclasses.replace(pending, duplicate_of=None))
 
     def job(self, pending: PendingTrial) -> Job:
         job = super().job(pending)
         instance = self.plan.all_instances[int(pending.params[INSTANCE])]
+        if pending.trial.user_attrs.get(LABEL_ATTR) is not None:
+            # An evaluation records the policy it ran (a retry may run a newer one).
+            pending.trial.set_user_attr(UPDATES_ATTR, self.policy.updates)
         return dataclasses.replace(job, params=dict(instance))
 
     def decider_for(self, pending: PendingTrial) -> DeciderRef | None:
-        label = pending.trial.user_attrs.get("paretune.label")
+        label = pending.trial.user_attrs.get(LABEL_ATTR)
         if label is not None and str(label).startswith(STATIC_LABEL):
             return None  # held at its initial value
         greedy = label is not None
@@ -261,29 +332,46 @@ class DACTrials(StudyTrials):
     def _episode(self, t: FrozenTrial) -> Episode | None:
         from optuna.trial import TrialState
 
-        trajectory = t.user_attrs.get("paretune.trajectory")
+        trajectory = t.user_attrs.get(TRAJECTORY_ATTR)
         if not trajectory or t.state not in (TrialState.COMPLETE, TrialState.FAIL):
             return None
-        if t.state == TrialState.FAIL and t.user_attrs.get("paretune.interrupted"):
+        if t.state == TrialState.FAIL and t.user_attrs.get(INTERRUPTED_ATTR):
             return None  # not the policy's doing
         rewards = [d.get("reward") for d in trajectory]
         reward = rewards[-1] if rewards and rewards[-1] is not None else None
         if reward is None:
             return None
         decisions = tuple(Decision.from_dict(d) for d in trajectory)
-        return Episode(decisions, float(reward), instance=str(t.params.get(INSTANCE)))
+        return Episode(
+            decisions,
+            float(reward),
+            instance=str(t.params.get(INSTANCE)),
+            failed=t.state == TrialState.FAIL,
+        )
+
+    def fail_reward(self) -> float | None:
+        """The reward of a failed episode: the plan's, else the worst reward of the run's
+        completed training episodes (read from the study, so a resumed run scores the same)."""
+        if self.plan.fail_reward is not None:
+            return self.plan.fail_reward
+        from optuna.trial import TrialState
+
+        rewards = [
+            self._reward(t.user_attrs.get(METRICS_ATTR))
+            for t in self.store.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if LABEL_ATTR not in t.user_attrs
+        ]
+        known = [r for r in rewards if r is not None]
+        return min(known) if known else None
 
     def finish(self, started: Started, outcome: Outcome) -> FrozenTrial:
-        label = started.token.trial.user_attrs.get("paretune.label")
+        label = started.token.trial.user_attrs.get(LABEL_ATTR)
         if outcome.trajectory and label is None:
             reward = self._reward(outcome.metrics) if outcome.state == "COMPLETE" else None
             if reward is None and outcome.state == "FAIL" and not outcome.lost:
-                # The policy drove the run into a failure (a divergence): the worst reward
-                # seen so far, so that it learns to avoid it.
-                seen = [e.reward for _, e in self.buffer] + [
-                    u["min_reward"] for u in self.updates if "min_reward" in u
-                ]
-                reward = min(seen) - 1.0 if seen else -1e3
+                # The policy drove the run into a failure (a divergence): it learns to avoid
+                # that as it would the worst completed run (fail_reward).
+                reward = self.fail_reward()
             if reward is not None:
                 outcome = dataclasses.replace(
                     outcome, trajectory=episode_rewards(outcome.trajectory, reward)
@@ -316,17 +404,20 @@ class DACTrials(StudyTrials):
         )
 
     def save(self) -> None:
+        """The study first (the record a resumed run continues from), then the file and
+        the MLflow artifact."""
         snapshot = self.policy.snapshot()
-        self.policy.save(self.plan.policy_path)
         self.store.study.set_user_attr(
             DAC_ATTR,
             {
+                "config": self.plan.fingerprint(),
                 "policy": snapshot.to_dict(),
                 "trainer": self.trainer.state(),
                 "consumed": sorted(self.consumed),
                 "updates": self.updates,
             },
         )
+        self.policy.save(self.plan.policy_path)
         store = self.store
         if store.mlflow is not None and store.parent_run_id is not None:
             try:
@@ -366,7 +457,7 @@ def run_dac(
     runner = make_runner(plan.runner)
     runner.check(metrics=plan.study.metric_names, pruning=False, budget=plan.budget)
     store = TrialsStore(plan.study, create=not resume)
-    assert plan.study.space is not None  # DACPlan's study is built with dac_space
+    assert plan.study.space is not None  # DACPlan checks it
     # Every trial is queued by the trainer; the sampler only fills what a queue leaves out.
     store.study.sampler = make_sampler(
         "random",
@@ -376,6 +467,7 @@ def run_dac(
     status, interrupted = "FAILED", False
     trials: DACTrials | None = None
     try:
+        claim_driver(store)
         recovered = store.start()
         if on_start is not None:
             on_start(store, recovered)
@@ -386,10 +478,17 @@ def run_dac(
             trials.learn()
         if plan.held_out:
             trials.phase = "eval"
+            # A policy's evaluation is redone after more training; the static one once.
+            updates = trials.policy.updates
             done = {
-                str(t.user_attrs.get("paretune.label"))
+                str(t.user_attrs.get(LABEL_ATTR))
                 for t in store.study.get_trials(deepcopy=False)
-                if t.user_attrs.get("paretune.label") and t.state.is_finished()
+                if t.user_attrs.get(LABEL_ATTR)
+                and t.state.is_finished()
+                and (
+                    str(t.user_attrs[LABEL_ATTR]).startswith(STATIC_LABEL)
+                    or t.user_attrs.get(UPDATES_ATTR) == updates
+                )
             }
             n = len(plan.held_out)
             # Each evaluation has its own episode number: equal params would be copied.
@@ -407,6 +506,7 @@ def run_dac(
     return DACResult(
         store=store,
         policy=policy,
+        policy_path=plan.policy_path,
         updates=trials.updates if trials is not None else [],
         evaluation=held_out_results(store, len(plan.held_out), plan.study.metrics[0].name),
         seconds=time.monotonic() - t0,
@@ -414,17 +514,67 @@ def run_dac(
     )
 
 
+def claim_driver(store: TrialsStore) -> None:
+    """Make this process the study's one DAC driver (the policy lives in its memory between
+    updates; two drivers would each learn from the other's episodes or overwrite its
+    policy). More workers come from the runner (``n_jobs``, Ray), not more drivers.
+
+    Raises:
+        StudyError: A live process of this machine drives the study; a driver on another
+            machine is only warned about (this one cannot see whether it runs).
+    """
+    from paretune.trials_store import owner_is_dead, owner_token
+
+    mine = owner_token()
+    claim = store.study.user_attrs.get(DRIVER_ATTR)
+    if claim and claim != mine:
+        host = str(claim).split(":", 1)[0]
+        if host == socket.gethostname() and not owner_is_dead(str(claim)):
+            raise StudyError(
+                f"study {store.config.name!r} is being trained by another live process "
+                f"({claim}); one DAC run drives a study (add workers with runner.n_jobs or "
+                "Ray). Wait for it, or stop it first."
+            )
+        if host != socket.gethostname():
+            _log.warning(
+                "study %s was last driven from %s; if that run still goes on, stop one of "
+                "the two: a DAC study has one driver",
+                store.config.name,
+                host,
+            )
+    store.study.set_user_attr(DRIVER_ATTR, mine)
+
+
+def check_fingerprint(stored: Any, current: Mapping[str, Any], study: str) -> None:
+    """Refuse to continue a DAC study with another parameter, instances, algorithm or policy.
+
+    Raises:
+        ConfigError: The spec changed one of them; the message names it.
+    """
+    if not isinstance(stored, Mapping):
+        return
+    for key, value in current.items():
+        if key in stored and stored[key] != value:
+            raise ConfigError(
+                f"study {study!r} was trained with another `{key}` ({stored[key]!r}; now "
+                f"{value!r}): its episodes and policy belong to that one. Keep it, or name a "
+                "new study.",
+                path=("dac", key),
+            )
+
+
 def held_out_results(store: TrialsStore, n: int, metric: str) -> list[dict[str, float]]:
     """``[{"policy": value, "static": value}]`` per held-out instance, from the labelled
-    trials of a DAC study (missing where not run)."""
+    trials of a DAC study (missing where not run; the latest where run more than once)."""
     from optuna.trial import TrialState
 
     out: list[dict[str, float]] = [{} for _ in range(n)]
-    for t in store.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        label = str(t.user_attrs.get("paretune.label") or "")
+    complete = store.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    for t in sorted(complete, key=lambda t: t.number):
+        label = str(t.user_attrs.get(LABEL_ATTR) or "")
         kind, _, index = label.partition(" ")
         if kind in (EVAL_LABEL, STATIC_LABEL) and index.isdigit() and int(index) < n:
-            value = t.user_attrs.get("paretune.metrics", {}).get(metric)
+            value = t.user_attrs.get(METRICS_ATTR, {}).get(metric)
             if value is not None:
                 out[int(index)]["policy" if kind == EVAL_LABEL else "static"] = float(value)
     return out

@@ -30,11 +30,14 @@ class Episode:
         reward: The episode's return, higher is better (the final metric, signed by its
             direction): a sparse reward credited to every decision of the episode.
         instance: The instance it ran on (per-instance baselines compare like with like).
+        failed: The run failed under the policy (a divergence) and ``reward`` is the failure's
+            penalty: it teaches the policy, but moves no baseline.
     """
 
     decisions: tuple[Decision, ...]
     reward: float
     instance: str = ""
+    failed: bool = False
 
 
 @dataclass
@@ -44,11 +47,14 @@ class PolicyTrainer:
     Both algorithms give every decision of an episode the advantage ``reward - baseline``,
     where the baseline is a moving average of the rewards of earlier episodes *on the same
     instance* (``baseline_decay``; ENAS uses one average; instances that differ in difficulty,
-    such as seeds of a training run, make a shared one mostly noise), or the batch's mean
-    reward on that instance before the instance was seen. Advantages are divided by the batch's
-    standard deviation.
+    such as seeds of a training run, make a shared one mostly noise). Before an instance has
+    a baseline, the batch's mean reward on it stands in where the batch holds two or more of
+    its episodes, else the batch's mean reward. Failed episodes' penalties move no baseline.
+    Advantages are divided by the batch's standard deviation.
 
-    * ``reinforce``: one gradient step on ``-mean(A * log pi(a|s)) - entropy * H``.
+    * ``reinforce``: one gradient step on ``-mean(w * A * log pi(a|s)) - entropy * H``, where
+      ``w = min(pi(a|s) / pi_old(a|s), 2)`` corrects for episodes that an older snapshot ran
+      (asynchronous workers; ``w = 1`` on-policy).
     * ``ppo``: ``epochs`` full-batch steps on the clipped surrogate
       ``-mean(min(r A, clip(r, 1 - clip, 1 + clip) A)) - entropy * H`` with
       ``r = pi(a|s) / pi_old(a|s)``, where ``pi_old`` is the snapshot that took the action
@@ -93,25 +99,40 @@ class PolicyTrainer:
             ("clip", self.clip > 0),
         ):
             if not ok:
-                raise ConfigError(f"invalid {name}={getattr(self, name)!r}.", path=("policy", name))
+                rule = {
+                    "lr": "lr > 0",
+                    "entropy": "entropy >= 0",
+                    "baseline_decay": "0 <= baseline_decay < 1",
+                    "epochs": "epochs >= 1",
+                    "clip": "clip > 0",
+                }[name]
+                raise ConfigError(
+                    f"`{rule}` must hold, but got {name}={getattr(self, name)!r}.",
+                    path=("trainer", name),
+                )
 
     def advantages(self, episodes: Sequence[Episode]) -> np.ndarray:
         """Each episode's advantage (and the baselines moved past the batch)."""
         rewards = np.array([e.reward for e in episodes], dtype=np.float64)
+        succeeded = [e.reward for e in episodes if not e.failed]
+        batch_mean = float(np.mean(succeeded)) if succeeded else float(np.mean(rewards))
         by_instance: dict[str, list[float]] = {}
         for e in episodes:
-            by_instance.setdefault(e.instance, []).append(e.reward)
-        base = np.array(
-            [
-                self.baselines.get(e.instance, float(np.mean(by_instance[e.instance])))
-                for e in episodes
-            ]
-        )
+            if not e.failed:
+                by_instance.setdefault(e.instance, []).append(e.reward)
+
+        def fallback(instance: str) -> float:
+            own = by_instance.get(instance, [])
+            return float(np.mean(own)) if len(own) >= 2 else batch_mean
+
+        base = np.array([self.baselines.get(e.instance, fallback(e.instance)) for e in episodes])
         adv = rewards - base
         if len(adv) > 1 and adv.std() > 0:
             adv = adv / adv.std()
         for e in episodes:
-            old = self.baselines.get(e.instance, float(np.mean(by_instance[e.instance])))
+            if e.failed:
+                continue
+            old = self.baselines.get(e.instance, fallback(e.instance))
             self.baselines[e.instance] = (
                 self.baseline_decay * old + (1 - self.baseline_decay) * e.reward
             )
@@ -168,7 +189,12 @@ class PolicyTrainer:
                 )
                 loss = -surrogate.mean() - self.entropy * entropy
             else:
-                loss = -(adv * logp).mean() - self.entropy * entropy
+                # Episodes of an older snapshot are weighted by the ratio of the action's
+                # probabilities, capped so that one stale episode cannot dominate.
+                known = ~torch.isnan(old_logp)
+                ratio = torch.ones_like(logp)
+                ratio[known] = torch.exp(logp.detach()[known] - old_logp[known]).clamp(max=2.0)
+                loss = -(ratio * adv * logp).mean() - self.entropy * entropy
             self._optimizer.zero_grad()
             loss.backward()
             self._optimizer.step()
