@@ -529,7 +529,11 @@ def pbt_part(cells: Cells, seeds: tuple[int, ...]) -> dict[int, dict[str, Any]]:
             include_dashboard=False,
             runtime_env={
                 "env_vars": {
-                    "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent)]),
+                    # The checkout (paretune) and benchmarks/ (this module, which Tune's
+                    # workers import to run pbt_trainable).
+                    "PYTHONPATH": os.pathsep.join(
+                        [str(Path(__file__).resolve().parent.parent), str(Path(__file__).parent)]
+                    ),
                     "PARETUNE_DATA_DIR": os.environ["PARETUNE_DATA_DIR"],
                     "HF_HUB_OFFLINE": "1",
                 }
@@ -811,8 +815,9 @@ def table(
 # The command
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    """``python benchmarks/dac.py --part lm ...``: the arguments after the script's name."""
+    parser = argparse.ArgumentParser(prog="dac.py --part lm", description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", choices=("lm",), default="lm")
     parser.add_argument(
         "--only",
@@ -825,7 +830,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument("--record", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if "PARETUNE_DATA_DIR" not in os.environ:
         print("set PARETUNE_DATA_DIR to the data directory (lm_corpus/austen.txt.gz)")
         return 2
@@ -905,4 +910,4 @@ def cached(directory: Path, pattern: str, key: str) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["--part", "lm", *sys.argv[1:]]))

@@ -2,6 +2,7 @@
 
     python benchmarks/dac.py --part quadratic       # paretune dac against the best constant LR
     python benchmarks/dac.py --part dacbench        # DACBench's ToySGD learning-rate benchmark
+    python benchmarks/dac.py --part lm              # real training: policies, tuned schedules, PBT
 
 Each part prints its table (with the machine and versions) and appends a record to
 ``benchmarks/results/dac.jsonl``. ``--part dacbench`` needs dacbench (not a paretune
@@ -14,13 +15,17 @@ import argparse
 import sys
 
 import _dac_dacbench as dacbench_part
+import _dac_lm as lm_part
 import _dac_quadratic as quadratic_part
 import _harness as harness  # benchmarks/ is on sys.path when run as a script
 
-PARTS = ("quadratic", "dacbench")
+PARTS = ("quadratic", "dacbench", "lm")
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if _part(argv) == "lm":  # its own options: python benchmarks/dac.py --part lm --help
+        return lm_part.main(argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--part", choices=PARTS, required=True)
     d = dacbench_part.Settings()
@@ -71,6 +76,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         return dacbench_part.run(settings, record=not args.no_record)
     return 2
+
+
+def _part(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--part" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--part="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 if __name__ == "__main__":
