@@ -28,7 +28,6 @@ from optuna.trial import FrozenTrial, TrialState
 from paretune._errors import StudyError, StudyNotFound
 from paretune.objectives import Metric, pareto_mask
 from paretune.trials_store._attrs import (
-    CHILD_RUN_ATTR,
     DUPLICATE_OF_ATTR,
     ERROR_ATTR,
     INTERRUPTED_ATTR,
@@ -42,7 +41,7 @@ from paretune.trials_store._attrs import (
     TRAJECTORY_ATTR,
 )
 from paretune.trials_store._config import StudyConfig, constraint_violations
-from paretune.trials_store._mlflow import MlflowLink, trial_run_name
+from paretune.trials_store._mlflow import MlflowLink
 from paretune.trials_store._ownership import (
     _Heartbeat,
     is_orphaned,
@@ -57,7 +56,7 @@ from paretune.trials_store._preflight import (
     probe_tracking_server,
 )
 from paretune.trials_store._queue import enqueue_baselines, queue_retry
-from paretune.trials_store._reconcile import TRIAL_ID_TAG, finish_run_of, reconcile_runs
+from paretune.trials_store._store_runs import _CREATOR_ATTR, _PARENT_PENDING_ATTR, MlflowRuns
 
 if TYPE_CHECKING:
     from paretune.spaces import SearchSpace
@@ -66,15 +65,9 @@ __all__ = ["PendingTrial", "TrialsStore"]
 
 _log = logging.getLogger(__name__)
 
-# Study system attribute: the time the driver that created the study started setting up its
-# MLflow parent run, and who; other drivers wait up to _PARENT_WAIT_S for that run's id, unless
-# that driver is found dead.
-_PARENT_PENDING_ATTR = "paretune.mlflow_parent_pending"
-_CREATOR_ATTR = "paretune.creator"
 # Study system attribute: an id of this study that its MLflow parent run carries as a tag, so a
 # parent run started by a driver killed before recording it is found again.
 _UID_ATTR = "paretune.uid"
-_PARENT_WAIT_S = 120.0
 
 
 @dataclass
@@ -96,8 +89,9 @@ class PendingTrial:
         return self.trial._trial_id
 
 
-class TrialsStore:
-    """A study with its MLflow link: where a search's trials live.
+class TrialsStore(MlflowRuns):
+    """A study with its MLflow link: where a search's trials live (the MLflow side in
+    :class:`~paretune.trials_store._store_runs.MlflowRuns`).
 
     Opening a store checks what it writes to before anything is created: the run directory
     must be writable and the MLflow tracking server must answer (within
@@ -248,32 +242,6 @@ class TrialsStore:
         self._heartbeat = _Heartbeat(self.storage)
         return recovered
 
-    def _await_parent_run(self, study_id: int) -> str | None:
-        """The parent run id that the driver which created this study is about to record.
-
-        Another driver created the study moments ago and marked it; it records its MLflow
-        parent run within seconds. Waiting for that id (rather than creating a second parent
-        run) keeps one parent run per study. ``None`` where no creator is at work: an
-        unmarked study, a mark older than ``_PARENT_WAIT_S``, or a creator that died.
-        """
-        while True:
-            attrs = self.storage.get_study_system_attrs(study_id)
-            marked = attrs.get(_PARENT_PENDING_ATTR)
-            if marked is None or time.time() - float(marked) > _PARENT_WAIT_S:
-                return None
-            if owner_is_dead(str(attrs.get(_CREATOR_ATTR, ""))):
-                return None
-            known = self.storage.get_study_user_attrs(study_id).get(PARENT_RUN_ATTR)
-            if known is not None:
-                return str(known)
-            time.sleep(0.2)
-
-    def log_under(self, other: TrialsStore) -> None:
-        """Log this study's trials as MLflow child runs of ``other``'s parent run (a companion
-        study, such as re-evaluations, shows under the study it belongs to)."""
-        self.mlflow = other.mlflow
-        self.parent_run_id = other.study.user_attrs.get(PARENT_RUN_ATTR)
-
     def close(self, *, status: str = "FINISHED") -> None:
         """Stop the heartbeat, tag the Pareto front and end the parent run."""
         if self._heartbeat is not None:
@@ -320,17 +288,6 @@ class TrialsStore:
         self._finish_mlflow_of(frozen, "FAIL", {"paretune.fail_reason": "heartbeat lost"})
         self._recovered.append(frozen.number)
 
-    def reconcile_mlflow(self) -> None:
-        """Give every finished trial of the study exactly one finished child run
-        (:func:`~paretune.trials_store._reconcile.reconcile_runs`)."""
-        if self.mlflow is not None and self.parent_run_id is not None:
-            reconcile_runs(
-                self.mlflow,
-                self.parent_run_id,
-                self.study.get_trials(deepcopy=False),
-                run_name=self._run_name_of,
-            )
-
     # -- trials ---------------------------------------------------------------------------
 
     def ask(self) -> PendingTrial:
@@ -373,62 +330,6 @@ class TrialsStore:
             run_name=self.run_name(trial.number, params, label=label),
         )
         return PendingTrial(trial, params, seed, run_id, duplicate_of=duplicate)
-
-    def start_run(
-        self,
-        trial: optuna.Trial,
-        params: Mapping[str, Any],
-        tags: Mapping[str, str],
-        *,
-        run_name: str | None = None,
-        trial_number: int | None = None,
-    ) -> str | None:
-        """Start the MLflow child run of ``trial`` and record it in the trial (best effort)."""
-        if self.mlflow is None or self.parent_run_id is None:
-            return None
-        try:
-            run_id = self.mlflow.start_child(
-                parent_run_id=self.parent_run_id,
-                trial_number=trial.number if trial_number is None else trial_number,
-                params=params,
-                tags={**tags, TRIAL_ID_TAG: str(trial._trial_id)},
-                run_name=run_name,
-            )
-        except Exception as err:  # tracking is best-effort; the study is the record
-            _log.warning("MLflow: no run for trial %d: %s", trial.number, err)
-            return None
-        trial.set_user_attr(CHILD_RUN_ATTR, run_id)
-        return run_id
-
-    def run_name(
-        self,
-        number: int,
-        params: Mapping[str, Any],
-        *,
-        label: Any = None,
-        prefix: str | None = None,
-    ) -> str:
-        """The MLflow run name of trial ``number``: ``t012 lora r4 qv sa48 L3-5``.
-
-        After the trial number come ``prefix`` (``reeval s1`` for a re-evaluation) and the
-        trial's label where it has one (a baseline's, a muTransfer cell's), else the
-        candidate's description: the config's :attr:`~StudyConfig.describe`, else the
-        space's :meth:`~paretune.spaces.SearchSpace.describe`, else nothing. Best effort, as
-        tracking is: a describer that fails leaves the number alone.
-        """
-        text = str(label) if label is not None else ""
-        if not text:
-            try:
-                if self.config.describe is not None:
-                    text = self.config.describe(params)
-                elif self.config.space is not None:
-                    text = self.config.space.describe(params)
-            except Exception as err:
-                _log.warning("trial %d: no description for its run name: %s", number, err)
-        return trial_run_name(number, " ".join(p for p in (prefix, text) if p))
-
-    def _run_name_of(self, trial: FrozenTrial) -> str:
-        return self.run_name(trial.number, trial.params, label=trial.user_attrs.get(LABEL_ATTR))
 
     def _completed_twin(self, params: Mapping[str, Any]) -> FrozenTrial | None:
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -532,13 +433,6 @@ class TrialsStore:
         self._finish_mlflow_of(frozen, "FAIL", {"paretune.fail_reason": f"interrupted: {reason}"})
         return True
 
-    def _finish_mlflow_of(self, frozen: FrozenTrial, state: str, tags: Mapping[str, str]) -> None:
-        if self.mlflow is None or self.parent_run_id is None:
-            return
-        if not finish_run_of(self.mlflow, frozen, state, tags):
-            # Killed before it recorded its run: the run is found by its tag, or made.
-            reconcile_runs(self.mlflow, self.parent_run_id, [frozen], run_name=self._run_name_of)
-
     # -- views ----------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
@@ -610,15 +504,3 @@ class TrialsStore:
         mask = pareto_mask(values, self.config.directions, tolerance=margins)
         front = [t for t, keep in zip(done, mask, strict=True) if keep]
         return sorted(front, key=lambda t: tuple(t.values))
-
-    def tag_pareto(self) -> None:
-        """Tag every child run with whether its trial is on the Pareto front."""
-        if self.mlflow is None:
-            return
-        front = {t.number for t in self.pareto_trials()}
-        pairs = [
-            (t.user_attrs[CHILD_RUN_ATTR], t.number in front)
-            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if CHILD_RUN_ATTR in t.user_attrs
-        ]
-        self.mlflow.mark_pareto(pairs)

@@ -14,7 +14,7 @@ from paretune import StudyError
 from paretune.search import open_store, run_search
 from paretune.spec import load_spec
 from paretune.trials_store import TrialsStore, export_trials
-from paretune.trials_store import _store as store_module
+from paretune.trials_store import _store_runs as store_runs_module
 from paretune.trials_store._attrs import CLAIM_ATTR_PREFIX, OWNER_ATTR, RETRY_OF_ATTR
 from paretune.trials_store._ownership import owner_token
 from tests.conftest import counting_spec
@@ -187,7 +187,7 @@ def test_a_driver_that_did_not_create_the_study_uses_the_creators_mlflow_parent_
 def test_a_driver_stops_waiting_for_a_parent_run_whose_creator_died(
     tmp_path, counting_objective, monkeypatch
 ):
-    monkeypatch.setattr(store_module, "_PARENT_WAIT_S", 1.0)
+    monkeypatch.setattr(store_runs_module, "_PARENT_WAIT_S", 1.0)
     spec = load_spec(counting_spec(tmp_path, counting_objective))
     TrialsStore(
         spec.study_config()
