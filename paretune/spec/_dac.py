@@ -91,19 +91,11 @@ def dac_json_schema() -> dict[str, Any]:
     """The JSON schema of a DAC spec: a search spec's keys with a required ``dac`` section, no
     ``space``, ``enqueue`` or ``controller`` (the run queues its episodes) and a budget that
     only holds the per-episode rules (``dac.episodes`` sets the length)."""
-    from paretune.spec._search import SearchSpec
+    from paretune.spec._mutransfer_section import workflow_json_schema
 
-    schema = SearchSpec.model_json_schema()
-    section = DACSpec.model_json_schema()
-    schema.setdefault("$defs", {}).update(section.pop("$defs", {}))
-    schema["$defs"]["DACSpec"] = section
-    properties = schema["properties"]
-    for key in ("space", "enqueue", "controller"):
-        properties.pop(key, None)
-    properties["dac"] = {"$ref": "#/$defs/DACSpec"}
-    schema["required"] = [k for k in schema.get("required", []) if k != "budget"] + ["dac"]
-    schema["title"] = "DACSpec (paretune dac)"
-    return schema
+    return workflow_json_schema(
+        DACSpec, "dac", drop=("space", "enqueue", "controller"), title="paretune dac"
+    )
 
 
 def dac_section_of(data: Mapping[str, Any]) -> DACSpec:

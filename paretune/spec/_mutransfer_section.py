@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import (
+    BaseModel,
     Field,
     NonNegativeInt,
     PositiveFloat,
@@ -197,18 +198,29 @@ def mutransfer_json_schema() -> dict[str, Any]:
     """The JSON schema of a muTransfer spec: a search spec's keys with a required
     ``mutransfer`` section, no ``space`` or ``enqueue`` (the workflow builds them) and a budget
     that only holds the per-trial rules (the workflow sets the trials)."""
+    return workflow_json_schema(
+        MuTransferSpec, "mutransfer", drop=("space", "enqueue"), title="paretune mutransfer"
+    )
+
+
+def workflow_json_schema(
+    section: type[BaseModel], key: str, *, drop: Sequence[str], title: str
+) -> dict[str, Any]:
+    """The JSON schema of a workflow's spec (``paretune mutransfer``, ``paretune dac``): a
+    search spec's keys without ``drop``, with the required ``key`` section validated by
+    ``section``, and a budget that is optional (the workflow sets its length)."""
     from paretune.spec._search import SearchSpec
 
     schema = SearchSpec.model_json_schema()
-    section = MuTransferSpec.model_json_schema()
-    schema.setdefault("$defs", {}).update(section.pop("$defs", {}))
-    schema["$defs"]["MuTransferSpec"] = section
+    own = section.model_json_schema()
+    schema.setdefault("$defs", {}).update(own.pop("$defs", {}))
+    schema["$defs"][section.__name__] = own
     properties = schema["properties"]
-    for key in ("space", "enqueue"):
-        properties.pop(key, None)
-    properties["mutransfer"] = {"$ref": "#/$defs/MuTransferSpec"}
-    schema["required"] = [k for k in schema.get("required", []) if k != "budget"] + ["mutransfer"]
-    schema["title"] = "MuTransferSpec (paretune mutransfer)"
+    for name in drop:
+        properties.pop(name, None)
+    properties[key] = {"$ref": f"#/$defs/{section.__name__}"}
+    schema["required"] = [k for k in schema.get("required", []) if k != "budget"] + [key]
+    schema["title"] = f"{section.__name__} ({title})"
     return schema
 
 
