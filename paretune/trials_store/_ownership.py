@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import logging
 import os
 import socket
@@ -163,6 +164,31 @@ class _OwningStorage(optuna.storages.RDBStorage):
         self.set_trial_user_attr(trial_id, OWNER_ATTR, token)
         self._first_beat(trial_id)
         return True
+
+    def set_study_system_attr_once(self, study_id: int, key: str, value: Any) -> Any:
+        """Set a study system attribute unless it is set; return the value it holds.
+
+        A compare-and-set: of several processes that call this at once, with any storage
+        server, exactly one value is stored and every caller gets that one. The row is inserted
+        under the storage's own unique (study, key) constraint, which the database enforces;
+        Optuna's ``set_study_system_attr`` overwrites instead, so it cannot decide a race.
+        """
+        from optuna.storages._rdb import models
+        from sqlalchemy.exc import IntegrityError
+
+        session = self.scoped_session()
+        try:
+            session.add(
+                models.StudySystemAttributeModel(
+                    study_id=study_id, key=key, value_json=json.dumps(value)
+                )
+            )
+            session.commit()
+        except IntegrityError:  # another process stored it first
+            session.rollback()
+        finally:
+            session.close()
+        return self.get_study_system_attrs(study_id)[key]
 
     def _first_beat(self, trial_id: int) -> None:
         if self.heartbeat_interval is not None:

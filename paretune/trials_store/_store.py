@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -35,7 +33,6 @@ from paretune.trials_store._attrs import (
     LABEL_ATTR,
     METRICS_ATTR,
     NOT_REQUEUED_ATTR,
-    PARENT_RUN_ATTR,
     RETRY_OF_ATTR,
     SEED_ATTR,
     TRAJECTORY_ATTR,
@@ -56,7 +53,7 @@ from paretune.trials_store._preflight import (
     probe_tracking_server,
 )
 from paretune.trials_store._queue import enqueue_baselines, queue_retry
-from paretune.trials_store._store_runs import _CREATOR_ATTR, _PARENT_PENDING_ATTR, MlflowRuns
+from paretune.trials_store._store_runs import MlflowRuns
 
 if TYPE_CHECKING:
     from paretune.spaces import SearchSpace
@@ -64,10 +61,6 @@ if TYPE_CHECKING:
 __all__ = ["PendingTrial", "TrialsStore"]
 
 _log = logging.getLogger(__name__)
-
-# Study system attribute: an id of this study that its MLflow parent run carries as a tag, so a
-# parent run started by a driver killed before recording it is found again.
-_UID_ATTR = "paretune.uid"
 
 
 @dataclass
@@ -157,8 +150,7 @@ class TrialsStore(MlflowRuns):
                 artifact_location=config.artifact_location,
             )
         # Exactly one of several drivers opening a new study at once creates it (the storage's
-        # unique study name decides); only that one creates the MLflow parent run (``start``).
-        self._created = False
+        # unique study name decides); the MLflow parent run is agreed on in ``start``.
         if exists:
             self.study = optuna.load_study(study_name=name, storage=self.storage, sampler=sampler)
         else:
@@ -169,15 +161,10 @@ class TrialsStore(MlflowRuns):
                     directions=config.directions,
                     sampler=sampler,
                 )
-                self._created = True
             except optuna.exceptions.DuplicatedStudyError:
                 self.study = optuna.load_study(
                     study_name=name, storage=self.storage, sampler=sampler
                 )
-        if self._created and self.mlflow is not None:
-            study_id = self.storage.get_study_id_from_name(name)
-            self.storage.set_study_system_attr(study_id, _CREATOR_ATTR, owner_token())
-            self.storage.set_study_system_attr(study_id, _PARENT_PENDING_ATTR, time.time())
         stored = [d.name.lower() for d in self.study.directions]
         if not config.metrics:
             # A read-only look: the study says what it optimises.
@@ -220,22 +207,7 @@ class TrialsStore(MlflowRuns):
             The numbers of the trials that were found stale and queued again.
         """
         if self.mlflow is not None:
-            study_id = self.storage.get_study_id_from_name(self.config.name)
-            known = self.study.user_attrs.get(PARENT_RUN_ATTR)
-            if known is None and not self._created:
-                known = self._await_parent_run(study_id)
-            uid = self.storage.get_study_system_attrs(study_id).get(_UID_ATTR)
-            if uid is None:
-                uid = uuid.uuid4().hex
-                self.storage.set_study_system_attr(study_id, _UID_ATTR, uid)
-            self.parent_run_id = self.mlflow.start_parent(
-                study_name=self.config.name,
-                run_id=known,
-                study_uid=uid,
-                tags={"paretune.storage": self.storage_url},
-            )
-            if known is None:
-                self.study.set_user_attr(PARENT_RUN_ATTR, self.parent_run_id)
+            self.parent_run_id = self.open_parent_run(tags={"paretune.storage": self.storage_url})
         recovered = self.recover()
         self.reconcile_mlflow()
         enqueue_baselines(self.study, self.config.baselines)

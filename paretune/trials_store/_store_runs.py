@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from paretune.trials_store._attrs import CHILD_RUN_ATTR, LABEL_ATTR, PARENT_RUN_ATTR
 from paretune.trials_store._mlflow import MlflowLink, trial_run_name
-from paretune.trials_store._ownership import owner_is_dead
+from paretune.trials_store._ownership import owner_is_dead, owner_token
 from paretune.trials_store._reconcile import TRIAL_ID_TAG, finish_run_of, reconcile_runs
 
 if TYPE_CHECKING:
@@ -28,11 +29,14 @@ __all__ = ["MlflowRuns"]
 
 _log = logging.getLogger(__name__)
 
-# Study system attribute: the time the driver that created the study started setting up its
-# MLflow parent run, and who; other drivers wait up to _PARENT_WAIT_S for that run's id, unless
-# that driver is found dead.
-_PARENT_PENDING_ATTR = "paretune.mlflow_parent_pending"
-_CREATOR_ATTR = "paretune.creator"
+# Study system attributes, each set once (``set_study_system_attr_once``): an id of the study
+# that its MLflow parent run carries as a tag (so a run started by a driver killed before
+# recording it is found again); the driver that sets up the parent run (one claim per attempt,
+# ``...claim.0``, ``...claim.1``: a later attempt when the claimant died or took too long); and
+# the parent run itself, whichever driver records it first.
+_UID_ATTR = "paretune.uid"
+_PARENT_CLAIM_ATTR = "paretune.mlflow_parent_claim"
+_PARENT_RECORD_ATTR = "paretune.mlflow_parent_run"
 _PARENT_WAIT_S = 120.0
 
 
@@ -48,25 +52,67 @@ class MlflowRuns:
     def pareto_trials(self, tolerance: Mapping[str, float] | None = None) -> list[FrozenTrial]:
         raise NotImplementedError  # the store's
 
-    def _await_parent_run(self, study_id: int) -> str | None:
-        """The parent run id that the driver which created this study is about to record.
+    def open_parent_run(self, *, tags: Mapping[str, str]) -> str:
+        """The study's one MLflow parent run, reopened, or created by exactly one driver.
 
-        Another driver created the study moments ago and marked it; it records its MLflow
-        parent run within seconds. Waiting for that id (rather than creating a second parent
-        run) keeps one parent run per study. ``None`` where no creator is at work: an
-        unmarked study, a mark older than ``_PARENT_WAIT_S``, or a creator that died.
+        Drivers that open a new study at the same instant agree through the study storage:
+        each tries to claim the set-up (a compare-and-set); the winner finds the parent run by
+        the study's id tag or creates it, and records it, also with a compare-and-set, so a run
+        that lost (made by a claimant thought dead) is deleted and everyone uses the recorded
+        one. The others wait for that record; when the claimant dies or takes more than
+        ``_PARENT_WAIT_S`` seconds, the next claim decides.
         """
-        while True:
-            attrs = self.storage.get_study_system_attrs(study_id)
-            marked = attrs.get(_PARENT_PENDING_ATTR)
-            if marked is None or time.time() - float(marked) > _PARENT_WAIT_S:
-                return None
-            if owner_is_dead(str(attrs.get(_CREATOR_ATTR, ""))):
-                return None
+        assert self.mlflow is not None
+        study_id = self.storage.get_study_id_from_name(self.config.name)
+        uid = str(self.storage.set_study_system_attr_once(study_id, _UID_ATTR, uuid.uuid4().hex))
+        known = self._recorded_parent_run(study_id)
+        attempt = 0
+        while known is None:
+            me = owner_token()
+            claim = self.storage.set_study_system_attr_once(
+                study_id, f"{_PARENT_CLAIM_ATTR}.{attempt}", me
+            )
+            if claim == me:
+                mine = self.mlflow.start_parent(
+                    study_name=self.config.name, run_id=None, study_uid=uid, tags=tags
+                )
+                known = str(
+                    self.storage.set_study_system_attr_once(study_id, _PARENT_RECORD_ATTR, mine)
+                )
+                if known != mine:  # a driver thought dead recorded its run after all
+                    self.mlflow.delete_run(mine)
+            else:
+                known = self._await_parent_run(study_id, str(claim))
+                attempt += 1
+        run_id = self.mlflow.start_parent(
+            study_name=self.config.name, run_id=known, study_uid=uid, tags=tags
+        )
+        if self.study.user_attrs.get(PARENT_RUN_ATTR) != run_id:
+            self.study.set_user_attr(PARENT_RUN_ATTR, run_id)
+        return run_id
+
+    def _recorded_parent_run(self, study_id: int) -> str | None:
+        # Studies made before the compare-and-set record it only in the user attributes.
+        known = self.storage.get_study_system_attrs(study_id).get(_PARENT_RECORD_ATTR)
+        if known is None:
             known = self.storage.get_study_user_attrs(study_id).get(PARENT_RUN_ATTR)
+        return None if known is None else str(known)
+
+    def _await_parent_run(self, study_id: int, claimant: str) -> str | None:
+        """The parent run that ``claimant`` is setting up, once it records it; ``None`` when
+        it dies or ``_PARENT_WAIT_S`` seconds pass first (the next claim decides then)."""
+        deadline = time.monotonic() + _PARENT_WAIT_S
+        while time.monotonic() < deadline and not owner_is_dead(claimant):
+            known = self._recorded_parent_run(study_id)
             if known is not None:
-                return str(known)
+                return known
             time.sleep(0.2)
+        _log.warning(
+            "MLflow: the driver setting up the study's parent run (%s) %s; taking over",
+            claimant,
+            "died" if owner_is_dead(claimant) else f"took more than {_PARENT_WAIT_S:.0f} s",
+        )
+        return self._recorded_parent_run(study_id)
 
     def log_under(self, other: MlflowRuns) -> None:
         """Log this study's trials as MLflow child runs of ``other``'s parent run (a companion

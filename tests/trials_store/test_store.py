@@ -148,56 +148,86 @@ def test_labelled_baselines_carry_their_label_to_the_study_mlflow_and_tables(
     assert "corner" in table.splitlines()[2]
 
 
-def test_a_driver_that_did_not_create_the_study_uses_the_creators_mlflow_parent_run(
-    tmp_path, counting_objective
-):
-    """Two drivers open a new study together: the second waits for the parent run the first
-    (which created the study) is setting up, instead of making a second one."""
-    import threading
-
+def _parent_runs(tracking_uri: str, experiment: str = "counting") -> list[str]:
     from mlflow import MlflowClient
 
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], "tags.`paretune.role` = 'study'")
+    return [r.info.run_id for r in runs]
+
+
+def test_set_study_system_attr_once_keeps_the_first_value(tmp_path, counting_objective):
     spec = load_spec(counting_spec(tmp_path, counting_objective))
-    creator = TrialsStore(spec.study_config())
-    other = TrialsStore(spec.study_config())  # the study exists now: this driver loads it
-    started = threading.Event()
+    store = TrialsStore(spec.study_config(), mlflow=False)
+    study_id = store.storage.get_study_id_from_name("counting")
+    assert store.storage.set_study_system_attr_once(study_id, "k", {"a": 1}) == {"a": 1}
+    assert store.storage.set_study_system_attr_once(study_id, "k", {"a": 2}) == {"a": 1}
+    assert store.storage.get_study_system_attrs(study_id)["k"] == {"a": 1}
 
-    def start_other() -> None:
-        started.set()
-        other.start()
 
-    thread = threading.Thread(target=start_other)
-    thread.start()
-    started.wait()
-    time.sleep(1.0)  # the other driver is waiting: no parent run yet
-    assert thread.is_alive()
-    creator.start()
-    thread.join(timeout=30)
-    assert not thread.is_alive()
-    assert other.parent_run_id == creator.parent_run_id
-    client = MlflowClient(creator.tracking_uri)
-    experiment = client.get_experiment_by_name("counting")
-    runs = client.search_runs([experiment.experiment_id])
-    assert [r.info.run_id for r in runs] == [creator.parent_run_id]
-    assert creator.study.user_attrs["paretune.mlflow_parent_run_id"] == creator.parent_run_id
+def test_a_second_driver_uses_the_parent_run_the_first_recorded(tmp_path, counting_objective):
+    spec = load_spec(counting_spec(tmp_path, counting_objective))
+    first = TrialsStore(spec.study_config())
+    second = TrialsStore(spec.study_config())  # the study exists now: this driver loads it
+    second.start()  # the driver that did not create the study starts first: it sets it up
+    first.start()
+    assert first.parent_run_id == second.parent_run_id is not None
+    assert _parent_runs(first.tracking_uri) == [first.parent_run_id]
+    assert first.study.user_attrs["paretune.mlflow_parent_run_id"] == first.parent_run_id
+    second.close()
+    first.close()
+
+
+def test_a_driver_waits_for_the_parent_run_another_is_setting_up(
+    tmp_path, counting_objective
+):
+    """A live driver claimed the set-up: the others wait for its record, then use that run."""
+    import threading
+
+    spec = load_spec(counting_spec(tmp_path, counting_objective))
+    other = TrialsStore(spec.study_config())
+    study_id = other.storage.get_study_id_from_name("counting")
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:  # a live process holds claim 0
+        other.storage.set_study_system_attr_once(
+            study_id, "paretune.mlflow_parent_claim.0", owner_token(holder.pid)
+        )
+        waiting = threading.Thread(target=other.start)
+        waiting.start()
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:  # it is waiting, and has made no run
+            assert waiting.is_alive() and _parent_runs(other.tracking_uri) == []
+            time.sleep(0.1)
+        assert other.mlflow is not None
+        run = other.mlflow.start_parent(study_name="counting", run_id=None, tags={})
+        other.storage.set_study_system_attr_once(study_id, "paretune.mlflow_parent_run", run)
+        waiting.join(timeout=30)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not waiting.is_alive()
+    assert other.parent_run_id == run
+    assert _parent_runs(other.tracking_uri) == [run]
     other.close()
-    creator.close()
 
 
-def test_a_driver_stops_waiting_for_a_parent_run_whose_creator_died(
+def test_a_driver_takes_over_the_parent_run_of_a_claimant_that_died(
     tmp_path, counting_objective, monkeypatch
 ):
-    monkeypatch.setattr(store_runs_module, "_PARENT_WAIT_S", 1.0)
+    monkeypatch.setattr(store_runs_module, "_PARENT_WAIT_S", 600.0)  # death, not time, decides
     spec = load_spec(counting_spec(tmp_path, counting_objective))
-    TrialsStore(
-        spec.study_config()
-    )  # created the study, then "died" before starting its parent run
     other = TrialsStore(spec.study_config())
+    study_id = other.storage.get_study_id_from_name("counting")
+    other.storage.set_study_system_attr_once(
+        study_id, "paretune.mlflow_parent_claim.0", _dead_owner()
+    )
     begun = time.monotonic()
     other.start()
     assert time.monotonic() - begun < 10
     assert other.parent_run_id is not None
     assert other.study.user_attrs["paretune.mlflow_parent_run_id"] == other.parent_run_id
+    assert _parent_runs(other.tracking_uri) == [other.parent_run_id]
     other.close()
 
 
