@@ -28,6 +28,13 @@ def objective(params, ctx):
             if time.time() > deadline:
                 raise RuntimeError(f"no {drivers} processes evaluated trials within 120 s")
             time.sleep(0.05)
+    gate = ctx.settings.get("gate")  # trials from gate_from on wait until this file exists
+    if gate and ctx.trial_number >= ctx.settings.get("gate_from", 0):
+        deadline = time.time() + 300
+        while not os.path.exists(gate):
+            if time.time() > deadline:
+                raise RuntimeError(f"the gate {gate} did not open within 300 s")
+            time.sleep(0.05)
     time.sleep(ctx.settings.get("sleep", 0.0))
     for step in range(ctx.settings.get("steps", 0)):
         ctx.report(step, {"partial": params["x"] * (step + 1)})

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from paretune._errors import ConfigError, ParetuneError
+from paretune._secrets import redact
 from paretune.cli._exit import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from paretune.cli._parser import build_parser
 
@@ -134,6 +135,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
             hints=False,
         )
     )
+    unlogged = store.unlogged_trials() if store.tracking_uri is not None else []
+    if unlogged:
+        shown = ", ".join(f"t{n:03d}" for n in unlogged[:20])
+        more = f" and {len(unlogged) - 20} more" if len(unlogged) > 20 else ""
+        print(
+            f"\nnot in MLflow yet: {len(unlogged)} finished trials ({shown}{more}); the "
+            f"tracking store did not answer. `paretune resume {args.spec}` logs them once it "
+            "answers."
+        )
     return EXIT_OK
 
 
@@ -373,7 +383,7 @@ def _cmd_dac(args: argparse.Namespace) -> int:
         write_study_report(store, spec.report_path, reference_point=None)
         print(f"report: {spec.report_path} (the actions each episode took)")
     except ParetuneError as err:
-        print(f"paretune: the report was not written: {err}", file=sys.stderr)
+        print(f"paretune: the report was not written: {redact(str(err))}", file=sys.stderr)
     print(f"done in {result.seconds:.0f} s")
     if result.interrupted:
         print(
@@ -417,13 +427,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _dispatch(args)
         except ConfigError as err:
             where = f" {args.spec}" if getattr(args, "spec", None) else ""
-            print(f"paretune: invalid spec{where}: {err}", file=sys.stderr)
+            print(f"paretune: invalid spec{where}: {redact(str(err))}", file=sys.stderr)
             return EXIT_USAGE
         except SearchInterrupted as err:  # a ParetuneError, but a stop, not a failure
             print(f"paretune: {err}", file=sys.stderr)
             return EXIT_INTERRUPTED
         except ParetuneError as err:
-            print(f"paretune: error: {err}", file=sys.stderr)
+            print(f"paretune: error: {redact(str(err))}", file=sys.stderr)
             return EXIT_ERROR
         except KeyboardInterrupt:
             print("paretune: interrupted", file=sys.stderr)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from paretune._secrets import redact
 from paretune.objectives import hypervolume
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ def log_study_tables(link: MlflowLink, run_id: str, *, trials_csv: str, pareto_c
 def log_spec(link: MlflowLink, run_id: str, spec_yaml: str) -> None:
     """Attach the spec a search runs, ``spec.yaml``, to its parent run (replacing an earlier
     one: a resumed search may have changed its budget)."""
-    _log_texts(link, run_id, {"spec.yaml": spec_yaml})
+    _log_texts(link, run_id, {"spec.yaml": redact(spec_yaml)})
 
 
 def study_summary(study: StudyData) -> dict[str, float]:

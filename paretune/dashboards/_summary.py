@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from paretune._secrets import redact_url
 from paretune.dashboards._pareto_table import pareto_table
 
 if TYPE_CHECKING:
@@ -26,6 +27,8 @@ def where_lines(
         tracking_uri: The MLflow tracking URI; ``None`` where the study is not tracked.
         hints: Add the commands that open the MLflow UI and optuna-dashboard on them.
     """
+    storage_url = redact_url(storage_url)
+    tracking_uri = None if tracking_uri is None else redact_url(tracking_uri)
     lines = [f"study:  {study} in {storage_url}"]
     if tracking_uri is not None and hints:
         lines.append(f"mlflow: {tracking_uri} (experiment {study!r})")

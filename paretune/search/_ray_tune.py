@@ -47,13 +47,34 @@ _NOT_RESTORABLE = (
 
 
 class JobRef:
-    """A trial's :class:`Job` in Tune's config, named by its trial number in Tune's tables."""
+    """A trial's :class:`Job` in Tune's config, named by its trial number in Tune's tables.
+
+    The job travels by reference: it sits in Ray's object store, and what Tune writes into the
+    run directory (each trial's ``params.pkl`` and ``params.json``, the experiment's state)
+    holds only the reference. The job carries the storage and tracking URLs, whose passwords
+    must not land on disk.
+    """
 
     def __init__(self, job: Job) -> None:
-        self.job = job
+        import ray
+
+        self.trial_number = job.trial_number
+        self._job: Job | None = job
+        self._ref = ray.put(job)
+
+    @property
+    def job(self) -> Job:
+        if self._job is None:  # in a worker, or a copy Tune made
+            import ray
+
+            self._job = ray.get(self._ref)
+        return self._job
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"trial_number": self.trial_number, "_job": None, "_ref": self._ref}
 
     def __repr__(self) -> str:
-        return f"trial{self.job.trial_number}"
+        return f"trial{self.trial_number}"
 
 
 def _final(outcome: Outcome) -> dict[str, Any]:
@@ -329,7 +350,7 @@ class PerCandidate:
 
 def trial_name(trial: Any) -> str:
     ref = trial.config.get(JOB_KEY)
-    return f"trial_{ref.job.trial_number:05d}" if ref is not None else str(trial.trial_id)
+    return f"trial_{ref.trial_number:05d}" if ref is not None else str(trial.trial_id)
 
 
 __all__ = [

@@ -61,7 +61,9 @@ def write_study_report(
             from paretune.trials_store import MlflowLink
 
             link = MlflowLink(tracking_uri=store.tracking_uri, experiment=store.config.name)
-        if link is not None:
+        # A search's own link is skipped while its tracking store is down (the next refresh
+        # or run logs the report).
+        if link is not None and (link is not store.mlflow or store.tracking_available()):
             if path.name == "report.html":
                 link.log_artifact(parent, str(path))
             else:  # the artifact keeps its name: copy it under the name the UI expects

@@ -513,8 +513,15 @@ def _on_start(
 
 
 def _on_close(spec: SearchSpec, store: TrialsStore) -> None:
-    """:meth:`SearchSpec.run`'s close hook: the tables and the summary on the parent run."""
-    _log_tables(store)
+    """:meth:`SearchSpec.run`'s close hook: the tables and the summary on the parent run
+    (skipped while the tracking store does not answer: they are logged by the next run)."""
+    if not store.tracking_available():
+        return
+    try:
+        _log_tables(store)
+    except Exception as err:  # tracking is best-effort; the study is the record
+        store.tracking_failed(err, "the study's tables were not logged")
+        return
     _log_summary(spec, store)
 
 

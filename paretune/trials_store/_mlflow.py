@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from paretune._errors import StudyError, retry_setup_race
+from paretune._secrets import redact, redact_url, remember_secrets_of
 
 STUDY_UID_TAG = "paretune.study_uid"  # a study's parent run, found without its id
 
@@ -26,6 +27,18 @@ __all__ = ["MlflowLink", "trial_run_name"]
 _MAX_PARAM_CHARS = 6000
 # A run name is read in a table column; MLflow itself takes 250 characters.
 _MAX_RUN_NAME_CHARS = 120
+# MLflow's HTTP client retries a failed request 7 times with a doubling back-off, about four
+# minutes of a stalled search per call while a tracking server is down. paretune catches up
+# after an outage instead (TrialsStore.tracking_available), so a request gives up after about
+# 3 s; an explicit MLFLOW_HTTP_REQUEST_* setting in the environment wins.
+# MLflow also prints two lines with links to every run it ends on a server (the tracking
+# URL with its credentials, if any): the runs are found in the parent run.
+_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
 
 
 def trial_run_name(number: int, text: str = "") -> str:
@@ -33,6 +46,10 @@ def trial_run_name(number: int, text: str = "") -> str:
     as numbers) and ``text`` (``t012 lora r4 qv sa48 L3-5``), cut to 120 characters."""
     name = f"t{number:03d} {' '.join(text.split())}".strip()
     return name if len(name) <= _MAX_RUN_NAME_CHARS else name[: _MAX_RUN_NAME_CHARS - 1] + "~"
+
+
+def _is_http(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
 
 
 def _quiet_mlflow_logs() -> None:
@@ -120,6 +137,10 @@ class MlflowLink:
         _quiet_mlflow_logs()  # after the import: importing mlflow sets its loggers to INFO
 
         self.tracking_uri = tracking_uri
+        remember_secrets_of(tracking_uri)
+        if _is_http(tracking_uri):
+            for name, value in _HTTP_DEFAULTS.items():
+                os.environ.setdefault(name, value)
 
         def open_link() -> tuple[Any, str]:
             # A new SQLite store is migrated on first use; two drivers starting at once race
@@ -137,13 +158,31 @@ class MlflowLink:
             self._client, self.experiment_id = retry_setup_race(open_link)
         except Exception as err:  # MLflow raises many types for an unreachable/broken store
             raise StudyError(
-                f"cannot open the MLflow tracking store {tracking_uri!r}: {err}. Check "
+                f"cannot open the MLflow tracking store {redact_url(tracking_uri)!r}: "
+                f"{redact(str(err))}. Check "
                 "`tracking_uri` in the spec (a sqlite:/// URL, a directory or an http server)."
             ) from err
 
     @property
     def client(self) -> Any:
         return self._client
+
+    def answers(self, *, timeout: float = 2.0) -> bool:
+        """Whether the tracking store answers now (a server's ``/health`` within ``timeout``
+        seconds, without MLflow's retries; a local store: reading the experiment)."""
+        if _is_http(self.tracking_uri):
+            from paretune.trials_store._preflight import probe_tracking_server
+
+            try:
+                probe_tracking_server(self.tracking_uri, timeout=timeout)
+            except StudyError:
+                return False
+            return True
+        try:
+            self._client.get_experiment(self.experiment_id)
+        except Exception:
+            return False
+        return True
 
     def start_parent(
         self,

@@ -23,6 +23,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from paretune._errors import StudyError, retry_setup_race
+from paretune._secrets import redact, redact_url, remember_secrets_of
 from paretune.trials_store._attrs import CLAIM_ATTR_PREFIX, OWNER_ATTR
 
 __all__ = ["is_orphaned", "make_storage", "owner_is_dead", "owner_token", "quiet"]
@@ -204,6 +205,7 @@ def make_storage(
     With ``heartbeat_stale_trial_callback`` the storage keeps heartbeats (see :class:`_Heartbeat`)
     and calls it for every trial found stale.
     """
+    remember_secrets_of(url)
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": 60}
@@ -224,7 +226,8 @@ def make_storage(
         return retry_setup_race(open_rdb)
     except Exception as err:  # SQLAlchemy raises many types for bad URLs and dead servers
         raise StudyError(
-            f"cannot open the study storage {url!r}: {err}. Check `storage` in the spec "
+            f"cannot open the study storage {redact_url(url)!r}: {redact(str(err))}. Check "
+            "`storage` in the spec "
             "(an SQLAlchemy URL such as sqlite:///path/study.db or postgresql://user@host/db)."
         ) from err
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 from paretune._errors import StudyError
+from paretune._secrets import redact_url
 
 __all__ = ["PROBE_TIMEOUT_S", "check_writable_dir", "missing_sqlite_file", "probe_tracking_server"]
 
@@ -49,7 +51,11 @@ def probe_tracking_server(uri: str, *, timeout: float = PROBE_TIMEOUT_S) -> None
     """
     if not uri.startswith(("http://", "https://")):
         return
-    url = uri.rstrip("/") + "/health"
+    # urllib takes no credentials in the URL; any answer counts, so none are sent.
+    parts = urllib.parse.urlsplit(uri)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    url = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", "")).rstrip("/")
+    url += "/health"
     try:
         with urllib.request.urlopen(url, timeout=timeout):
             return
@@ -58,7 +64,8 @@ def probe_tracking_server(uri: str, *, timeout: float = PROBE_TIMEOUT_S) -> None
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", None) or err
         raise StudyError(
-            f"the MLflow tracking server {uri!r} does not answer ({reason}); start it, or fix "
+            f"the MLflow tracking server {redact_url(uri)!r} does not answer ({reason}); start "
+            "it, or fix "
             "`tracking_uri` in the spec"
         ) from None
 

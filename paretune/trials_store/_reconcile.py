@@ -23,7 +23,7 @@ from paretune.trials_store._attrs import CHILD_RUN_ATTR, INTERRUPTED_ATTR, METRI
 if TYPE_CHECKING:
     from paretune.trials_store._mlflow import MlflowLink
 
-__all__ = ["TRIAL_ID_TAG", "finish_run_of", "reconcile_runs"]
+__all__ = ["TRIAL_ID_TAG", "finish_run_of", "missing_runs", "reconcile_runs"]
 
 _log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def reconcile_runs(
     trials: Iterable[FrozenTrial],
     *,
     run_name: Callable[[FrozenTrial], str] | None = None,
-) -> None:
+) -> bool:
     """Give each finished trial of ``trials`` exactly one child run whose state is the trial's.
 
     The run kept is the one the trial records, else its oldest run; other runs of the trial
@@ -47,21 +47,43 @@ def reconcile_runs(
     ``run_name`` (default: the trial number). A kept run still RUNNING is finished with the
     trial's state and metrics. Best effort: MLflow errors are logged, never raised (the study
     is the record).
+
+    Returns:
+        Whether every finished trial now has its run (``False``: MLflow failed somewhere).
     """
     finished = [t for t in trials if t.state not in _UNFINISHED]
     if not finished:
-        return
+        return True
     try:
         runs = link.child_runs(parent_run_id)
     except Exception as err:
         _log.warning("MLflow: could not list the study's runs: %s", err)
-        return
+        return False
+    complete = True
     for t in finished:
         try:
             name = run_name(t) if run_name is not None else None
             _reconcile_trial(link, parent_run_id, t, runs.get(str(t._trial_id), []), name)
         except Exception as err:  # one broken run must not stop the others
             _log.warning("MLflow: could not repair the run of trial %d: %s", t.number, err)
+            complete = False
+    return complete
+
+
+def missing_runs(link: MlflowLink, parent_run_id: str, trials: Iterable[FrozenTrial]) -> list[int]:
+    """The numbers of the finished trials of ``trials`` without a finished child run under
+    ``parent_run_id``: what an MLflow outage left unlogged (:func:`reconcile_runs` logs it).
+
+    Raises:
+        Exception: MLflow's, when the runs cannot be listed.
+    """
+    runs = link.child_runs(parent_run_id)
+    return [
+        t.number
+        for t in trials
+        if t.state not in _UNFINISHED
+        and not any(status != "RUNNING" for _, status in runs.get(str(t._trial_id), []))
+    ]
 
 
 def _reconcile_trial(

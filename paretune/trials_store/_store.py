@@ -24,6 +24,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from paretune._errors import StudyError, StudyNotFound
+from paretune._secrets import redact, redact_url, remember_secrets_of
 from paretune.objectives import Metric, pareto_mask
 from paretune.trials_store._attrs import (
     DUPLICATE_OF_ATTR,
@@ -115,6 +116,7 @@ class TrialsStore(MlflowRuns):
         self.run_dir = config.run_dir
         self.storage_url = config.storage_url
         self.tracking_uri = config.tracking_uri
+        remember_secrets_of(config.storage_url, config.tracking_uri)
         mlflow = mlflow and config.tracking_uri is not None
         if self.run_dir is not None and (create or mlflow):
             check_writable_dir(self.run_dir)
@@ -125,8 +127,8 @@ class TrialsStore(MlflowRuns):
         absent = None if create else missing_sqlite_file(self.storage_url)
         if absent is not None:  # opening it would create it
             raise StudyNotFound(
-                f"no study named {name!r} in {self.storage_url} (there is no file {absent}); "
-                "start it with `paretune run SPEC`"
+                f"no study named {name!r} in {redact_url(self.storage_url)} (there is no file "
+                f"{absent}); start it with `paretune run SPEC`"
             )
         self.storage = make_storage(
             self.storage_url, heartbeat_stale_trial_callback=self._on_heartbeat_stale
@@ -134,7 +136,8 @@ class TrialsStore(MlflowRuns):
         exists = name in {s.study_name for s in self.storage.get_all_studies()}
         if not exists and not create:
             raise StudyNotFound(
-                f"no study named {name!r} in {self.storage_url}; start it with `paretune run SPEC`"
+                f"no study named {name!r} in {redact_url(self.storage_url)}; start it with "
+                "`paretune run SPEC`"
             )
         if not exists and not config.metrics:
             raise StudyError(
@@ -175,8 +178,8 @@ class TrialsStore(MlflowRuns):
             )
         elif stored != config.directions:
             raise StudyError(
-                f"study {name!r} in {self.storage_url} optimises {stored}, but the spec "
-                f"says {config.directions}; use another study name or run directory"
+                f"study {name!r} in {redact_url(self.storage_url)} optimises {stored}, but the "
+                f"spec says {config.directions}; use another study name or run directory"
             )
         else:
             with quiet():
@@ -207,9 +210,11 @@ class TrialsStore(MlflowRuns):
             The numbers of the trials that were found stale and queued again.
         """
         if self.mlflow is not None:
-            self.parent_run_id = self.open_parent_run(tags={"paretune.storage": self.storage_url})
+            self.parent_run_id = self.open_parent_run(
+                tags={"paretune.storage": redact_url(self.storage_url)}
+            )
         recovered = self.recover()
-        self.reconcile_mlflow()
+        self.catch_up()
         enqueue_baselines(self.study, self.config.baselines)
         self._heartbeat = _Heartbeat(self.storage)
         return recovered
@@ -220,9 +225,21 @@ class TrialsStore(MlflowRuns):
             self._heartbeat.stop()
             self._heartbeat = None
         if self.mlflow is not None and self.parent_run_id is not None:
-            self.tag_pareto()
-            if self.counts()["RUNNING"] == 0:  # else another driver still works on the study
-                self.mlflow.end_parent(self.parent_run_id, status=status)
+            if self._tracking_behind and self._tracking_retry_at is not None:
+                self._tracking_retry_at = 0.0  # one more try to catch up before leaving
+            try:
+                self.tag_pareto()
+                if self.tracking_available() and self.counts()["RUNNING"] == 0:
+                    # (else another driver still works on the study)
+                    self.mlflow.end_parent(self.parent_run_id, status=status)
+            except Exception as err:  # tracking is best-effort; the study is the record
+                self.tracking_failed(err, "the study's runs were not closed")
+            if self._tracking_behind:
+                _log.warning(
+                    "MLflow: some trials of study %r are not logged yet (`paretune status` "
+                    "lists them); `paretune resume` logs them once the tracking store answers",
+                    self.config.name,
+                )
 
     def recover(self) -> list[int]:
         """Fail RUNNING trials whose process is gone and queue their parameters again.
@@ -339,6 +356,7 @@ class TrialsStore(MlflowRuns):
         if metrics is not None:
             trial.set_user_attr(METRICS_ATTR, {k: float(v) for k, v in metrics.items()})
         if error is not None:
+            error = redact(error)
             trial.set_user_attr(ERROR_ATTR, error[-2000:])
         if pending.duplicate_of is not None:
             trial.set_user_attr(DUPLICATE_OF_ATTR, pending.duplicate_of.number)
@@ -350,7 +368,11 @@ class TrialsStore(MlflowRuns):
             frozen = self.study.tell(trial, values=values, state=state)
         if self._heartbeat is not None:
             self._heartbeat.remove(pending.trial_id)
-        if self.mlflow is not None and pending.mlflow_run_id is not None:
+        if self.mlflow is None or self.parent_run_id is None:
+            return frozen
+        if pending.mlflow_run_id is None or not self.tracking_available():
+            self.note_unlogged(frozen.number)  # its run is made or finished by the catch-up
+        else:
             run_tags = dict(tags or {})
             if error is not None and error.strip():
                 run_tags["paretune.error"] = error.strip().splitlines()[-1][:500]
@@ -366,7 +388,8 @@ class TrialsStore(MlflowRuns):
                     trajectory=trajectory,
                 )
             except Exception as err:  # tracking is best-effort; the study is the record
-                _log.warning("MLflow: trial %d not finished in its run: %s", frozen.number, err)
+                self.tracking_failed(err, f"trial {frozen.number} not finished in its run")
+                self.note_unlogged(frozen.number)
         return frozen
 
     def fail_interrupted(

@@ -18,7 +18,12 @@ from optuna.trial import FrozenTrial, TrialState
 from paretune.trials_store._attrs import CHILD_RUN_ATTR, LABEL_ATTR, PARENT_RUN_ATTR
 from paretune.trials_store._mlflow import MlflowLink, trial_run_name
 from paretune.trials_store._ownership import owner_is_dead, owner_token
-from paretune.trials_store._reconcile import TRIAL_ID_TAG, finish_run_of, reconcile_runs
+from paretune.trials_store._reconcile import (
+    TRIAL_ID_TAG,
+    finish_run_of,
+    missing_runs,
+    reconcile_runs,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -38,6 +43,11 @@ _UID_ATTR = "paretune.uid"
 _PARENT_CLAIM_ATTR = "paretune.mlflow_parent_claim"
 _PARENT_RECORD_ATTR = "paretune.mlflow_parent_run"
 _PARENT_WAIT_S = 120.0
+# After a tracking call fails, MLflow is left alone this long before it is asked again.
+_TRACKING_RETRY_S = 15.0
+# Study system attribute prefix (+ the driver's owner token): the finished trials that driver
+# could not log to MLflow yet, kept until a catch-up logs them, for `paretune status`.
+_UNLOGGED_ATTR_PREFIX = "paretune.mlflow_unlogged:"
 
 
 class MlflowRuns:
@@ -48,6 +58,11 @@ class MlflowRuns:
     storage: Any
     mlflow: MlflowLink | None
     parent_run_id: str | None
+    # Tracking outages: when to ask MLflow again (None: it answers), and whether finished
+    # trials may lack their run (set on a failure or a skipped write; cleared by a catch-up).
+    _tracking_retry_at: float | None = None
+    _tracking_behind: bool = False
+    _unlogged: set[int] | None = None  # this driver's trials not logged yet
 
     def pareto_trials(self, tolerance: Mapping[str, float] | None = None) -> list[FrozenTrial]:
         raise NotImplementedError  # the store's
@@ -120,16 +135,103 @@ class MlflowRuns:
         self.mlflow = other.mlflow
         self.parent_run_id = other.study.user_attrs.get(PARENT_RUN_ATTR)
 
-    def reconcile_mlflow(self) -> None:
+    def reconcile_mlflow(self) -> bool:
         """Give every finished trial of the study exactly one finished child run
-        (:func:`~paretune.trials_store._reconcile.reconcile_runs`)."""
-        if self.mlflow is not None and self.parent_run_id is not None:
-            reconcile_runs(
-                self.mlflow,
-                self.parent_run_id,
-                self.study.get_trials(deepcopy=False),
-                run_name=self._run_name_of,
+        (:func:`~paretune.trials_store._reconcile.reconcile_runs`); whether that worked."""
+        if self.mlflow is None or self.parent_run_id is None:
+            return True
+        return reconcile_runs(
+            self.mlflow,
+            self.parent_run_id,
+            self.study.get_trials(deepcopy=False),
+            run_name=self._run_name_of,
+        )
+
+    def tracking_available(self) -> bool:
+        """Whether to write to MLflow now; after an outage, catches up first.
+
+        A failed tracking call (:meth:`tracking_failed`) leaves MLflow alone for
+        ``_TRACKING_RETRY_S`` seconds, so a search goes on at full speed while the tracking
+        server is down. Once it answers again, every finished trial that lacks its run, or
+        whose run was left RUNNING, gets it with its final metrics (:meth:`reconcile_mlflow`)
+        before anything else is logged.
+        """
+        if self.mlflow is None or self.parent_run_id is None:
+            return False
+        if self._tracking_retry_at is not None:
+            if time.monotonic() < self._tracking_retry_at:
+                return False
+            if not self.mlflow.answers():
+                self._tracking_retry_at = time.monotonic() + _TRACKING_RETRY_S
+                return False
+            self._tracking_retry_at = None
+            _log.warning("MLflow: the tracking store answers again; logging what it missed")
+        if self._tracking_behind:
+            self._tracking_behind = False
+            if not self.catch_up():
+                self.tracking_failed(None, "the catch-up after an outage did not finish")
+                return False
+        return True
+
+    def catch_up(self) -> bool:
+        """Log what MLflow missed (:meth:`reconcile_mlflow`) and, once it is all there, clear
+        every driver's list of unlogged trials; whether it is all there."""
+        if self.mlflow is None or self.parent_run_id is None:
+            return True  # not tracked here: another driver's lists stay
+        if not self.reconcile_mlflow():
+            return False
+        study_id = self.storage.get_study_id_from_name(self.config.name)
+        for key, value in self.storage.get_study_system_attrs(study_id).items():
+            if key.startswith(_UNLOGGED_ATTR_PREFIX) and value:
+                self.storage.set_study_system_attr(study_id, key, [])
+        self._unlogged = set()
+        return True
+
+    def note_unlogged(self, number: int) -> None:
+        """Record in the study that trial ``number`` finished without its MLflow run (listed by
+        :meth:`unlogged_trials` until a catch-up logs it)."""
+        self._tracking_behind = True
+        if self._unlogged is None:
+            self._unlogged = set()
+        self._unlogged.add(number)
+        study_id = self.storage.get_study_id_from_name(self.config.name)
+        self.storage.set_study_system_attr(
+            study_id, _UNLOGGED_ATTR_PREFIX + owner_token(), sorted(self._unlogged)
+        )
+
+    def unlogged_trials(self) -> list[int]:
+        """The finished trials that a driver could not log to MLflow and no catch-up has
+        logged since (read from the study: no tracking store is asked)."""
+        study_id = self.storage.get_study_id_from_name(self.config.name)
+        found: set[int] = set()
+        for key, value in self.storage.get_study_system_attrs(study_id).items():
+            if key.startswith(_UNLOGGED_ATTR_PREFIX):
+                found.update(int(n) for n in value or ())
+        return sorted(found)
+
+    def tracking_failed(self, err: BaseException | None, what: str) -> None:
+        """Record that a tracking write failed (``what``, ``err``): MLflow is asked again in
+        ``_TRACKING_RETRY_S`` seconds and then caught up (:meth:`tracking_available`)."""
+        if self._tracking_retry_at is None:
+            _log.warning(
+                "MLflow: %s%s. The search goes on; what is not logged now is logged once the "
+                "tracking store answers (until then `paretune status` lists it)",
+                what,
+                "" if err is None else f": {err}",
             )
+        self._tracking_retry_at = time.monotonic() + _TRACKING_RETRY_S
+        self._tracking_behind = True
+
+    def mlflow_backlog(self) -> list[int]:
+        """The numbers of the finished trials whose MLflow run is missing or unfinished.
+
+        Raises:
+            Exception: MLflow's, when the tracking store cannot be read.
+        """
+        parent = self.study.user_attrs.get(PARENT_RUN_ATTR)
+        if self.mlflow is None or parent is None:
+            return []
+        return missing_runs(self.mlflow, str(parent), self.study.get_trials(deepcopy=False))
 
     def start_run(
         self,
@@ -141,8 +243,10 @@ class MlflowRuns:
         trial_number: int | None = None,
     ) -> str | None:
         """Start the MLflow child run of ``trial`` and record it in the trial (best effort)."""
-        if self.mlflow is None or self.parent_run_id is None:
+        if not self.tracking_available():
+            self._tracking_behind = self.mlflow is not None and self.parent_run_id is not None
             return None
+        assert self.mlflow is not None and self.parent_run_id is not None
         try:
             run_id = self.mlflow.start_child(
                 parent_run_id=self.parent_run_id,
@@ -152,7 +256,7 @@ class MlflowRuns:
                 run_name=run_name,
             )
         except Exception as err:  # tracking is best-effort; the study is the record
-            _log.warning("MLflow: no run for trial %d: %s", trial.number, err)
+            self.tracking_failed(err, f"no run for trial {trial.number}")
             return None
         trial.set_user_attr(CHILD_RUN_ATTR, run_id)
         return run_id
@@ -188,15 +292,18 @@ class MlflowRuns:
         return self.run_name(trial.number, trial.params, label=trial.user_attrs.get(LABEL_ATTR))
 
     def _finish_mlflow_of(self, frozen: FrozenTrial, state: str, tags: Mapping[str, str]) -> None:
-        if self.mlflow is None or self.parent_run_id is None:
+        if not self.tracking_available():
+            if self.mlflow is not None and self.parent_run_id is not None:
+                self.note_unlogged(frozen.number)
             return
+        assert self.mlflow is not None and self.parent_run_id is not None
         if not finish_run_of(self.mlflow, frozen, state, tags):
             # Killed before it recorded its run: the run is found by its tag, or made.
             reconcile_runs(self.mlflow, self.parent_run_id, [frozen], run_name=self._run_name_of)
 
     def tag_pareto(self) -> None:
         """Tag every child run with whether its trial is on the Pareto front."""
-        if self.mlflow is None:
+        if self.mlflow is None or not self.tracking_available():
             return
         front = {t.number for t in self.pareto_trials()}
         pairs = [

@@ -12,6 +12,7 @@ cached per process.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ __all__ = ["TrialLink", "attach_trial"]
 _log = logging.getLogger(__name__)
 
 _clients: dict[str, Any] = {}
+_RETRY_S = 15.0  # after a failed MLflow write, the next try waits this long
 _studies: dict[tuple[str, str], Any] = {}
 
 
@@ -88,21 +90,40 @@ def _attach_mlflow(ctx: TrialContext, link: TrialLink) -> None:
         history = client().get_metric_history
         return {(key, m.step) for key in run.data.metrics for m in history(run_id, key)}
 
+    # Steps that could not be logged (the tracking server was down) are kept and sent with
+    # the next report after _RETRY_S seconds; the final metrics are the driver's to log.
+    unsent: list[tuple[int, dict[str, float]]] = []
+    retry_at = 0.0
+    failing = False
+
     def to_mlflow(step: int, metrics: dict[str, float]) -> None:
-        nonlocal logged
+        nonlocal logged, retry_at, failing
+        unsent.append((step, dict(metrics)))
+        if time.monotonic() < retry_at:
+            return
         try:
             if logged is None:
                 logged = already_logged()
-            fresh = {k: v for k, v in metrics.items() if (k, step) not in logged}
-            if not fresh:
-                return
             from paretune.trials_store._mlflow import MlflowLink
 
-            MlflowLink.log_batch_to(client(), run_id, fresh, step=step)
+            while unsent:
+                at, values = unsent[0]
+                fresh = {k: v for k, v in values.items() if (k, at) not in logged}
+                if fresh:
+                    MlflowLink.log_batch_to(client(), run_id, fresh, step=at)
+                unsent.pop(0)
+            failing = False
         except Exception as err:  # tracking is best-effort: it must never fail a trial
-            _log.warning(
-                "could not log step %d of trial %d to MLflow: %s", step, link.trial_number, err
-            )
+            if not failing:
+                failing = True
+                _log.warning(
+                    "could not log step %d of trial %d to MLflow: %s; trying again in %.0f s",
+                    step,
+                    link.trial_number,
+                    err,
+                    _RETRY_S,
+                )
+            retry_at = time.monotonic() + _RETRY_S
 
     ctx.add_sink(to_mlflow)
 

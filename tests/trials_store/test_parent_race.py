@@ -20,9 +20,7 @@ from paretune.trials_store import StudyConfig, TrialsStore
 REPETITIONS = 20
 
 
-def _driver(
-    barrier: Any, results: Any, storage_url: str, tracking_uri: str, run_dir: str
-) -> None:
+def _driver(barrier: Any, results: Any, storage_url: str, tracking_uri: str, run_dir: str) -> None:
     for i in range(REPETITIONS):
         config = StudyConfig(
             name=f"race{i}",
@@ -67,9 +65,7 @@ def _race(storage_url: str, tmp_path: Path) -> None:
         assert not any(r.startswith("error") for r in seen[i]), seen[i]
         assert len(set(seen[i])) == 1, f"repetition {i}: the drivers used {seen[i]}"
         experiment = client.get_experiment_by_name(f"race{i}")
-        parents = client.search_runs(
-            [experiment.experiment_id], "tags.`paretune.role` = 'study'"
-        )
+        parents = client.search_runs([experiment.experiment_id], "tags.`paretune.role` = 'study'")
         assert [r.info.run_id for r in parents] == seen[i][:1], f"repetition {i}"
 
 

@@ -179,9 +179,7 @@ def test_a_second_driver_uses_the_parent_run_the_first_recorded(tmp_path, counti
     first.close()
 
 
-def test_a_driver_waits_for_the_parent_run_another_is_setting_up(
-    tmp_path, counting_objective
-):
+def test_a_driver_waits_for_the_parent_run_another_is_setting_up(tmp_path, counting_objective):
     """A live driver claimed the set-up: the others wait for its record, then use that run."""
     import threading
 
