@@ -12,6 +12,7 @@ store.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -38,12 +39,12 @@ def server() -> Iterator[MlflowServer]:
 
 def _paretune(*args: str, cwd: Path) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "paretune", *args],
+        [sys.executable, "-m", "paretune.cli", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=600,
-        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert done.returncode == 0, f"paretune {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
     return done.stdout + done.stderr
