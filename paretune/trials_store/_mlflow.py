@@ -330,23 +330,28 @@ class MlflowLink:
         for run_id, on_front in run_ids_and_flags:
             self.set_tags(run_id, {"paretune.pareto": "true" if on_front else "false"})
 
-    def child_runs(self, parent_run_id: str) -> dict[str, list[tuple[str, str]]]:
+    def child_runs(
+        self, parent_run_id: str, *, trial_id: int | None = None
+    ) -> dict[str, list[tuple[str, str]]]:
         """The parent's child runs by their ``paretune.trial_id`` tag: ``[(run_id, status)]``,
-        oldest first (deleted runs left out)."""
+        oldest first (deleted runs left out); only those of ``trial_id`` if given."""
         out: dict[str, list[tuple[str, str]]] = {}
         token = None
+        query = f"tags.mlflow.parentRunId = '{parent_run_id}'"
+        if trial_id is not None:
+            query += f" and tags.`paretune.trial_id` = '{trial_id}'"
         while True:
             page = self._client.search_runs(
                 [self.experiment_id],
-                filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                filter_string=query,
                 max_results=1000,
                 order_by=["attributes.start_time ASC"],
                 page_token=token,
             )
             for run in page:
-                trial_id = run.data.tags.get("paretune.trial_id")
-                if trial_id is not None:
-                    out.setdefault(trial_id, []).append((run.info.run_id, run.info.status))
+                tag = run.data.tags.get("paretune.trial_id")
+                if tag is not None:
+                    out.setdefault(str(tag), []).append((run.info.run_id, run.info.status))
             token = page.token
             if not token:
                 return out

@@ -48,6 +48,8 @@ _TRACKING_RETRY_S = 15.0
 # Study system attribute prefix (+ the driver's owner token): the finished trials that driver
 # could not log to MLflow yet, kept until a catch-up logs them, for `paretune status`.
 _UNLOGGED_ATTR_PREFIX = "paretune.mlflow_unlogged:"
+# Study system attribute: the trials whose runs were last tagged Pareto-optimal.
+_PARETO_TAGGED_ATTR = "paretune.mlflow_pareto_tagged"
 
 
 class MlflowRuns:
@@ -302,13 +304,28 @@ class MlflowRuns:
             reconcile_runs(self.mlflow, self.parent_run_id, [frozen], run_name=self._run_name_of)
 
     def tag_pareto(self) -> None:
-        """Tag every child run with whether its trial is on the Pareto front."""
+        """Tag every child run with whether its trial is on the Pareto front.
+
+        Runs start tagged ``false``, and the study records the front it last tagged, so only
+        the trials that joined or left the front since are written (a 10,000-trial study is
+        not rewritten at every close); a study without that record is tagged in full once.
+        """
         if self.mlflow is None or not self.tracking_available():
             return
         front = {t.number for t in self.pareto_trials()}
-        pairs = [
-            (t.user_attrs[CHILD_RUN_ATTR], t.number in front)
-            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if CHILD_RUN_ATTR in t.user_attrs
-        ]
+        study_id = self.storage.get_study_id_from_name(self.config.name)
+        tagged = self.storage.get_study_system_attrs(study_id).get(_PARETO_TAGGED_ATTR)
+        trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if tagged is not None:
+            changed = front.symmetric_difference(int(n) for n in tagged)
+            trials = [t for t in trials if t.number in changed]
+        pairs = []
+        for t in trials:
+            run_id = t.user_attrs.get(CHILD_RUN_ATTR)
+            if run_id is None:  # a run made by a catch-up: the trial cannot record it
+                runs = self.mlflow.child_runs(self.parent_run_id or "", trial_id=t._trial_id)
+                run_id = next(iter(runs.get(str(t._trial_id), [])), (None, ""))[0]
+            if run_id is not None:
+                pairs.append((run_id, t.number in front))
         self.mlflow.mark_pareto(pairs)
+        self.storage.set_study_system_attr(study_id, _PARETO_TAGGED_ATTR, sorted(front))

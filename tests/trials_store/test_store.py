@@ -361,3 +361,26 @@ def test_child_runs_are_named_by_trial_number_and_label_or_params(tmp_path, coun
         [store.mlflow.experiment_id], filter_string=f"tags.`paretune.trial` = '{lost.number}'"
     )
     assert [r.info.run_name for r in runs] == [f"t003 x={lost.params['x']:.3g}"]
+
+
+def test_the_pareto_tags_follow_the_front_when_a_resumed_search_changes_it(
+    tmp_path, counting_objective
+):
+    from mlflow import MlflowClient
+
+    def tagged_front(store: TrialsStore) -> tuple[set[int], set[int]]:
+        client = MlflowClient(store.tracking_uri)
+        experiment = client.get_experiment_by_name("counting")
+        runs = client.search_runs([experiment.experiment_id], "tags.`paretune.trial` != ''")
+        tagged = {int(r.data.tags["paretune.trial"]) for r in runs
+                  if r.data.tags["paretune.pareto"] == "true"}  # fmt: skip
+        return tagged, {t.number for t in store.pareto_trials()}
+
+    data = counting_spec(tmp_path, counting_objective, trials=3)
+    first = run_search(load_spec(data).plan()).store
+    tagged, first_front = tagged_front(first)
+    assert tagged == first_front
+    more = run_search(load_spec(data | {"budget": {"trials": 14}}).plan(), resume=True).store
+    tagged, front = tagged_front(more)
+    assert front - first_front  # (the study's seed fixes the trials) trials joined the front
+    assert tagged == front
