@@ -297,7 +297,8 @@ def test_kill_9_of_the_driver_then_resume_finishes_without_rerunning(
     try:
         _wait_inside_objective(proc, counter, finished=budget // 2)
         os.kill(proc.pid, signal.SIGKILL)  # the driver only; Ray's processes are left alone
-        assert wait_unreaped(proc.pid, 60) is not None
+        # Reaped at once: `resume` takes a zombie driver for a live owner of its trials.
+        proc.wait()
         time.sleep(1.0)  # a trial still running in a worker may finish, unrecorded
 
         storage = f"sqlite:///{tmp_path}/run/study.db"
