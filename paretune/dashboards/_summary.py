@@ -32,7 +32,11 @@ def where_lines(
     lines = [f"study:  {study} in {storage_url}"]
     if tracking_uri is not None and hints:
         lines.append(f"mlflow: {tracking_uri} (experiment {study!r})")
-        lines.append(f"        browse: mlflow ui --backend-store-uri {tracking_uri}")
+        if tracking_uri.startswith(("http://", "https://")):
+            # A tracking server is its own UI; `mlflow ui` takes a store, not a server.
+            lines.append(f"        browse: {tracking_uri}")
+        else:
+            lines.append(f"        browse: mlflow ui --backend-store-uri {tracking_uri}")
     elif tracking_uri is not None:
         lines.append(f"mlflow: {tracking_uri}")
     if hints:

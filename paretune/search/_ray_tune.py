@@ -9,6 +9,7 @@ travel, and a restored copy refuses to run rather than record into the wrong pla
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -39,6 +40,7 @@ RESULT_KEY = "paretune"  # bookkeeping in every result a trial reports to Tune
 METRICS_PREFIX = f"{RESULT_KEY}/metrics/"
 RETRIES_ATTR = "paretune.retries"
 NODE_TAG = "paretune.node"
+NODE_ID_TAG = "paretune.node_id"
 
 _NOT_RESTORABLE = (
     "this object was restored from Tune's experiment state; paretune continues a search from "
@@ -127,18 +129,51 @@ def _enter(directory: str | None) -> None:
 
 
 def _tag_node(job: Job) -> None:
-    """The trial's MLflow run names the node and the process that evaluate it."""
+    """The trial's MLflow run names the Ray node and the process that evaluate it.
+
+    Host name and IP address alone cannot tell apart two nodes of one machine (or two
+    containers sharing a host name), so the tag also holds the node's name (``ray start
+    --node-name``; Ray's default is the IP address), and ``paretune.node_id`` holds Ray's node id.
+    A retried trial is tagged again by the node that runs the retry.
+    """
     if not (job.link.tracking_uri and job.link.mlflow_run_id):
         return
     try:
         import ray
         from mlflow import MlflowClient
 
-        node = f"{socket.gethostname()} ({ray.util.get_node_ip_address()}) pid {os.getpid()}"
+        node_id = ray.get_runtime_context().get_node_id()
+        label = node_label(
+            host=socket.gethostname(),
+            ip=ray.util.get_node_ip_address(),
+            name=_node_name(node_id),
+            pid=os.getpid(),
+        )
         client = MlflowClient(tracking_uri=job.link.tracking_uri)
-        client.set_tag(job.link.mlflow_run_id, NODE_TAG, node)
+        client.set_tag(job.link.mlflow_run_id, NODE_TAG, label)
+        client.set_tag(job.link.mlflow_run_id, NODE_ID_TAG, node_id)
     except Exception as err:  # tracking is best-effort: it must never fail a trial
         _log.warning("could not tag trial %d's MLflow run: %s", job.trial_number, err)
+
+
+def node_label(*, host: str, ip: str, name: str | None, pid: int) -> str:
+    """``paretune.node``: ``host (ip) pid N``, with ``node NAME`` where the node's name says
+    more than its IP address."""
+    where = f"{host} ({ip})"
+    if name and name != ip:
+        where = f"{where} node {name}"
+    return f"{where} pid {pid}"
+
+
+@functools.cache
+def _node_name(node_id: str) -> str | None:
+    """The name of this worker's node (one GCS query per worker process and node)."""
+    import ray
+
+    for node in ray.nodes():
+        if node.get("NodeID") == node_id:
+            return node.get("NodeName") or None
+    return None
 
 
 def _metrics_of(result: dict[str, Any]) -> dict[str, float] | None:

@@ -18,6 +18,12 @@ def test_where_names_the_study_the_tracking_store_and_how_to_browse_them() -> No
     ]
 
 
+def test_where_on_a_tracking_server_browses_the_server_itself() -> None:
+    text = where_lines(study="bbc", storage_url="sqlite:///s.db", tracking_uri="http://m:5000")
+    assert "        browse: http://m:5000" in text.splitlines()
+    assert "mlflow ui" not in text
+
+
 def test_where_without_mlflow_or_without_hints() -> None:
     untracked = where_lines(study="bbc", storage_url="sqlite:///s.db")
     assert untracked.splitlines() == [

@@ -7,7 +7,6 @@ and the runner shuts it down when the search ends.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -24,6 +23,7 @@ from paretune import SearchFailed
 from paretune.search import run_search
 from paretune.spec import load_spec
 from tests.conftest import counting_spec, loss_spec
+from tests.search.ray_cluster import stop_group, wait_unreaped
 from tests.test_cli import (
     ROOT,
     _evaluations,
@@ -81,6 +81,7 @@ def test_quickstart_on_ray_fills_the_same_study_and_nests_mlflow_runs(tmp_path: 
         # Evaluated in a Ray worker, not in the driver.
         node = child.data.tags["paretune.node"]
         assert f"pid {os.getpid()}" not in node
+        assert len(child.data.tags["paretune.node_id"]) == 56  # Ray's node id, in hex
 
 
 SHARED_GPU = """
@@ -296,6 +297,7 @@ def test_kill_9_of_the_driver_then_resume_finishes_without_rerunning(
     try:
         _wait_inside_objective(proc, counter, finished=budget // 2)
         os.kill(proc.pid, signal.SIGKILL)  # the driver only; Ray's processes are left alone
+        # Reaped at once: `resume` takes a zombie driver for a live owner of its trials.
         proc.wait()
         time.sleep(1.0)  # a trial still running in a worker may finish, unrecorded
 
@@ -324,9 +326,7 @@ def test_kill_9_of_the_driver_then_resume_finishes_without_rerunning(
         # Each recorded trial was evaluated by exactly one attempt of its own number.
         assert all(numbers.count(n) == 1 for n in recorded)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        _kill_group(proc.pid)  # what Ray left of the killed driver's cluster
+        stop_group(proc)  # the driver, and what Ray left of the killed driver's cluster
 
 
 @pytest.mark.slow
@@ -352,8 +352,14 @@ def test_a_stop_signal_stops_the_pool_requeues_and_resume_finishes(
             os.killpg(proc.pid, signum)
         else:
             os.kill(proc.pid, signum)
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 130, err
+        # Waited for without reaping it: stop_group below must not meet a reused group id.
+        chunks: list[str] = []
+        reader = threading.Thread(target=lambda: chunks.append(proc.stderr.read()), daemon=True)
+        reader.start()
+        code = wait_unreaped(proc.pid, 120)
+        reader.join(timeout=30)
+        err = "".join(chunks)
+        assert code == 130, err
         assert "paretune resume" in err
 
         storage = f"sqlite:///{tmp_path}/run/study.db"
@@ -370,14 +376,7 @@ def test_a_stop_signal_stops_the_pool_requeues_and_resume_finishes(
         study = optuna.load_study(study_name="counting", storage=storage)
         assert sum(t.state == TrialState.COMPLETE for t in study.trials) == budget
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        _kill_group(proc.pid)
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
+        stop_group(proc)
 
 
 # -- the spec section (no cluster needed) ---------------------------------------------------
@@ -480,3 +479,15 @@ def test_a_ray_search_whose_trials_keep_failing_stops_with_the_last_error(
     study = optuna.load_study(study_name="counting", storage=f"sqlite:///{tmp_path}/run/study.db")
     assert all(t.state == TrialState.FAIL for t in study.trials)
     assert 3 <= len(study.trials) <= 4  # none started after the third; the running one finished
+
+
+def test_the_node_tag_tells_apart_two_nodes_of_one_host() -> None:
+    from paretune.search._ray_tune import node_label
+
+    head = node_label(host="box", ip="10.0.0.5", name="head", pid=11)
+    second = node_label(host="box", ip="10.0.0.5", name="second", pid=11)
+    assert head == "box (10.0.0.5) node head pid 11"
+    assert second != head
+    # Ray names a node by its IP address unless told otherwise: said once.
+    assert node_label(host="box", ip="10.0.0.5", name="10.0.0.5", pid=7) == "box (10.0.0.5) pid 7"
+    assert node_label(host="box", ip="10.0.0.5", name=None, pid=7) == "box (10.0.0.5) pid 7"
