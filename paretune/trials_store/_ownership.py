@@ -97,7 +97,17 @@ def owner_is_dead(token: str) -> bool:
         return True
     except PermissionError:
         return False
+    if _is_zombie(pid):  # exited, not yet reaped by its parent: it runs nothing
+        return True
     return started != "?" and _process_start_time(pid) != started
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def is_orphaned(trial: FrozenTrial) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -384,3 +385,19 @@ def test_the_pareto_tags_follow_the_front_when_a_resumed_search_changes_it(
     tagged, front = tagged_front(more)
     assert front - first_front  # (the study's seed fixes the trials) trials joined the front
     assert tagged == front
+
+
+def test_an_exited_process_not_yet_reaped_owns_nothing() -> None:
+    from paretune.trials_store._ownership import owner_is_dead
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    token = owner_token(child.pid)
+    try:
+        deadline = time.monotonic() + 60
+        while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child did not exit"
+            time.sleep(0.05)
+        assert owner_is_dead(token)  # a zombie: exited, its parent has not waited for it yet
+    finally:
+        child.wait()
+    assert owner_is_dead(token)
