@@ -99,6 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="also paretune with the MLflow tracking store on the PostgreSQL server",
     )
+    parser.add_argument(
+        "--parallel",
+        action="store_true",
+        help="run every cell at once (the anchors and paretune under the same load)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cell-timeout", type=float, default=1800, help="seconds per cell")
     parser.add_argument("--out-dir", default=os.path.join(tempfile.gettempdir(), "paretune-scale"))
@@ -139,21 +144,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
     integration = harness.versions("optuna-integration")["optuna-integration"]
-    for storage in storages:
-        server = None
-        if storage == "postgresql":
-            pg = _postgres_module()
-            reason = pg.unavailable()
-            if reason is None:
-                try:
-                    server = pg.start_server()
-                except RuntimeError as err:
-                    reason = f"the server did not start: {str(err).splitlines()[0]}"
-            if reason is not None:
-                skipped.append(f"postgresql cells skipped: {reason}")
-                print(skipped[-1], flush=True)
-                continue
-        try:
+    servers = []
+    configs: list[dict[str, Any]] = []
+    # A stop (SIGTERM, Ctrl-C) still stops the cells and the PostgreSQL server.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        for storage in storages:
+            server = None
+            if storage == "postgresql":
+                pg = _postgres_module()
+                reason = pg.unavailable()
+                if reason is None:
+                    try:
+                        server = pg.start_server()
+                        servers.append(server)
+                    except RuntimeError as err:
+                        reason = f"the server did not start: {str(err).splitlines()[0]}"
+                if reason is not None:
+                    skipped.append(f"postgresql cells skipped: {reason}")
+                    print(skipped[-1], flush=True)
+                    continue
             for cell in cells:
                 if cell == "paretune+pg-mlflow" and storage != "postgresql":
                     continue
@@ -172,7 +182,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "window": args.window,
                     "seed": args.seed,
                     "run_dir": str(run_dir),
-                    "deadline": time.time() + args.cell_timeout,
                     "storage": f"sqlite:///{run_dir / 'study.db'}",
                     "tracking_uri": f"sqlite:///{run_dir / 'mlflow.db'}",
                 }
@@ -181,17 +190,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                     config["storage"] = server.new_database(f"study_{label}")
                     if cell == "paretune+pg-mlflow":
                         config["tracking_uri"] = server.new_database(f"mlflow_{label}")
-                print(f"[{storage} {cell}] ...", end=" ", flush=True)
-                row = run_child(config, args.cell_timeout + 300)
-                rows.append(row)
-                if row.get("error"):
-                    print(f"ERROR: {row['error']}", flush=True)
-                else:
-                    reached = row["stages"][-1]["n"] if row["stages"] else 0
-                    print(f"{reached} trials in {row['wall_s']:.0f} s", flush=True)
-        finally:
-            if server is not None:
-                server.stop()
+                configs.append(config)
+        if args.parallel:
+            print(f"{len(configs)} cells at once ...", flush=True)
+            rows = run_children(configs, args.cell_timeout)
+        else:
+            for config in configs:
+                print(f"[{config['storage_kind']} {config['cell']}] ...", flush=True)
+                rows += run_children([config], args.cell_timeout)
+        for row in rows:
+            if row.get("error"):
+                print(f"[{row['storage']} {row['cell']}] ERROR: {row['error']}", flush=True)
+            else:
+                reached = row["stages"][-1]["n"] if row["stages"] else 0
+                print(
+                    f"[{row['storage']} {row['cell']}] {reached} trials in {row['wall_s']:.0f} s",
+                    flush=True,
+                )
+    finally:
+        for server in servers:
+            server.stop()
     total_s = time.monotonic() - t_all
     load_after = os.getloadavg()
 
@@ -200,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sizes": sizes,
         "window": args.window,
         "seed": args.seed,
+        "parallel": args.parallel,
+        "cell_timeout_s": args.cell_timeout,
         "loadavg_before": list(load_before),
         "loadavg_after": list(load_after),
         "total_s": total_s,
@@ -248,24 +268,42 @@ def _postgres_module() -> ModuleType:
     return module
 
 
-def run_child(config: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """Run one cell in a fresh Python process; its last stdout line is the result."""
-    run_dir = Path(config["run_dir"])
-    log = run_dir / "child.log"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(config)]
+def run_children(configs: list[dict[str, Any]], cell_timeout: float) -> list[dict[str, Any]]:
+    """Run cells at once, each in a fresh Python process; a cell's last stdout line is its
+    result. A cell stops growing its study ``cell_timeout`` seconds after it started."""
+    procs = []
+    try:
+        for config in configs:
+            config = {**config, "deadline": time.time() + cell_timeout}
+            log = Path(config["run_dir"]) / "child.log"
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(config)]
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+            with log.open("w") as err:
+                proc = subprocess.Popen(
+                    cmd, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True,
+                    env=env,
+                )  # fmt: skip
+            procs.append((config, log, proc))
+        return [_result(config, log, proc, cell_timeout + 600) for config, log, proc in procs]
+    finally:
+        for _, _, proc in procs:  # only those still running after an error or a stop
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def _result(
+    config: dict[str, Any], log: Path, proc: subprocess.Popen[str], timeout: float
+) -> dict[str, Any]:
     base = {"cell": config["cell"], "storage": config["storage_kind"]}
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    with log.open("w") as err:
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True, env=env
-        )
-        try:
-            out, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            return {**base, "error": f"timed out after {timeout:.0f} s (log: {log})"}
+    try:
+        out, _ = proc.communicate(timeout=max(1.0, config["deadline"] + timeout - time.time()))
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        return {**base, "error": f"timed out (log: {log})"}
     lines = [line for line in out.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = log.read_text(errors="replace").strip().splitlines()[-15:]
