@@ -284,7 +284,8 @@ def run_children(configs: list[dict[str, Any]], cell_timeout: float) -> list[dic
                     env=env,
                 )  # fmt: skip
             procs.append((config, log, proc))
-        return [_result(config, log, proc, cell_timeout + 600) for config, log, proc in procs]
+        # A grace after the deadline: the trial then running, and run_search's close.
+        return [_result(config, log, proc, 900) for config, log, proc in procs]
     finally:
         for _, _, proc in procs:  # only those still running after an error or a stop
             if proc.poll() is None:
@@ -294,21 +295,25 @@ def run_children(configs: list[dict[str, Any]], cell_timeout: float) -> list[dic
 
 
 def _result(
-    config: dict[str, Any], log: Path, proc: subprocess.Popen[str], timeout: float
+    config: dict[str, Any], log: Path, proc: subprocess.Popen[str], grace: float
 ) -> dict[str, Any]:
     base = {"cell": config["cell"], "storage": config["storage_kind"]}
     try:
-        out, _ = proc.communicate(timeout=max(1.0, config["deadline"] + timeout - time.time()))
+        out, _ = proc.communicate(timeout=max(1.0, config["deadline"] + grace - time.time()))
+        error = None
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        return {**base, "error": f"timed out (log: {log})"}
-    lines = [line for line in out.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
+        out, _ = proc.communicate()
+        error = f"timed out (log: {log})"
+    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    final = [r for r in records if "stages" in r]
+    if error is None and (proc.returncode != 0 or not final):
         tail = log.read_text(errors="replace").strip().splitlines()[-15:]
-        return {**base, "error": f"exit status {proc.returncode} (log: {log})\n" + "\n".join(tail)}
-    return {**base, **json.loads(lines[-1])}
+        error = f"exit status {proc.returncode} (log: {log})\n" + "\n".join(tail)
+    if error is not None:  # the sizes it reached before
+        return {**base, "stages": [r["stage"] for r in records if "stage" in r], "error": error}
+    return {**base, **final[-1]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -391,6 +396,7 @@ def _grow_optuna(config: dict[str, Any]) -> list[dict[str, Any]]:
             n += 1
             clock.tick()
         stages.append({"size": size, "n": n, **_window(clock.gaps[stage_gaps:], config["window"])})
+        print(json.dumps({"stage": stages[-1]}), flush=True)
         if n < size:
             break
     return stages
@@ -406,6 +412,7 @@ def _grow_paretune(config: dict[str, Any]) -> list[dict[str, Any]]:
     run_dir = Path(config["run_dir"])
     objective_file = run_dir / "objective.py"
     objective_file.write_text(OBJECTIVE_SOURCE)
+    sizes = config["sizes"]
     data: dict[str, Any] = {
         "study": "scale",
         "run_dir": str(run_dir),
@@ -418,45 +425,46 @@ def _grow_paretune(config: dict[str, Any]) -> list[dict[str, Any]]:
         },
         "space": {"x": {"type": "float", "low": 0.0, "high": 1.0}},
         "controller": {"name": "random", "seed": config["seed"]},
-        "budget": {"trials": config["sizes"][0]},
+        "budget": {"trials": sizes[-1], "wall_time": max(1.0, config["deadline"] - time.time())},
         "runner": {"type": "local", "n_jobs": 1},
     }
     spec_file = run_dir / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(data))
+    plan = load_spec(str(spec_file)).plan()
     clock = _Clock()
+    stages: list[dict[str, Any]] = []
 
     class Progress:
+        """Ticks the clock; at each size, the window's times and the study's costs (the
+        search waits meanwhile; the next trial's time, which includes that wait, is left out)."""
+
+        n = 0
+        last = 0.0
+
         def update(self, store: Any, trial: Any) -> None:
             clock.tick()
+            self.n += 1
+            self.last = time.perf_counter()
+            if len(stages) < len(sizes) and self.n == sizes[len(stages)]:
+                stage = {"size": self.n, "n": self.n, **_window(clock.gaps, config["window"])}
+                stage.update(_study_costs(TrialsStore, plan, spec_file, run_dir))
+                stages.append(stage)
+                print(json.dumps({"stage": stage}), flush=True)
+                clock.restart()
 
-    stages = []
-    for i, size in enumerate(config["sizes"]):
-        remaining = config["deadline"] - time.time()
-        if remaining <= 1:
-            break
-        data["budget"] = {"trials": size, "wall_time": remaining}
-        spec_file.write_text(yaml.safe_dump(data))
-        plan = load_spec(str(spec_file)).plan()
-        clock.restart()
-        stage_gaps = len(clock.gaps)
-        result = run_search(plan, resume=i > 0, progress=Progress())
-        n = result.counts["COMPLETE"]
-        stage: dict[str, Any] = {
-            "size": size,
-            "n": n,
-            **_window(clock.gaps[stage_gaps:], config["window"]),
-        }
-        stage.update(_study_costs(TrialsStore, plan, spec_file, run_dir))
-        stages.append(stage)
-        print(json.dumps({"progress": stage}), file=sys.stderr, flush=True)
-        if n < size:
-            break
+    progress = Progress()
+    run_search(plan, progress=progress)
+    t_close = progress.last or None
+    if len(stages) < len(sizes):  # stopped by the cell's time limit
+        size = sizes[len(stages)]
+        stages.append({"size": size, "n": progress.n, **_window(clock.gaps, config["window"])})
+    if t_close is not None:  # run_search's close: the MLflow parent run and the Pareto tags
+        stages[-1]["close_s"] = time.perf_counter() - t_close
     return stages
 
 
 def _study_costs(store_type: Any, plan: Any, spec_file: Path, run_dir: Path) -> dict[str, Any]:
     """The duplicate check on a fresh store and warm, and the CLI's status and export."""
-    import optuna
-
     out: dict[str, Any] = {}
     store = store_type(plan.study, create=False, mlflow=False)
     absent = {"x": -1.0}  # no trial has it: the check looks at every completed trial
@@ -465,9 +473,6 @@ def _study_costs(store_type: Any, plan: Any, spec_file: Path, run_dir: Path) -> 
     out["twin_first_s"] = time.perf_counter() - t
     warm = []
     for _ in range(REPEATS):
-        trial = store.study.ask()
-        trial.suggest_float("x", 0.0, 1.0)
-        store.study.tell(trial, 0.5, state=optuna.trial.TrialState.COMPLETE)
         t = time.perf_counter()
         store._completed_twin(absent)
         warm.append(time.perf_counter() - t)
@@ -497,8 +502,8 @@ def _study_costs(store_type: Any, plan: Any, spec_file: Path, run_dir: Path) -> 
 
 def _stage(rows: list[dict[str, Any]], storage: str, cell: str, size: int) -> dict[str, Any] | None:
     for r in rows:
-        if (r["storage"], r["cell"]) == (storage, cell) and not r.get("error"):
-            for s in r["stages"]:
+        if (r["storage"], r["cell"]) == (storage, cell):
+            for s in r.get("stages", []):
                 if s["size"] == size and s["n"] >= size and "median_s" in s:
                     return s
     return None
@@ -575,14 +580,14 @@ def render(rows: list[dict[str, Any]], checks: list[dict[str, Any]], header: dic
         "twin warm ms",
         "status s",
         "export s",
+        "close s",
     ]
     cells = []
     for r in rows:
         if r.get("error"):
             first = r["error"].splitlines()[0]
-            cells.append([r["storage"], r["cell"], f"ERROR: {first}", *[""] * 8])
-            continue
-        for s in r["stages"]:
+            cells.append([r["storage"], r["cell"], f"ERROR: {first}", *[""] * 9])
+        for s in r.get("stages", []):
             plain = _stage(rows, r["storage"], "optuna", s["size"])
             tracked = _stage(rows, r["storage"], "optuna+mlflow", s["size"])
 
@@ -610,6 +615,7 @@ def render(rows: list[dict[str, Any]], checks: list[dict[str, Any]], header: dic
                     ms(s.get("twin_warm_s")),
                     harness.fmt(s.get("status_s"), 2),
                     harness.fmt(s.get("export_s"), 2),
+                    harness.fmt(s.get("close_s"), 1),
                 ]
             )
     out += harness.markdown_table(table_head, cells)
