@@ -175,7 +175,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.output is None:
         sys.stdout.write(text)
     else:
-        print(f"wrote {len(store.study.trials)} trials to {args.output}", file=sys.stderr)
+        n = len(store.study.get_trials(deepcopy=False))  # not .trials: a deep copy of each
+        print(f"wrote {n} trials to {args.output}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -39,6 +39,7 @@ from paretune.trials_store._attrs import (
     TRAJECTORY_ATTR,
 )
 from paretune.trials_store._config import StudyConfig, constraint_violations
+from paretune.trials_store._ledger import TrialLedger
 from paretune.trials_store._mlflow import MlflowLink
 from paretune.trials_store._ownership import (
     _Heartbeat,
@@ -187,6 +188,7 @@ class TrialsStore(MlflowRuns):
         self.parent_run_id: str | None = None
         self._heartbeat: _Heartbeat | None = None
         self._recovered: list[int] = []
+        self._ledger = TrialLedger(self.study)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -255,18 +257,16 @@ class TrialsStore(MlflowRuns):
         # _on_heartbeat_stale for each.
         with quiet():
             optuna.storages.fail_stale_trials(self.study)
-        trials = self.study.get_trials(deepcopy=False)
-        retried = {t.user_attrs[RETRY_OF_ATTR] for t in trials if RETRY_OF_ATTR in t.user_attrs}
-        for t in trials:
-            if t.state == TrialState.RUNNING and is_orphaned(t):
+        ledger = self._ledger
+        ledger.refresh()
+        running = [(t, True) for t in ledger.running()]
+        interrupted = [(t, False) for t in ledger.interrupted_not_retried()]
+        # In trial order, as the retries are asked in the order they are queued.
+        for t, is_running in sorted(running + interrupted, key=lambda pair: pair[0].number):
+            if is_running and is_orphaned(t):
                 self.fail_interrupted(t, reason="its process died", requeue=self.config.requeue)
                 self._recovered.append(t.number)
-            elif (
-                t.state == TrialState.FAIL
-                and INTERRUPTED_ATTR in t.user_attrs
-                and t.number not in retried
-                and owner_is_dead(str(t.user_attrs.get(INTERRUPTED_BY_ATTR, "")))
-            ):
+            elif not is_running and owner_is_dead(str(t.user_attrs.get(INTERRUPTED_BY_ATTR, ""))):
                 queue_retry(self.study, t)
                 self._recovered.append(t.number)
         return sorted(self._recovered)
@@ -288,7 +288,8 @@ class TrialsStore(MlflowRuns):
         self.recover()
         with quiet():
             trial = self.study.ask()
-        return self.prepare(trial)
+        # recover() has just looked at the study: the duplicate check needs no second look.
+        return self._prepare(trial, look=False)
 
     def prepare(self, trial: optuna.Trial) -> PendingTrial:
         """Make a freshly asked trial of this study ready to evaluate.
@@ -300,13 +301,16 @@ class TrialsStore(MlflowRuns):
         calls it; a runner whose trials are asked by someone else on this store's storage (Ray
         Tune's ``OptunaSearch``) calls it on theirs.
         """
+        return self._prepare(trial, look=True)
+
+    def _prepare(self, trial: optuna.Trial, *, look: bool) -> PendingTrial:
         # A retried trial keeps the seed of the attempt it repeats.
         seed = trial.user_attrs.get(SEED_ATTR, self.config.trial_seed(trial.number))
         trial.set_user_attr(SEED_ATTR, seed)
         params = self.space.suggest(trial)
         if self._heartbeat is not None:
             self._heartbeat.add(trial._trial_id)
-        duplicate = self._completed_twin(params)
+        duplicate = self._completed_twin(params, look=look)
         label = trial.user_attrs.get(LABEL_ATTR)
         run_id = self.start_run(
             trial,
@@ -320,11 +324,14 @@ class TrialsStore(MlflowRuns):
         )
         return PendingTrial(trial, params, seed, run_id, duplicate_of=duplicate)
 
-    def _completed_twin(self, params: Mapping[str, Any]) -> FrozenTrial | None:
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if t.params == params:
-                return t
-        return None
+    def _completed_twin(
+        self, params: Mapping[str, Any], *, look: bool = True
+    ) -> FrozenTrial | None:
+        """The first COMPLETE trial with ``params``, also of other drivers: as of now
+        (``look``), or as of the store's last look at the study."""
+        if look:
+            self._ledger.refresh()
+        return self._ledger.completed_twin(params)
 
     def tell(
         self,
@@ -431,10 +438,8 @@ class TrialsStore(MlflowRuns):
     # -- views ----------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
-        out = {s.name: 0 for s in TrialState}
-        for t in self.study.get_trials(deepcopy=False):
-            out[t.state.name] += 1
-        return out
+        self._ledger.refresh()
+        return self._ledger.counts()
 
     def n_finished(
         self, *, running: bool = False, where: Callable[[FrozenTrial], bool] | None = None
@@ -450,13 +455,16 @@ class TrialsStore(MlflowRuns):
             where: Count only the trials it accepts (a DAC run counts its training episodes,
                 not its evaluations).
         """
+        if where is None:
+            self._ledger.refresh()
+            return self._ledger.n_finished(running=running)
         counted = {TrialState.COMPLETE, TrialState.PRUNED}
         if running:
             counted.add(TrialState.RUNNING)
         trials = self.study.get_trials(deepcopy=False)
         retried = {t.user_attrs[RETRY_OF_ATTR] for t in trials if RETRY_OF_ATTR in t.user_attrs}
         return sum(
-            (where is None or where(t))
+            where(t)
             and (
                 t.state in counted
                 or (
