@@ -44,7 +44,7 @@ PROBLEMS = ("BraninCurrin", "DTLZ2", "VehicleSafety", "PeftLike")
 SAMPLERS = ("random", "tpe", "nsga2", "gp", "optuna-integration", "paretune", "reinforce")
 SEQUENTIAL = "sequential"
 INSTALL_OPTUNA_INTEGRATION = "pip install --no-deps optuna-integration"
-TIMING_WINDOWS = ((31, 40), (91, 100), (191, 200))  # 1-based trial numbers, inclusive
+TIMING_WINDOWS = ((31, 40), (91, 100), (191, 200), (491, 500))  # 1-based trial numbers, inclusive
 GROWTH_PROBLEMS = ("BraninCurrin", "DTLZ2")
 GROWTH_TRIALS = 200
 TABLE_VERSIONS = ("python", "torch", "optuna", "botorch", "optuna-integration")
@@ -127,6 +127,10 @@ class Task:
     n_trials: int
     mode: str = SEQUENTIAL  # or "pendingN": N trials kept RUNNING
     kwargs: dict[str, Any] = field(default_factory=dict)
+    # Smaller budgets at which a partial record (same key) goes to ``cache`` while the run
+    # goes on, so that a long run stopped early still answers the budgets it passed.
+    checkpoints: tuple[int, ...] = ()
+    cache: Path | None = None
 
     def key(self) -> str:
         return run_key(self.problem, self.sampler, self.seed, self.mode, self.kwargs)
@@ -201,10 +205,38 @@ def run_task(task: Task, threads: int) -> dict[str, Any]:
         values_list.append(values)
         study.tell(trial, values)
 
+    def record(n: int) -> dict[str, Any]:
+        """The record of the first ``n`` told trials."""
+        warning_counts = Counter(f"{w.category.__name__}: {str(w.message)[:80]}" for w in caught)
+        warning_counts.update(handler.counts)
+        return {
+            "record_version": RECORD_VERSION,
+            "key": task.key(),
+            "problem": task.problem,
+            "sampler": task.sampler,
+            "seed": task.seed,
+            "mode": task.mode,
+            "kwargs": task.kwargs,
+            "n_trials": n,
+            "metrics": names,
+            "params": [_jsonable(p) for p in params_list[:n]],
+            "values": values_list[:n],
+            "suggest_s": suggest_s[:n],
+            "wall_s": time.perf_counter() - start,
+            "threads": threads,
+            # 1-minute load averages: timings taken on a busy machine are not comparable.
+            "loadavg": [load_start, os.getloadavg()[0]],
+            "warnings": dict(warning_counts.most_common(20)),
+            **harness.stamp(),
+            "machine": harness.machine(),
+            "versions": versions(),
+        }
+
     handler = _CountingHandler()
     root = logging.getLogger()
     root.addHandler(handler)
     width = pending_workers(task.mode)
+    checkpoints = sorted(c for c in task.checkpoints if c < task.n_trials)
     load_start = os.getloadavg()[0]
     start = time.perf_counter()
     try:
@@ -218,35 +250,14 @@ def run_task(task: Task, threads: int) -> dict[str, Any]:
                 ask()
             while running:
                 tell_oldest()
+                if task.cache is not None and checkpoints and len(values_list) == checkpoints[0]:
+                    harness.append_record(task.cache, record(checkpoints.pop(0)))
                 if len(params_list) < task.n_trials:
                     ask()
+            result = record(task.n_trials)
     finally:
         root.removeHandler(handler)
-    wall = time.perf_counter() - start
-    warning_counts = Counter(f"{w.category.__name__}: {str(w.message)[:80]}" for w in caught)
-    warning_counts.update(handler.counts)
-    return {
-        "record_version": RECORD_VERSION,
-        "key": task.key(),
-        "problem": task.problem,
-        "sampler": task.sampler,
-        "seed": task.seed,
-        "mode": task.mode,
-        "kwargs": task.kwargs,
-        "n_trials": task.n_trials,
-        "metrics": names,
-        "params": [_jsonable(p) for p in params_list],
-        "values": values_list,
-        "suggest_s": suggest_s,
-        "wall_s": wall,
-        "threads": threads,
-        # 1-minute load averages: timings taken on a busy machine are not comparable.
-        "loadavg": [load_start, os.getloadavg()[0]],
-        "warnings": dict(warning_counts.most_common(20)),
-        **harness.stamp(),
-        "machine": harness.machine(),
-        "versions": versions(),
-    }
+    return result
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
@@ -868,7 +879,10 @@ def plan(args: argparse.Namespace, kwargs: dict[str, dict[str, Any]]) -> list[Ta
             for sampler in args.samplers:
                 for seed in args.seeds:
                     tasks.append(
-                        Task(problem, sampler, seed, n_trials, mode, kwargs.get(sampler, {}))
+                        Task(
+                            problem, sampler, seed, n_trials, mode, kwargs.get(sampler, {}),
+                            checkpoints=tuple(args.budgets), cache=args.cache,
+                        )  # fmt: skip
                     )
     return tasks
 
