@@ -880,9 +880,15 @@ def plan(args: argparse.Namespace, kwargs: dict[str, dict[str, Any]]) -> list[Ta
                 for seed in args.seeds:
                     tasks.append(
                         Task(
-                            problem, sampler, seed, n_trials, mode, kwargs.get(sampler, {}),
-                            checkpoints=tuple(args.budgets), cache=args.cache,
-                        )  # fmt: skip
+                            problem,
+                            sampler,
+                            seed,
+                            n_trials,
+                            mode,
+                            kwargs.get(sampler, {}),
+                            checkpoints=tuple(args.budgets),
+                            cache=args.cache,
+                        )
                     )
     return tasks
 
