@@ -37,16 +37,19 @@ from pathlib import Path
 from typing import Any
 
 import _harness as harness  # benchmarks/ is on sys.path when run as a script
+import _mixed as mixed
 import numpy as np
 
 DEFAULT_CACHE = harness.RESULTS_DIR / "mobo.jsonl"
 PROBLEMS = ("BraninCurrin", "DTLZ2", "VehicleSafety", "PeftLike")
+# Mixed integer/categorical variants (benchmarks/_mixed.py), run when named in --problems.
+MIXED_PROBLEMS = tuple(mixed.mixed_problems())
 SAMPLERS = ("random", "tpe", "nsga2", "gp", "optuna-integration", "paretune", "reinforce")
 SEQUENTIAL = "sequential"
 INSTALL_OPTUNA_INTEGRATION = "pip install --no-deps optuna-integration"
 TIMING_WINDOWS = ((31, 40), (91, 100), (191, 200), (491, 500))  # 1-based trial numbers, inclusive
 GROWTH_PROBLEMS = ("BraninCurrin", "DTLZ2")
-GROWTH_TRIALS = 200
+GROWTH_TRIALS = 500
 TABLE_VERSIONS = ("python", "torch", "optuna", "botorch", "optuna-integration")
 RECORD_VERSION = 1
 
@@ -57,7 +60,10 @@ RECORD_VERSION = 1
 
 @cache
 def make_problem(name: str) -> Any:
-    """The problem instance for a name of :data:`PROBLEMS` (cached: PeftLike builds its front)."""
+    """The problem instance for a name of :data:`PROBLEMS` or :data:`MIXED_PROBLEMS` (cached:
+    PeftLike builds its front)."""
+    if name in MIXED_PROBLEMS:
+        return mixed.mixed_problems()[name]()
     from paretune import objectives
 
     return getattr(objectives, name)()
@@ -625,7 +631,8 @@ def render_pending(sel: Selection) -> list[str]:
 def growth_records(sel: Selection) -> list[dict[str, Any]]:
     seed = min(sel.seeds)
     found = [sel.record(p, "paretune", seed, SEQUENTIAL) for p in GROWTH_PROBLEMS]
-    return [r for r in found if r is not None and r["n_trials"] >= GROWTH_TRIALS]
+    # A run stopped early still shows the windows it reached (its checkpoint records).
+    return [r for r in found if r is not None and r["n_trials"] >= TIMING_WINDOWS[1][1]]
 
 
 def render_growth(sel: Selection) -> list[str]:
@@ -634,16 +641,19 @@ def render_growth(sel: Selection) -> list[str]:
         return []
     lines = [
         "",
-        f"Growth of paretune's seconds per suggestion (one seed, {GROWTH_TRIALS} trials; "
-        "median over the listed trials):",
+        f"Growth of paretune's seconds per suggestion (one seed, up to {GROWTH_TRIALS} trials; "
+        "median over the listed trials, 1-min load average at the start and the end):",
         "",
     ]
     rows = [
         [r["problem"], str(r["seed"]), str(r["threads"])]
         + [fmt_seconds(window_median([r], low, high)) for low, high in TIMING_WINDOWS]
+        + [" - ".join(f"{x:.1f}" for x in r["loadavg"])]
         for r in records
     ]
-    header = ["problem", "seed", "threads", *(f"{lo}-{hi}" for lo, hi in TIMING_WINDOWS)]
+    header = [
+        "problem", "seed", "threads", *(f"{lo}-{hi}" for lo, hi in TIMING_WINDOWS), "load"
+    ]  # fmt: skip
     return lines + harness.markdown_table(header, rows)
 
 
@@ -806,7 +816,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--problems",
-        type=lambda s: parse_list(s, PROBLEMS, "problem"),
+        type=lambda s: parse_list(s, PROBLEMS + MIXED_PROBLEMS, "problem"),
         default=list(PROBLEMS),
         help="comma-separated problems",
     )
@@ -868,7 +878,13 @@ def plan(args: argparse.Namespace, kwargs: dict[str, dict[str, Any]]) -> list[Ta
             if problem in args.problems:
                 tasks.append(
                     Task(
-                        problem, "paretune", seed, GROWTH_TRIALS, kwargs=kwargs.get("paretune", {})
+                        problem,
+                        "paretune",
+                        seed,
+                        GROWTH_TRIALS,
+                        kwargs=kwargs.get("paretune", {}),
+                        checkpoints=tuple(hi for _, hi in TIMING_WINDOWS),
+                        cache=args.cache,
                     )
                 )
         return tasks

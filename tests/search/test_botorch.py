@@ -853,3 +853,29 @@ def test_no_cap_fits_every_trial(monkeypatch):
         trial = study.ask()
         study.tell(trial, (space.suggest(trial)["x"] - 0.3) ** 2)
     assert sizes == list(range(3, 8))
+
+
+def test_mixed_space_proposals_sit_on_the_integer_levels_and_the_choices(caplog):
+    space = SearchSpace(
+        [
+            Float("x", low=0.0, high=1.0),
+            Int("k", low=0, high=16, step=2),
+            Int("n", low=1, high=9),
+            Categorical("mode", choices=("a", "b", "c")),
+        ]
+    )
+    study = optuna.create_study(
+        directions=["minimize", "minimize"], sampler=sampler(search_space=space)
+    )
+    for _ in range(10):
+        trial = study.ask()
+        p = space.suggest(trial)
+        shift = {"a": 0.0, "b": 0.3, "c": 0.6}[p["mode"]]
+        study.tell(trial, [p["x"] + shift, (1 - p["x"]) + abs(p["k"] - 8) / 8 + p["n"] / 9])
+    assert not fallbacks(caplog)
+    for t in study.trials:
+        assert isinstance(t.params["k"], int) and t.params["k"] % 2 == 0
+        assert 0 <= t.params["k"] <= 16
+        assert isinstance(t.params["n"], int) and 1 <= t.params["n"] <= 9
+        assert t.params["mode"] in ("a", "b", "c")
+    assert distinct(study.trials) == 10
