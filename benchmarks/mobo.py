@@ -11,7 +11,7 @@ Usage (see benchmarks/README.md)::
 
     python benchmarks/mobo.py --jobs 2                 # the main grid
     python benchmarks/mobo.py --pending 4              # 4 simulated workers (paretune)
-    python benchmarks/mobo.py --timing-growth          # paretune's cost per suggestion to 200
+    python benchmarks/mobo.py --timing-growth          # paretune's cost per suggestion to 500
     python benchmarks/mobo.py --table-only --check     # the table and the acceptance checks
 """
 
