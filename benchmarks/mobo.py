@@ -11,7 +11,7 @@ Usage (see benchmarks/README.md)::
 
     python benchmarks/mobo.py --jobs 2                 # the main grid
     python benchmarks/mobo.py --pending 4              # 4 simulated workers (paretune)
-    python benchmarks/mobo.py --timing-growth          # paretune's cost per suggestion to 200
+    python benchmarks/mobo.py --timing-growth          # paretune's cost per suggestion to 500
     python benchmarks/mobo.py --table-only --check     # the table and the acceptance checks
 """
 
@@ -37,16 +37,19 @@ from pathlib import Path
 from typing import Any
 
 import _harness as harness  # benchmarks/ is on sys.path when run as a script
+import _mixed as mixed
 import numpy as np
 
 DEFAULT_CACHE = harness.RESULTS_DIR / "mobo.jsonl"
 PROBLEMS = ("BraninCurrin", "DTLZ2", "VehicleSafety", "PeftLike")
+# Mixed integer/categorical variants (benchmarks/_mixed.py), run when named in --problems.
+MIXED_PROBLEMS = tuple(mixed.mixed_problems())
 SAMPLERS = ("random", "tpe", "nsga2", "gp", "optuna-integration", "paretune", "reinforce")
 SEQUENTIAL = "sequential"
 INSTALL_OPTUNA_INTEGRATION = "pip install --no-deps optuna-integration"
-TIMING_WINDOWS = ((31, 40), (91, 100), (191, 200))  # 1-based trial numbers, inclusive
+TIMING_WINDOWS = ((31, 40), (91, 100), (191, 200), (491, 500))  # 1-based trial numbers, inclusive
 GROWTH_PROBLEMS = ("BraninCurrin", "DTLZ2")
-GROWTH_TRIALS = 200
+GROWTH_TRIALS = 500
 TABLE_VERSIONS = ("python", "torch", "optuna", "botorch", "optuna-integration")
 RECORD_VERSION = 1
 
@@ -57,7 +60,10 @@ RECORD_VERSION = 1
 
 @cache
 def make_problem(name: str) -> Any:
-    """The problem instance for a name of :data:`PROBLEMS` (cached: PeftLike builds its front)."""
+    """The problem instance for a name of :data:`PROBLEMS` or :data:`MIXED_PROBLEMS` (cached:
+    PeftLike builds its front)."""
+    if name in MIXED_PROBLEMS:
+        return mixed.mixed_problems()[name]()
     from paretune import objectives
 
     return getattr(objectives, name)()
@@ -127,6 +133,10 @@ class Task:
     n_trials: int
     mode: str = SEQUENTIAL  # or "pendingN": N trials kept RUNNING
     kwargs: dict[str, Any] = field(default_factory=dict)
+    # Smaller budgets at which a partial record (same key) goes to ``cache`` while the run
+    # goes on, so that a long run stopped early still answers the budgets it passed.
+    checkpoints: tuple[int, ...] = ()
+    cache: Path | None = None
 
     def key(self) -> str:
         return run_key(self.problem, self.sampler, self.seed, self.mode, self.kwargs)
@@ -201,10 +211,38 @@ def run_task(task: Task, threads: int) -> dict[str, Any]:
         values_list.append(values)
         study.tell(trial, values)
 
+    def record(n: int) -> dict[str, Any]:
+        """The record of the first ``n`` told trials."""
+        warning_counts = Counter(f"{w.category.__name__}: {str(w.message)[:80]}" for w in caught)
+        warning_counts.update(handler.counts)
+        return {
+            "record_version": RECORD_VERSION,
+            "key": task.key(),
+            "problem": task.problem,
+            "sampler": task.sampler,
+            "seed": task.seed,
+            "mode": task.mode,
+            "kwargs": task.kwargs,
+            "n_trials": n,
+            "metrics": names,
+            "params": [_jsonable(p) for p in params_list[:n]],
+            "values": values_list[:n],
+            "suggest_s": suggest_s[:n],
+            "wall_s": time.perf_counter() - start,
+            "threads": threads,
+            # 1-minute load averages: timings taken on a busy machine are not comparable.
+            "loadavg": [load_start, os.getloadavg()[0]],
+            "warnings": dict(warning_counts.most_common(20)),
+            **harness.stamp(),
+            "machine": harness.machine(),
+            "versions": versions(),
+        }
+
     handler = _CountingHandler()
     root = logging.getLogger()
     root.addHandler(handler)
     width = pending_workers(task.mode)
+    checkpoints = sorted(c for c in task.checkpoints if c < task.n_trials)
     load_start = os.getloadavg()[0]
     start = time.perf_counter()
     try:
@@ -218,35 +256,14 @@ def run_task(task: Task, threads: int) -> dict[str, Any]:
                 ask()
             while running:
                 tell_oldest()
+                if task.cache is not None and checkpoints and len(values_list) == checkpoints[0]:
+                    harness.append_record(task.cache, record(checkpoints.pop(0)))
                 if len(params_list) < task.n_trials:
                     ask()
+            result = record(task.n_trials)
     finally:
         root.removeHandler(handler)
-    wall = time.perf_counter() - start
-    warning_counts = Counter(f"{w.category.__name__}: {str(w.message)[:80]}" for w in caught)
-    warning_counts.update(handler.counts)
-    return {
-        "record_version": RECORD_VERSION,
-        "key": task.key(),
-        "problem": task.problem,
-        "sampler": task.sampler,
-        "seed": task.seed,
-        "mode": task.mode,
-        "kwargs": task.kwargs,
-        "n_trials": task.n_trials,
-        "metrics": names,
-        "params": [_jsonable(p) for p in params_list],
-        "values": values_list,
-        "suggest_s": suggest_s,
-        "wall_s": wall,
-        "threads": threads,
-        # 1-minute load averages: timings taken on a busy machine are not comparable.
-        "loadavg": [load_start, os.getloadavg()[0]],
-        "warnings": dict(warning_counts.most_common(20)),
-        **harness.stamp(),
-        "machine": harness.machine(),
-        "versions": versions(),
-    }
+    return result
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
@@ -614,7 +631,8 @@ def render_pending(sel: Selection) -> list[str]:
 def growth_records(sel: Selection) -> list[dict[str, Any]]:
     seed = min(sel.seeds)
     found = [sel.record(p, "paretune", seed, SEQUENTIAL) for p in GROWTH_PROBLEMS]
-    return [r for r in found if r is not None and r["n_trials"] >= GROWTH_TRIALS]
+    # A run stopped early still shows the windows it reached (its checkpoint records).
+    return [r for r in found if r is not None and r["n_trials"] >= TIMING_WINDOWS[1][1]]
 
 
 def render_growth(sel: Selection) -> list[str]:
@@ -623,16 +641,19 @@ def render_growth(sel: Selection) -> list[str]:
         return []
     lines = [
         "",
-        f"Growth of paretune's seconds per suggestion (one seed, {GROWTH_TRIALS} trials; "
-        "median over the listed trials):",
+        f"Growth of paretune's seconds per suggestion (one seed, up to {GROWTH_TRIALS} trials; "
+        "median over the listed trials, 1-min load average at the start and the end):",
         "",
     ]
     rows = [
         [r["problem"], str(r["seed"]), str(r["threads"])]
         + [fmt_seconds(window_median([r], low, high)) for low, high in TIMING_WINDOWS]
+        + [" - ".join(f"{x:.1f}" for x in r["loadavg"])]
         for r in records
     ]
-    header = ["problem", "seed", "threads", *(f"{lo}-{hi}" for lo, hi in TIMING_WINDOWS)]
+    header = [
+        "problem", "seed", "threads", *(f"{lo}-{hi}" for lo, hi in TIMING_WINDOWS), "load"
+    ]  # fmt: skip
     return lines + harness.markdown_table(header, rows)
 
 
@@ -795,7 +816,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--problems",
-        type=lambda s: parse_list(s, PROBLEMS, "problem"),
+        type=lambda s: parse_list(s, PROBLEMS + MIXED_PROBLEMS, "problem"),
         default=list(PROBLEMS),
         help="comma-separated problems",
     )
@@ -857,7 +878,13 @@ def plan(args: argparse.Namespace, kwargs: dict[str, dict[str, Any]]) -> list[Ta
             if problem in args.problems:
                 tasks.append(
                     Task(
-                        problem, "paretune", seed, GROWTH_TRIALS, kwargs=kwargs.get("paretune", {})
+                        problem,
+                        "paretune",
+                        seed,
+                        GROWTH_TRIALS,
+                        kwargs=kwargs.get("paretune", {}),
+                        checkpoints=tuple(hi for _, hi in TIMING_WINDOWS),
+                        cache=args.cache,
                     )
                 )
         return tasks
@@ -868,7 +895,16 @@ def plan(args: argparse.Namespace, kwargs: dict[str, dict[str, Any]]) -> list[Ta
             for sampler in args.samplers:
                 for seed in args.seeds:
                     tasks.append(
-                        Task(problem, sampler, seed, n_trials, mode, kwargs.get(sampler, {}))
+                        Task(
+                            problem,
+                            sampler,
+                            seed,
+                            n_trials,
+                            mode,
+                            kwargs.get(sampler, {}),
+                            checkpoints=tuple(args.budgets),
+                            cache=args.cache,
+                        )
                     )
     return tasks
 

@@ -211,6 +211,9 @@ def test_constructor_is_keyword_only():
         ({"local_share": True}, "local_share"),
         ({"local_radius": 0}, "local_radius"),
         ({"local_radius": 2.0}, "local_radius"),
+        ({"max_fit_points": 1}, "max_fit_points"),
+        ({"max_fit_points": 10.0}, "max_fit_points"),
+        ({"max_baseline_points": 0}, "max_baseline_points"),
     ],
     ids=lambda v: repr(v) if isinstance(v, dict) else None,
 )
@@ -777,3 +780,102 @@ def test_shared_by_optuna_threads(caplog):
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 10
     assert distinct(study.trials) == 10
     assert fallbacks(caplog) == []
+
+
+# -- a bounded model past max_fit_points -----------------------------------------------------
+
+
+def test_past_max_fit_points_the_model_sees_the_cap_the_front_and_the_latest(monkeypatch, caplog):
+    from paretune.search._botorch import proposal
+
+    fitted: list[Any] = []
+    baselines: list[Any] = []
+    real_fit, real_acq = proposal.fit_gp, proposal.build_acquisition
+
+    def spy_fit(problem, X, Y, **kwargs):
+        fitted.append(X.clone())
+        return real_fit(problem, X, Y, **kwargs)
+
+    def spy_acq(model, problem, X_baseline, *args, **kwargs):
+        baselines.append(X_baseline.clone())
+        return real_acq(model, problem, X_baseline, *args, **kwargs)
+
+    monkeypatch.setattr(proposal, "fit_gp", spy_fit)
+    monkeypatch.setattr(proposal, "build_acquisition", spy_acq)
+    space = SearchSpace([Float("x", low=0.0, high=1.0), Float("y", low=0.0, high=1.0)])
+    study = optuna.create_study(
+        directions=["minimize", "minimize"],
+        sampler=sampler(search_space=space, max_fit_points=12, max_baseline_points=5),
+    )
+    study.enqueue_trial({"x": 0.5, "y": 0.5})  # on the front of f below, all along
+    for _ in range(20):
+        trial = study.ask()
+        p = space.suggest(trial)
+        study.tell(trial, [p["x"], 1.0 - p["x"] + 10.0 * (p["y"] - 0.5) ** 2])
+    assert not fallbacks(caplog)
+    assert [len(X) for X in fitted][-1] == 12
+    assert all(len(X) <= 12 for X in fitted)
+    assert all(len(B) <= 5 for B in baselines)
+    # The last fit: every point of the observed front, and the latest trial, are in it.
+    complete = study.trials[:-1]
+    values = [t.values for t in complete]
+    front = [
+        t
+        for t, v in zip(complete, values, strict=True)
+        if not any(w[0] <= v[0] and w[1] <= v[1] and w != v for w in values)
+    ]
+    rows = {(round(float(a), 9), round(float(b), 9)) for a, b in fitted[-1].tolist()}
+    for t in [*front, complete[-1]]:
+        assert (round(t.params["x"], 9), round(t.params["y"], 9)) in rows
+    # The baseline is drawn from the front first.
+    base = {(round(float(a), 9), round(float(b), 9)) for a, b in baselines[-1].tolist()}
+    front_rows = {(round(t.params["x"], 9), round(t.params["y"], 9)) for t in front}
+    assert base <= rows
+    assert len(base & front_rows) == min(5, len(front_rows))
+
+
+def test_no_cap_fits_every_trial(monkeypatch):
+    from paretune.search._botorch import proposal
+
+    sizes: list[int] = []
+    real_fit = proposal.fit_gp
+
+    def spy_fit(problem, X, Y, **kwargs):
+        sizes.append(len(X))
+        return real_fit(problem, X, Y, **kwargs)
+
+    monkeypatch.setattr(proposal, "fit_gp", spy_fit)
+    space = SearchSpace([Float("x", low=0.0, high=1.0)])
+    study = optuna.create_study(
+        sampler=sampler(search_space=space, max_fit_points=None, max_baseline_points=None)
+    )
+    for _ in range(8):
+        trial = study.ask()
+        study.tell(trial, (space.suggest(trial)["x"] - 0.3) ** 2)
+    assert sizes == list(range(3, 8))
+
+
+def test_mixed_space_proposals_sit_on_the_integer_levels_and_the_choices(caplog):
+    space = SearchSpace(
+        [
+            Float("x", low=0.0, high=1.0),
+            Int("k", low=0, high=16, step=2),
+            Int("n", low=1, high=9),
+            Categorical("mode", choices=("a", "b", "c")),
+        ]
+    )
+    study = optuna.create_study(
+        directions=["minimize", "minimize"], sampler=sampler(search_space=space)
+    )
+    for _ in range(10):
+        trial = study.ask()
+        p = space.suggest(trial)
+        shift = {"a": 0.0, "b": 0.3, "c": 0.6}[p["mode"]]
+        study.tell(trial, [p["x"] + shift, (1 - p["x"]) + abs(p["k"] - 8) / 8 + p["n"] / 9])
+    assert not fallbacks(caplog)
+    for t in study.trials:
+        assert isinstance(t.params["k"], int) and t.params["k"] % 2 == 0
+        assert 0 <= t.params["k"] <= 16
+        assert isinstance(t.params["n"], int) and 1 <= t.params["n"] <= 9
+        assert t.params["mode"] in ("a", "b", "c")
+    assert distinct(study.trials) == 10

@@ -3,7 +3,8 @@
 :class:`BoTorchSampler` (``sampler``) is the Optuna adapter; the proposal it makes follows
 the pipeline, one module per step:
 
-* ``observations``: the completed trials the model learns from;
+* ``observations``: the completed trials the model learns from; ``subset``: those it is
+  fitted to past ``max_fit_points``, and the acquisition's baseline;
 * ``problem``: the space as BoTorch sees it (a :class:`~paretune.spaces.UnitCube` and the
   optimiser's discrete and categorical columns);
 * ``gp``: the Gaussian process; ``known``: objectives computed instead of modelled;

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 def build_acquisition(
     model: Model,
     problem: Problem,
-    X: torch.Tensor,
+    X_baseline: torch.Tensor,
     Y_obj: torch.Tensor,
     C: torch.Tensor | None,
     signs: torch.Tensor,
@@ -36,9 +36,12 @@ def build_acquisition(
     Args:
         model: The GP; its outputs are the modelled objectives, then the constraints.
         problem: The space as BoTorch sees it.
-        X: The observed points (``n x dim``).
-        Y_obj: Every objective at ``X``, signed so that larger is better (``n x objectives``).
-        C: The constraint values at ``X`` (``n x constraints``, ``<= 0`` feasible), or None.
+        X_baseline: The observed points whose uncertain values the improvement is measured
+            from (``b x dim``): all of the model's, or those nearest the front
+            (``max_baseline_points``).
+        Y_obj: Every objective at the model's points, signed so that larger is better
+            (``n x objectives``); the reference point is inferred from them.
+        C: The constraint values there (``n x constraints``, ``<= 0`` feasible), or None.
         signs: ``+1`` per maximised, ``-1`` per minimised objective.
         X_pending: Points of trials still running (``p x dim``), or None.
         seed: The seed of the quasi-MC samples.
@@ -65,7 +68,7 @@ def build_acquisition(
     if n_obj == 1:
         return qLogNoisyExpectedImprovement(
             model=model,
-            X_baseline=X,
+            X_baseline=X_baseline,
             sampler=sampler,
             objective=GenericMCObjective(Column(0)) if n_con else None,
             constraints=constraints,
@@ -82,7 +85,7 @@ def build_acquisition(
     return qLogNoisyExpectedHypervolumeImprovement(
         model=model,
         ref_point=ref.tolist(),
-        X_baseline=X,
+        X_baseline=X_baseline,
         sampler=sampler,
         objective=objective,
         constraints=constraints,

@@ -29,6 +29,11 @@ class AcqOptions:
 DEFAULT = AcqOptions(num_restarts=6, raw_samples=256, mc_samples=64, maxiter=100, fit_maxiter=100)
 FAST = AcqOptions(num_restarts=2, raw_samples=64, mc_samples=32, maxiter=20, fit_maxiter=50)
 
+# Mixed spaces: perturbations of each baseline point among the restarts' candidates
+# (BoTorch's `get_spray_points`: Gaussian steps of 0.1 on continuous columns, one level on
+# integer ones, another choice on categorical ones).
+SPRAY_POINTS = 20
+
 # Raw samples scored per acquisition call when choosing the restarts' starting points.
 INIT_BATCH_LIMIT = 1024
 
@@ -58,7 +63,15 @@ def optimize(
             num_restarts=opts.num_restarts,
             raw_samples=opts.raw_samples,
             fixed_features=fixed or None,
-            options={"maxiter_alternating": max(4, opts.maxiter // 8)},
+            options={
+                "maxiter_alternating": max(4, opts.maxiter // 8),
+                # Starting points around the baseline (the observed points nearest the front),
+                # as `sample_around_best` gives the continuous path. Without them BoTorch
+                # starts a space with integer columns only from the optimum of the continuous
+                # relaxation, which sits on the box's bounds: on DTLZ2 with 9-level integers
+                # and a categorical (issue 23) most model proposals were corners.
+                "num_spray_points": SPRAY_POINTS,
+            },
         )
         return X
     X, _ = optimize_acqf(

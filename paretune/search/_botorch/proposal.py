@@ -14,7 +14,7 @@ import numpy as np
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from paretune.search._botorch.acquisition import build_acquisition
+from paretune.search._botorch.acquisition import build_acquisition, feasible
 from paretune.search._botorch.candidates import best_distinct, mix
 from paretune.search._botorch.duplicates import Avoid, Seen
 from paretune.search._botorch.gp import fit_gp
@@ -22,6 +22,7 @@ from paretune.search._botorch.known import KnownObjectives
 from paretune.search._botorch.local import local_proposal
 from paretune.search._botorch.optimize import AcqOptions, optimize
 from paretune.search._botorch.problem import Problem
+from paretune.search._botorch.subset import fit_subset, near_front
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class ProposalSettings:
     reference: tuple[float, ...] | None
     local_share: float
     local_radius: int
+    max_fit_points: int | None = None
+    max_baseline_points: int | None = None
 
 
 def propose(
@@ -45,7 +48,8 @@ def propose(
     avoid: Avoid,
     seed: int,
 ) -> dict[str, Any]:
-    """The params of the next trial, from the model of the ``complete`` trials.
+    """The params of the next trial, from the model of the ``complete`` trials (of at most
+    ``settings.max_fit_points`` of them: :func:`~.subset.fit_subset`).
 
     ``others`` are the study's other trials (those RUNNING are the acquisition's pending
     points); ``avoid`` holds the params no proposal may repeat. Torch's and Python's global
@@ -70,6 +74,17 @@ def propose(
     if constraints is not None:
         C = torch.tensor(constraints, dtype=torch.float64)
         Y = torch.cat([Y, C], dim=-1)
+    if settings.max_fit_points is not None and len(complete) > settings.max_fit_points:
+        keep = fit_subset(X, Y_obj, feasible(Y_obj, C), settings.max_fit_points)
+        index = torch.as_tensor(keep)
+        X, Y_obj, Y = X[index], Y_obj[index], Y[index]
+        C = None if C is None else C[index]
+        complete = [complete[i] for i in keep]
+    X_baseline = X
+    if settings.max_baseline_points is not None:
+        X_baseline = X[
+            torch.as_tensor(near_front(Y_obj, feasible(Y_obj, C), settings.max_baseline_points))
+        ]
     running = [t for t in others if t.state == TrialState.RUNNING]
     X_pending = None
     if running:
@@ -84,7 +99,7 @@ def propose(
             quiet_botorch_warnings()
             model = fit_gp(problem, X, Y, fit_maxiter=opts.fit_maxiter)
             acq = build_acquisition(
-                model, problem, X, Y_obj, C, signs, X_pending, seed,
+                model, problem, X_baseline, Y_obj, C, signs, X_pending, seed,
                 mc_samples=opts.mc_samples, reference=settings.reference, known=known,
             )  # fmt: skip
             rng = np.random.default_rng(mix(seed, 1))

@@ -29,6 +29,11 @@ from paretune.spaces import SearchSpace
 
 __all__ = ["BoTorchSampler"]
 
+# The most completed trials a proposal's model is fitted to (see `max_fit_points`).
+DEFAULT_MAX_FIT_POINTS = 150
+# The most observed points in the acquisition's baseline (see `max_baseline_points`).
+DEFAULT_MAX_BASELINE_POINTS = 64
+
 # The package's logger, whichever of its modules logs.
 _log = logging.getLogger(__package__)
 
@@ -47,7 +52,8 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
     1. **Start-up.** Until ``n_startup_trials`` trials have completed or are running (and at
        least two have completed), candidates come from a scrambled Sobol sequence over the
        space (point number ``trial.number``, so concurrent workers get different points).
-    2. **Model.** Completed trials are encoded (:class:`~paretune.spaces.UnitCube`: unit-cube
+    2. **Model.** Completed trials (at most ``max_fit_points`` of them, chosen around the
+       Pareto front) are encoded (:class:`~paretune.spaces.UnitCube`: unit-cube
        columns, linear or in log space for ``log`` parameters, integer grids as discrete
        values). Objectives, sign-flipped so that larger is better, and constraint values are
        the outputs of one GP each (a batched ``SingleTaskGP``; when a categorical parameter has
@@ -130,6 +136,19 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
             better at 20-40 trials, and in the AutoPEFT example its three local proposals did
             not improve the front (benchmarks/README.md).
         local_radius: How many columns a local proposal may change. Default 3.
+        max_fit_points: The most completed trials the GP is fitted to. Past it, the model
+            sees a subset: the feasible observed Pareto front (whole, unless it alone exceeds
+            the cap) and the Pareto layers behind it up to half the cap, the latest trials up
+            to a fifth, and a farthest-point (space-filling) sample of the rest. An exact GP
+            costs ``O(n^3)`` per fit step; with the cap a proposal costs about the same at 500
+            trials as at the cap. Default 150; ``None``: every trial (benchmarks/README.md,
+            "Growth with the number of trials").
+        max_baseline_points: The most observed points in the acquisition's baseline (the
+            points whose uncertain values the improvement is measured from): the model's
+            points nearest the front, in Pareto layers, the last layer that does not fit whole
+            spread in objective space. BoTorch's ``prune_baseline`` keeps almost every point
+            when all have some probability of being on the front (149 of 150 on DTLZ2), and
+            the acquisition's cost grows with the baseline. Default 64; ``None``: all.
         torch_threads: Torch's intra-op threads during a proposal, restored afterwards.
             Default 1: the model and acquisition work on small matrices, where more threads
             cost more than they bring (DTLZ2 at 40 trials on 2 cores: 1.8 s per proposal on
@@ -163,6 +182,8 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
         local_share: float = 0.0,
         local_radius: int = 3,
         torch_threads: int | None = 1,
+        max_fit_points: int | None = DEFAULT_MAX_FIT_POINTS,
+        max_baseline_points: int | None = DEFAULT_MAX_BASELINE_POINTS,
     ) -> None:
         if search_space is not None and not isinstance(search_space, SearchSpace):
             if not isinstance(search_space, Mapping):
@@ -217,6 +238,10 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
         _check_int("local_radius", local_radius, low=1)
         if torch_threads is not None:
             _check_int("torch_threads", torch_threads, low=1)
+        if max_fit_points is not None:
+            _check_int("max_fit_points", max_fit_points, low=2)
+        if max_baseline_points is not None:
+            _check_int("max_baseline_points", max_baseline_points, low=1)
         self._torch_threads = torch_threads
         if not isinstance(fast, bool):
             raise ConfigError(f"`fast` must be True or False, but got {describe(fast)}.")
@@ -240,6 +265,8 @@ class BoTorchSampler(optuna.samplers.BaseSampler):
             reference=reference,
             local_share=float(local_share),
             local_radius=int(local_radius),
+            max_fit_points=max_fit_points,
+            max_baseline_points=max_baseline_points,
         )
         self._encodings: dict[tuple[Any, ...], Problem] = {}
         # torch's global generator, Python's `random` and the warnings filters are
