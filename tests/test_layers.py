@@ -3,8 +3,8 @@
 spaces < objectives < trials_store < search < dashboards, testing < spec < cli (DESIGN.md,
 decision 8). Every import of a paretune module counts, wherever it is written: at the top, inside
 a function, or under ``TYPE_CHECKING`` (a type that needs an upward import is a design that does).
-The shared base modules (``paretune._errors``, ``paretune._validation``, ``paretune`` itself)
-import no room and may be imported from any.
+The shared base modules (``paretune._errors``, ``paretune._secrets``, ``paretune._validation``,
+``paretune`` itself) import no room and may be imported from any.
 
 A room imports another room's public names only: a private module (``paretune.objectives.
 _pareto``) or a private name (``from paretune.search import _loop``) of another room is a
@@ -31,7 +31,7 @@ LAYERS = {
     "spec": 5,
     "cli": 6,
 }
-BASE = {"paretune", "paretune._errors", "paretune._validation"}
+BASE = {"paretune", "paretune._errors", "paretune._secrets", "paretune._validation"}
 
 
 def room(module: str) -> str | None:
