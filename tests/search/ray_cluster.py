@@ -56,7 +56,7 @@ def _ray_command() -> str:
     return found
 
 
-def _session_processes(sid: int) -> dict[int, str]:
+def session_processes(sid: int) -> dict[int, str]:
     """The live (not zombie) processes of session ``sid``: pid -> command name."""
     out = {}
     for entry in os.listdir("/proc"):
@@ -113,7 +113,7 @@ class RayNode:
         return self.process.pid
 
     def processes(self) -> dict[int, str]:
-        return _session_processes(self.sid)
+        return session_processes(self.sid)
 
 
 @dataclass

@@ -14,7 +14,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,31 +23,11 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.search.ray_cluster import free_port, session_processes
+
 __all__ = ["MlflowServer", "start_server"]
 
 HOST = "127.0.0.1"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def _session(sid: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] != "Z" and int(fields[3]) == sid:
-            pids.append(int(entry))
-    return pids
 
 
 @dataclass
@@ -73,7 +52,7 @@ class MlflowServer:
 
     def processes(self) -> list[int]:
         """The live processes of the server's session (none after :meth:`stop`)."""
-        return _session(self.process.pid)
+        return list(session_processes(self.process.pid))
 
     def kill(self, timeout: float = 20.0) -> None:
         """Kill the server now (SIGKILL to its session), keeping its store: an outage.
@@ -163,7 +142,7 @@ def start_server(*, timeout: float = 120.0) -> MlflowServer:
             message holds its log).
     """
     root = Path(tempfile.mkdtemp(prefix="paretune-mlflow-"))
-    port = _free_port()
+    port = free_port()
     log = root / "server.log"
     server = MlflowServer(process=_launch(root, port, log), port=port, root=root, log=log)
     try:
