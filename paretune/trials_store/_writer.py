@@ -24,10 +24,8 @@ __all__ = ["TrackingWriter", "WriteFailure"]
 
 _log = logging.getLogger(__name__)
 
-# Writes waiting at most: a loop faster than MLflow then waits for it (back-pressure). Short,
-# as the search waits for the queue at its end (256 made a 10,000-trial search's close wait
-# about 6 s on SQLite; a slow tracking server would make that minutes).
-_MAX_QUEUED = 32
+# Writes waiting at most: a loop faster than MLflow then waits for it (back-pressure).
+_MAX_QUEUED = 256
 
 
 @dataclass(frozen=True)
