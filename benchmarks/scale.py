@@ -20,8 +20,7 @@ one call per size, each continuing the study of the previous one. The cells, per
 - ``paretune+pg-mlflow`` (PostgreSQL only): the same with the MLflow tracking store in a
   database of the same PostgreSQL server instead of ``mlflow.db`` (``--pg-tracking``).
 
-MLflow runs on a SQLite ``mlflow.db`` beside the study unless the cell says otherwise (or,
-with ``--tracking http``, behind an ``mlflow server`` of each cell's own on 127.0.0.1); the
+MLflow runs on a SQLite ``mlflow.db`` beside the study unless the cell says otherwise; the
 PostgreSQL study of each cell is a database of its own on a throwaway server
 (``tests/trials_store/postgres_server.py``: 127.0.0.1, fsync off); without PostgreSQL those
 cells are skipped with the reason.
@@ -99,13 +98,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--pg-tracking",
         action="store_true",
         help="also paretune with the MLflow tracking store on the PostgreSQL server",
-    )
-    parser.add_argument(
-        "--tracking",
-        choices=("sqlite", "http"),
-        default="sqlite",
-        help="MLflow on a SQLite file beside the study, or through an `mlflow server` of its "
-        "own per cell on 127.0.0.1 (HTTP, as on a cluster)",
     )
     parser.add_argument(
         "--parallel",
@@ -193,10 +185,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "storage": f"sqlite:///{run_dir / 'study.db'}",
                     "tracking_uri": f"sqlite:///{run_dir / 'mlflow.db'}",
                 }
-                if args.tracking == "http" and cell != "paretune+pg-mlflow":
-                    tracking = _mlflow_server_module().start_server()
-                    servers.append(tracking)
-                    config["tracking_uri"] = tracking.uri
                 if server is not None:
                     label = cell.replace("+", "_").replace("-", "_")
                     config["storage"] = server.new_database(f"study_{label}")
@@ -228,7 +216,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     checks = acceptance(rows, sizes[-1])
     header = {
         "sizes": sizes,
-        "tracking": args.tracking,
         "window": args.window,
         "seed": args.seed,
         "parallel": args.parallel,
@@ -268,15 +255,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(session, ignore_errors=True)
     failed = any(r.get("error") for r in rows) or any(c["result"] == "FAIL" for c in checks)
     return 1 if failed else 0
-
-
-def _mlflow_server_module() -> ModuleType:
-    """The test suite's throwaway ``mlflow server`` (not part of the package)."""
-    if str(harness.ROOT) not in sys.path:
-        sys.path.insert(0, str(harness.ROOT))  # it imports tests.search.ray_cluster
-    import importlib
-
-    return importlib.import_module("tests.trials_store.mlflow_server")
 
 
 def _postgres_module() -> ModuleType:
@@ -583,8 +561,7 @@ def render(rows: list[dict[str, Any]], checks: list[dict[str, Any]], header: dic
     out = [
         f"Per-trial time as a study grows (random sampler, seed {header['seed']}, one float, "
         f"0 s objective): median and p90 over the last {header['window']} trials before each "
-        "size; paretune = run_search, local runner n_jobs 1, MLflow child run per trial; "
-        f"MLflow tracking: {header.get('tracking', 'sqlite')}.",
+        "size; paretune = run_search, local runner n_jobs 1, MLflow child run per trial.",
         "Versions: " + harness.versions_text(v),
         f"Machine: {harness.machine_text(header['machine'])}; 1-min load average "
         f"{header['loadavg_before'][0]:.2f} before, {header['loadavg_after'][0]:.2f} after; "

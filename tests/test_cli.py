@@ -468,8 +468,6 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(tmp_path: Path, n_jo
         assert run.data.tags["paretune.trial"] == str(t.number)
         assert run.data.tags["paretune.state"] == t.state.name
         assert run.info.status == ("FINISHED" if t.state.name == "COMPLETE" else "FAILED")
-        # (written after the run is made, off the loop: a kill in between is repaired)
-        assert run.data.params == {k: str(v) for k, v in t.params.items()}, t.number
 
 
 @pytest.mark.slow

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from collections import Counter
@@ -39,9 +38,6 @@ if TYPE_CHECKING:
 
     from paretune.spec import SearchSpec
     from paretune.trials_store import TrialsStore
-
-# The progress bar's Pareto size is read from the study at most this often.
-_FRONT_EVERY_S = 1.0
 
 
 def _load(args: argparse.Namespace) -> SearchSpec:
@@ -80,23 +76,12 @@ def _cmd_run(args: argparse.Namespace, *, resume: bool) -> int:
         )
 
     class _Forward:
-        # The front is read from the whole study: at most once a second, not per trial (a
-        # 10,000-trial study takes tens of milliseconds to read).
-        front: list[FrozenTrial] = []
-        read_at = -math.inf
-
         def update(self, store: TrialsStore, trial: FrozenTrial) -> None:
-            if bar is None:
-                return
-            if time.monotonic() - self.read_at >= _FRONT_EVERY_S:
-                self.front = store.pareto_trials()
-                self.read_at = time.monotonic()
-            bar.update(self.front)
+            if bar is not None:
+                bar.update(store.pareto_trials())
 
     try:
         result = spec.run(resume=resume, progress=_Forward(), on_start=on_start, policy=args.policy)
-        if bar is not None:
-            bar.update(result.pareto, n=0)  # the last front, not the one of a second ago
     finally:
         if bar is not None:
             bar.close()

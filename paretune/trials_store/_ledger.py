@@ -16,7 +16,6 @@ storage) reads the new and the unfinished trials from the database on every ``ge
 
 from __future__ import annotations
 
-import time
 from collections.abc import Hashable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +50,6 @@ class TrialLedger:
 
     def __init__(self, study: optuna.Study) -> None:
         self._study = study
-        self._refreshed_at = -float("inf")
         self._reset()
 
     def _reset(self) -> None:
@@ -66,20 +64,8 @@ class TrialLedger:
         self._twins: dict[Hashable, FrozenTrial] = {}  # the first COMPLETE trial per key
         self._unhashable: list[FrozenTrial] = []  # COMPLETE trials whose params cannot key
 
-    def expire(self) -> None:
-        """The study changed here (a trial told, failed, queued): the next :meth:`refresh`
-        reads it whatever its ``max_age_s``."""
-        self._refreshed_at = -float("inf")
-
-    def refresh(self, *, max_age_s: float = 0.0) -> None:
-        """Take in what changed in the study since the last call, unless that call was less
-        than ``max_age_s`` seconds ago and nothing changed here since (:meth:`expire`): each
-        call reads the unfinished and new trials from the database and sorts the whole list.
-        """
-        now = time.monotonic()
-        if max_age_s > 0 and now - self._refreshed_at < max_age_s:
-            return
-        self._refreshed_at = now
+    def refresh(self) -> None:
+        """Take in what changed in the study since the last call."""
         trials = self._study.get_trials(deepcopy=False)
         if len(trials) < self._seen or (
             self._seen and trials[self._seen - 1].number != self._last_number

@@ -23,9 +23,8 @@ STUDY_UID_TAG = "paretune.study_uid"  # a study's parent run, found without its 
 
 __all__ = ["MlflowLink", "trial_run_name"]
 
-# MLflow rejects param values longer than this, and more params than this in one batch.
+# MLflow rejects param values longer than this.
 _MAX_PARAM_CHARS = 6000
-_MAX_BATCH_PARAMS = 100
 # A run name is read in a table column; MLflow itself takes 250 characters.
 _MAX_RUN_NAME_CHARS = 120
 # MLflow's HTTP client retries a failed request 7 times with a doubling back-off, about four
@@ -238,6 +237,8 @@ class MlflowLink:
     ) -> str:
         """A nested run for one trial, with its parameters logged (named ``run_name``, by
         default :func:`trial_run_name` of the number alone: ``t012``)."""
+        from mlflow.entities import Param
+
         run = self._client.create_run(
             self.experiment_id,
             run_name=run_name or trial_run_name(trial_number),
@@ -250,23 +251,12 @@ class MlflowLink:
             },
         )
         run_id = str(run.info.run_id)
-        self.log_params(run_id, params)
+        if params:
+            self._client.log_batch(
+                run_id,
+                params=[Param(k, str(v)[:_MAX_PARAM_CHARS]) for k, v in params.items()],
+            )
         return run_id
-
-    def ensure_params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        """Log ``params`` to a run that has none (one that has some keeps them: MLflow
-        refuses a parameter logged again with another value)."""
-        if params and not self._client.get_run(run_id).data.params:
-            self.log_params(run_id, params)
-
-    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        """Log ``params`` to the run (again is fine: MLflow accepts a parameter logged twice
-        with one value)."""
-        from mlflow.entities import Param
-
-        items = [Param(k, str(v)[:_MAX_PARAM_CHARS]) for k, v in params.items()]
-        for start in range(0, len(items), _MAX_BATCH_PARAMS):
-            self._client.log_batch(run_id, params=items[start : start + _MAX_BATCH_PARAMS])
 
     def log_metrics(
         self, run_id: str, metrics: Mapping[str, float], *, step: int | None = None
@@ -294,30 +284,20 @@ class MlflowLink:
         tags: Mapping[str, str] | None = None,
         step: int = 0,
         trajectory: Sequence[Mapping[str, Any]] | None = None,
-        params: Mapping[str, Any] | None = None,
     ) -> None:
-        """Final metrics (at ``step``), the trial's state as a tag, and the run's end status;
-        ``params`` again, so a run whose parameters were not written when it started (an
-        outage, a kill) has them once it ends.
+        """Final metrics (at ``step``), the trial's state as a tag, and the run's end status.
 
         A ``trajectory`` (the decisions of ``ctx.decide``) is logged as ``trajectory.json``
         and as the metrics ``dac.value`` (the parameter after each decision), ``dac.action``
         and ``dac.reward`` (where set) at each decision's step."""
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import RunTag
 
+        if metrics:
+            self.log_metrics(run_id, metrics, step=step)
         if trajectory:
             self.log_trajectory(run_id, trajectory)
         all_tags = {"paretune.state": state, **(tags or {})}
-        batched = params if params and len(params) <= _MAX_BATCH_PARAMS else {}
-        if params and not batched:
-            self.log_params(run_id, params)
-        now = int(time.time() * 1000)
-        self._client.log_batch(  # one request: a metric per objective, a few tags
-            run_id,
-            metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items()],
-            params=[Param(k, str(v)[:_MAX_PARAM_CHARS]) for k, v in batched.items()],
-            tags=[RunTag(k, str(v)) for k, v in all_tags.items()],
-        )
+        self._client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in all_tags.items()])
         status = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}.get(
             state, "KILLED"
         )

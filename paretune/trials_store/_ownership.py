@@ -255,10 +255,9 @@ class _Heartbeat:
         self._thread.start()
 
     def add(self, trial_id: int) -> None:
-        # Its first beat was recorded with the trial (_OwningStorage): the next is due in
-        # HEARTBEAT_INTERVAL_S, from the thread.
         with self._lock:
             self._ids.add(trial_id)
+        self._beat([trial_id])
 
     def remove(self, trial_id: int) -> None:
         with self._lock:

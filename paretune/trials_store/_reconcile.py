@@ -2,11 +2,9 @@
 
 A driver killed at the wrong moment leaves MLflow behind the study: a trial killed before its
 child run was started has none; one killed after starting it but before recording its id in the
-trial has an unrecorded one; one killed while its run was being finished, or before its queued
-writes were done (:mod:`~paretune.trials_store._writer`), has a run that still says RUNNING,
-perhaps without its parameters. Every child run carries its trial's id as the tag
-``paretune.trial_id`` from the moment it is created, so the runs of a trial are always found by
-that tag, recorded or not.
+trial has an unrecorded one; one killed while its run was being finished has a run that still
+says RUNNING. Every child run carries its trial's id as the tag ``paretune.trial_id`` from the
+moment it is created, so the runs of a trial are always found by that tag, recorded or not.
 
 The repair never writes to the trial: Optuna refuses to change a finished trial, and a trial
 is only repaired once it is finished (a RUNNING one may still be at work in some process).
@@ -112,7 +110,6 @@ def _reconcile_trial(
         tags = {}
         if INTERRUPTED_ATTR in t.user_attrs:
             tags["paretune.fail_reason"] = f"interrupted: {t.user_attrs[INTERRUPTED_ATTR]}"
-        link.ensure_params(kept, t.params)  # written off the search loop: maybe never
         link.finish_child(
             kept, state=t.state.name, metrics=t.user_attrs.get(METRICS_ATTR), tags=tags
         )
@@ -126,7 +123,6 @@ def finish_run_of(
     if run_id is None:
         return False
     try:
-        link.ensure_params(run_id, frozen.params)  # its driver may have died before
         link.finish_child(run_id, state=state, tags=tags)
     except Exception as err:  # a lost MLflow run must not stop recovery
         _log.warning("could not close MLflow run %s of trial %d: %s", run_id, frozen.number, err)

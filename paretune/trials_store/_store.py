@@ -15,9 +15,7 @@ The Optuna study is the system of record. :class:`TrialsStore` adds what Optuna 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -65,12 +63,6 @@ if TYPE_CHECKING:
 __all__ = ["PendingTrial", "TrialsStore"]
 
 _log = logging.getLogger(__name__)
-
-# ask() looks for stale trials (dead processes, lost heartbeats) at most this often, and reads
-# the study again unless it was read this recently (the search loop's budget check reads it
-# just before each ask).
-_RECOVER_EVERY_S = 1.0
-_FRESH_S = 0.25
 
 
 @dataclass
@@ -197,7 +189,6 @@ class TrialsStore(MlflowRuns):
         self._heartbeat: _Heartbeat | None = None
         self._recovered: list[int] = []
         self._ledger = TrialLedger(self.study)
-        self._recover_at = -float("inf")  # when ask() next recovers stale trials
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -224,10 +215,8 @@ class TrialsStore(MlflowRuns):
             self.parent_run_id = self.open_parent_run(
                 tags={"paretune.storage": redact_url(self.storage_url)}
             )
-            self.start_pareto_record()
         recovered = self.recover()
         self.catch_up()
-        self.open_writer()
         enqueue_baselines(self.study, self.config.baselines)
         self._heartbeat = _Heartbeat(self.storage)
         return recovered
@@ -237,7 +226,6 @@ class TrialsStore(MlflowRuns):
         if self._heartbeat is not None:
             self._heartbeat.stop()
             self._heartbeat = None
-        self.close_writer()  # what is queued is written (or noted unlogged) first
         if self.mlflow is not None and self.parent_run_id is not None:
             if self._tracking_behind and self._tracking_retry_at is not None:
                 self._tracking_retry_at = 0.0  # one more try to catch up before leaving
@@ -295,19 +283,12 @@ class TrialsStore(MlflowRuns):
         """A new trial with its parameters drawn from the study's space.
 
         Stale trials (dead processes, lost heartbeats) are recovered first, as Optuna's
-        ``Study.optimize`` does, so a driver that runs on notices another that died: at most
-        once every ``_RECOVER_EVERY_S`` seconds (each look costs a few database reads, and a
-        fast loop asks many times a second).
+        ``Study.optimize`` does, so a driver that runs on notices another that died.
         """
-        now = time.monotonic()
-        if now >= self._recover_at:
-            self.recover()
-            self._recover_at = now + _RECOVER_EVERY_S
-        else:  # (the search loop's budget check has just looked: no second read)
-            self._ledger.refresh(max_age_s=_FRESH_S)
+        self.recover()
         with quiet():
             trial = self.study.ask()
-        # The study was just looked at: the duplicate check needs no second look.
+        # recover() has just looked at the study: the duplicate check needs no second look.
         return self._prepare(trial, look=False)
 
     def prepare(self, trial: optuna.Trial) -> PendingTrial:
@@ -323,17 +304,14 @@ class TrialsStore(MlflowRuns):
         return self._prepare(trial, look=True)
 
     def _prepare(self, trial: optuna.Trial, *, look: bool) -> PendingTrial:
-        attrs = trial.user_attrs  # (each read of Trial.user_attrs reads the trial)
-        # A retried trial keeps the seed of the attempt it repeats (queued with the trial).
-        seed = attrs.get(SEED_ATTR)
-        if seed is None:
-            seed = self.config.trial_seed(trial.number)
-            trial.set_user_attr(SEED_ATTR, seed)
+        # A retried trial keeps the seed of the attempt it repeats.
+        seed = trial.user_attrs.get(SEED_ATTR, self.config.trial_seed(trial.number))
+        trial.set_user_attr(SEED_ATTR, seed)
         params = self.space.suggest(trial)
         if self._heartbeat is not None:
             self._heartbeat.add(trial._trial_id)
         duplicate = self._completed_twin(params, look=look)
-        label = attrs.get(LABEL_ATTR)
+        label = trial.user_attrs.get(LABEL_ATTR)
         run_id = self.start_run(
             trial,
             params,
@@ -395,7 +373,6 @@ class TrialsStore(MlflowRuns):
             values = [float(metrics[name]) for name in self.config.metric_names]
         with quiet():
             frozen = self.study.tell(trial, values=values, state=state)
-        self._ledger.expire()
         if self._heartbeat is not None:
             self._heartbeat.remove(pending.trial_id)
         if self.mlflow is None or self.parent_run_id is None:
@@ -408,20 +385,18 @@ class TrialsStore(MlflowRuns):
                 run_tags["paretune.error"] = error.strip().splitlines()[-1][:500]
             if pending.duplicate_of is not None:
                 run_tags["paretune.duplicate_of"] = str(pending.duplicate_of.number)
-            self.write_tracking(
-                frozen.number,
-                f"trial {frozen.number} not finished in its run",
-                functools.partial(
-                    self.mlflow.finish_child,
+            try:
+                self.mlflow.finish_child(
                     pending.mlflow_run_id,
                     state=frozen.state.name,
-                    metrics=dict(metrics) if metrics is not None else None,
+                    metrics=metrics,
                     tags=run_tags,
                     step=final_step,
-                    trajectory=[dict(d) for d in trajectory] if trajectory else None,
-                    params=dict(pending.params),
-                ),
-            )
+                    trajectory=trajectory,
+                )
+            except Exception as err:  # tracking is best-effort; the study is the record
+                self.tracking_failed(err, f"trial {frozen.number} not finished in its run")
+                self.note_unlogged(frozen.number)
         return frozen
 
     def fail_interrupted(
@@ -452,7 +427,6 @@ class TrialsStore(MlflowRuns):
                 return False
         except optuna.exceptions.UpdateFinishedTrialError:
             return False  # another process finished or failed it first
-        self._ledger.expire()
         if self._heartbeat is not None:
             self._heartbeat.remove(trial_id)
         frozen = self.storage.get_trial(trial_id)

@@ -7,11 +7,10 @@ The study stays the record: every call here is best effort where tracking is con
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from optuna.trial import FrozenTrial, TrialState
@@ -25,7 +24,6 @@ from paretune.trials_store._reconcile import (
     missing_runs,
     reconcile_runs,
 )
-from paretune.trials_store._writer import TrackingWriter
 
 if TYPE_CHECKING:
     import optuna
@@ -67,8 +65,6 @@ class MlflowRuns:
     _tracking_retry_at: float | None = None
     _tracking_behind: bool = False
     _unlogged: set[int] | None = None  # this driver's trials not logged yet
-    # The writes that follow a run's creation, off the search loop (from start to close).
-    _writer: TrackingWriter | None = None
 
     def pareto_trials(self, tolerance: Mapping[str, float] | None = None) -> list[FrozenTrial]:
         raise NotImplementedError  # the store's
@@ -164,7 +160,6 @@ class MlflowRuns:
         """
         if self.mlflow is None or self.parent_run_id is None:
             return False
-        self._take_write_failures()
         if self._tracking_retry_at is not None:
             if time.monotonic() < self._tracking_retry_at:
                 return False
@@ -172,10 +167,6 @@ class MlflowRuns:
                 self._tracking_retry_at = time.monotonic() + _TRACKING_RETRY_S
                 return False
             self._tracking_retry_at = None
-            if self._writer is not None:
-                self._writer.drain()  # (it drops what is queued until resumed)
-                self._take_write_failures()
-                self._writer.resume()
             _log.warning("MLflow: the tracking store answers again; logging what it missed")
         if self._tracking_behind:
             self._tracking_behind = False
@@ -189,9 +180,6 @@ class MlflowRuns:
         every driver's list of unlogged trials; whether it is all there."""
         if self.mlflow is None or self.parent_run_id is None:
             return True  # not tracked here: another driver's lists stay
-        if self._writer is not None:  # the runs as this driver leaves them, then repaired
-            self._writer.drain()
-            self._take_write_failures()
         if not self.reconcile_mlflow():
             return False
         study_id = self.storage.get_study_id_from_name(self.config.name)
@@ -204,13 +192,10 @@ class MlflowRuns:
     def note_unlogged(self, number: int) -> None:
         """Record in the study that trial ``number`` finished without its MLflow run (listed by
         :meth:`unlogged_trials` until a catch-up logs it)."""
-        self._note_unlogged_many([number])
-
-    def _note_unlogged_many(self, numbers: Iterable[int]) -> None:
         self._tracking_behind = True
         if self._unlogged is None:
             self._unlogged = set()
-        self._unlogged.update(numbers)
+        self._unlogged.add(number)
         study_id = self.storage.get_study_id_from_name(self.config.name)
         self.storage.set_study_system_attr(
             study_id, _UNLOGGED_ATTR_PREFIX + owner_token(), sorted(self._unlogged)
@@ -239,42 +224,6 @@ class MlflowRuns:
         self._tracking_retry_at = time.monotonic() + _TRACKING_RETRY_S
         self._tracking_behind = True
 
-    def open_writer(self) -> None:
-        """Start writing to MLflow off the search loop (:meth:`write_tracking`)."""
-        if self._writer is None and self.mlflow is not None and self.parent_run_id is not None:
-            self._writer = TrackingWriter(f"paretune-tracking {self.config.name}")
-
-    def close_writer(self) -> None:
-        """Write what is queued, stop the writer, and note what could not be written."""
-        if self._writer is not None:
-            self._writer.close()
-            self._take_write_failures()
-            self._writer = None
-
-    def write_tracking(self, trial_number: int, what: str, write: Callable[[], None]) -> None:
-        """Do ``write`` (of trial ``trial_number``'s run; ``what`` says what is lost if it
-        fails) off the search loop once :meth:`open_writer` ran, else now. Best effort: a
-        failure marks the trial unlogged (:meth:`note_unlogged`), to be caught up."""
-        if self._writer is not None:
-            self._writer.submit(trial_number, what, write)
-            return
-        try:
-            write()
-        except Exception as err:  # tracking is best-effort; the study is the record
-            self.tracking_failed(err, what)
-            self.note_unlogged(trial_number)
-
-    def _take_write_failures(self) -> None:
-        if self._writer is None:
-            return
-        failures = self._writer.failures()
-        for failure in failures:
-            if failure.error is not None:
-                self.tracking_failed(failure.error, failure.what)
-        if failures:
-            self._tracking_behind = True
-            self._note_unlogged_many(f.trial_number for f in failures)
-
     def mlflow_backlog(self) -> list[int]:
         """The numbers of the finished trials whose MLflow run is missing or unfinished.
 
@@ -300,12 +249,11 @@ class MlflowRuns:
             self._tracking_behind = self.mlflow is not None and self.parent_run_id is not None
             return None
         assert self.mlflow is not None and self.parent_run_id is not None
-        number = trial.number if trial_number is None else trial_number
         try:
             run_id = self.mlflow.start_child(
                 parent_run_id=self.parent_run_id,
-                trial_number=number,
-                params={},
+                trial_number=trial.number if trial_number is None else trial_number,
+                params=params,
                 tags={**tags, TRIAL_ID_TAG: str(trial._trial_id)},
                 run_name=run_name,
             )
@@ -313,12 +261,6 @@ class MlflowRuns:
             self.tracking_failed(err, f"no run for trial {trial.number}")
             return None
         trial.set_user_attr(CHILD_RUN_ATTR, run_id)
-        if params:  # (a run repaired after a kill gets them again: reconcile_runs)
-            self.write_tracking(
-                number,
-                f"no parameters in the run of trial {number}",
-                functools.partial(self.mlflow.log_params, run_id, dict(params)),
-            )
         return run_id
 
     def run_name(
@@ -357,21 +299,9 @@ class MlflowRuns:
                 self.note_unlogged(frozen.number)
             return
         assert self.mlflow is not None and self.parent_run_id is not None
-        if self._writer is not None:
-            self._writer.drain()  # (its run's queued writes first: they are the trial's own)
         if not finish_run_of(self.mlflow, frozen, state, tags):
             # Killed before it recorded its run: the run is found by its tag, or made.
             reconcile_runs(self.mlflow, self.parent_run_id, [frozen], run_name=self._run_name_of)
-
-    def start_pareto_record(self) -> None:
-        """Record an empty front for a study without finished trials: its runs start tagged
-        not Pareto-optimal, so :meth:`tag_pareto` then writes only the trials that joined the
-        front (without a record, its first call tags every run of the study)."""
-        study_id = self.storage.get_study_id_from_name(self.config.name)
-        if _PARETO_TAGGED_ATTR in self.storage.get_study_system_attrs(study_id):
-            return
-        if not self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            self.storage.set_study_system_attr_once(study_id, _PARETO_TAGGED_ATTR, [])
 
     def tag_pareto(self) -> None:
         """Tag every child run with whether its trial is on the Pareto front.
