@@ -139,6 +139,36 @@ def append_record(path: Path, record: dict[str, Any]) -> None:
         os.fsync(f.fileno())
 
 
+def end_session(
+    *,
+    record: bool,
+    results: Path,
+    record_version: int,
+    header: dict[str, Any],
+    rows: list[dict[str, Any]],
+    checks: list[dict[str, Any]],
+    session: Path,
+    keep: bool,
+) -> int:
+    """The end of a benchmark run with run directories under ``session`` and PASS / FAIL
+    checks: append the record (``record``), keep or remove ``session``, and the exit code (1
+    when a row has an error or a check failed)."""
+    import shutil
+
+    if record:
+        append_record(
+            results,
+            {"record_version": record_version, **stamp(), **header, "rows": rows, "checks": checks},
+        )
+        print(f"\nrecorded in {results}")
+    if keep:
+        print(f"run directories kept in {session}")
+    else:
+        shutil.rmtree(session, ignore_errors=True)
+    failed = any(r.get("error") for r in rows) or any(c["result"] == "FAIL" for c in checks)
+    return 1 if failed else 0
+
+
 def read_records(path: Path) -> list[dict[str, Any]]:
     """The records of ``path`` in order (none if it does not exist); invalid lines are skipped
     with a warning on stderr (an interrupted write leaves a partial line: its run is redone)."""

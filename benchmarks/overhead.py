@@ -46,7 +46,6 @@ import itertools
 import json
 import math
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -200,24 +199,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"\nWARNING: measured with a 1-min load average of {load_before[0]:.2f} before the "
             f"runs (> {IDLE_LOAD}); rerun on an idle machine before recording numbers."
         )
-    if args.record:
-        harness.append_record(
-            Path(args.results),
-            {
-                "record_version": RECORD_VERSION,
-                **harness.stamp(),
-                **header,
-                "rows": rows,
-                "checks": checks,
-            },
-        )
-        print(f"\nrecorded in {args.results}")
-    if not args.keep:
-        shutil.rmtree(session, ignore_errors=True)
-    else:
-        print(f"run directories kept in {session}")
-    failed = any(r.get("error") for r in rows) or any(c["result"] == "FAIL" for c in checks)
-    return 1 if failed else 0
+    return harness.end_session(
+        record=args.record,
+        results=Path(args.results),
+        record_version=RECORD_VERSION,
+        header=header,
+        rows=rows,
+        checks=checks,
+        session=session,
+        keep=args.keep,
+    )
 
 
 # --------------------------------------------------------------------------------------------

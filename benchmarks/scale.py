@@ -52,7 +52,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -237,24 +236,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     print()
     print(render(rows, checks, header))
-    if args.record:
-        harness.append_record(
-            Path(args.results),
-            {
-                "record_version": RECORD_VERSION,
-                **harness.stamp(),
-                **header,
-                "rows": rows,
-                "checks": checks,
-            },
-        )
-        print(f"\nrecorded in {args.results}")
-    if args.keep:
-        print(f"run directories kept in {session}")
-    else:
-        shutil.rmtree(session, ignore_errors=True)
-    failed = any(r.get("error") for r in rows) or any(c["result"] == "FAIL" for c in checks)
-    return 1 if failed else 0
+    return harness.end_session(
+        record=args.record,
+        results=Path(args.results),
+        record_version=RECORD_VERSION,
+        header=header,
+        rows=rows,
+        checks=checks,
+        session=session,
+        keep=args.keep,
+    )
 
 
 def _postgres_module() -> ModuleType:
